@@ -1,0 +1,40 @@
+# The README's commands. Each target does its own set-up (`setup` is idempotent).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup report test test-fast bench lint pretrain clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+	@echo "setup: $(VENV) ready"
+
+report: setup
+	$(BIN)/workbench report --config $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+lint: setup
+	$(BIN)/ruff check workbench tests benchmarks
+	$(BIN)/ruff format --check workbench tests benchmarks
+
+pretrain: setup
+	$(BIN)/workbench train --config configs/pretrain.yaml
+
+clean:
+	rm -rf .cache .pytest_cache build *.egg-info

@@ -1,0 +1,205 @@
+"""`RunConfig`: the one object that flows to every step.
+
+Loaded from YAML (:meth:`RunConfig.from_yaml`), papermill parameters (:meth:`RunConfig.from_params`)
+or keyword arguments; validated in ``__post_init__``; hashed by content (:attr:`RunConfig.hash`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from workbench.errors import WorkbenchError
+
+
+class Task(str, Enum):
+    POSE = "pose"
+    SEG = "seg"
+    DETECT = "detect"
+
+
+class Scheme(str, Enum):
+    """Numeric format of a converted model."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8_PER_CHANNEL = "int8-per-channel"
+    INT8_PER_TENSOR = "int8-per-tensor"
+
+    @property
+    def is_int8(self) -> bool:
+        return self in (Scheme.INT8_PER_CHANNEL, Scheme.INT8_PER_TENSOR)
+
+
+class IOType(str, Enum):
+    """Input/output tensor types, in ST's two-letter naming: input letter then output letter."""
+
+    UF = "uf"  # uint8 in, float out: the zoo's deployment form
+    II = "ii"  # int8 in, int8 out
+    FF = "ff"  # float in, float out
+
+
+IMGSZ_MIN, IMGSZ_MAX, IMGSZ_STRIDE = 64, 1280, 32
+
+
+def validate_imgsz(value: Any, source: str | None = None) -> int:
+    """Return ``value`` as an int if it is a multiple of 32 within [64, 1280]; raise otherwise."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"image size {value!r} is not an integer", path=source) from None
+    if size != value and not (isinstance(value, str) and value.strip() == str(size)):
+        raise WorkbenchError(f"image size {value!r} is not an integer", path=source)
+    if not (IMGSZ_MIN <= size <= IMGSZ_MAX) or size % IMGSZ_STRIDE:
+        raise WorkbenchError(
+            f"image size {size} must be a multiple of {IMGSZ_STRIDE} within [{IMGSZ_MIN}, {IMGSZ_MAX}]",
+            path=source,
+        )
+    return size
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; every reported number is traceable to its :attr:`hash`.
+
+    Example:
+        >>> cfg = RunConfig(imgsz=[256], schemes=["fp32", "int8-per-tensor"])
+        >>> cfg.schemes
+        [<Scheme.FP32: 'fp32'>, <Scheme.INT8_PER_TENSOR: 'int8-per-tensor'>]
+        >>> len(cfg.hash)
+        12
+    """
+
+    name: str = "default"
+    task: Task = Task.POSE
+    # Weights to start from (.pt, or a model .yaml to train from scratch), or a folder of
+    # ready .tflite files for zoo runs (then train/export/quantize are skipped).
+    model: str = "data/weights/yolov8n-pose-synth.pt"
+    imgsz: list[int] = field(default_factory=lambda: [256])
+    schemes: list[Scheme] = field(default_factory=lambda: [Scheme.FP32, Scheme.INT8_PER_CHANNEL])
+    io: IOType = IOType.UF
+    # Dataset: "synthetic" generates one; otherwise a folder with images/ + annotations/ or a data.yaml.
+    dataset: str = "synthetic"
+    synth_train: int = 256
+    synth_val: int = 64
+    synth_imgsz: int = 256
+    synth_preset: str = "standard"
+    ann: str | None = None  # COCO JSON used for evaluation (derived for synthetic data)
+    images: str | None = None  # image folder used for evaluation (derived for synthetic data)
+    epochs: int = 1
+    train_imgsz: int | None = None  # defaults to the largest of imgsz
+    batch: int = 8
+    calib_images: int = 200
+    eval_images: int | None = None  # None: all
+    protocol: str = "coco"
+    threads: int = 2
+    bench_runs: int = 30
+    seed: int = 0
+    out_dir: str = "reports"
+
+    def __post_init__(self) -> None:
+        try:
+            self.task = Task(self.task)
+            self.io = IOType(self.io)
+            self.schemes = [Scheme(s) for s in _as_list(self.schemes)]
+        except ValueError as err:
+            raise WorkbenchError(f"invalid config value: {err}") from None
+        self.imgsz = [validate_imgsz(s) for s in _as_list(self.imgsz)]
+        if not self.imgsz:
+            raise WorkbenchError("imgsz must name at least one image size")
+        if not self.schemes:
+            raise WorkbenchError("schemes must name at least one scheme")
+        if self.train_imgsz is not None:
+            self.train_imgsz = validate_imgsz(self.train_imgsz)
+        self.synth_imgsz = validate_imgsz(self.synth_imgsz)
+        for key in ("epochs", "batch", "calib_images", "threads", "bench_runs", "synth_train", "synth_val"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0 or (value == 0 and key not in ("epochs", "synth_val")):
+                raise WorkbenchError(f"{key} must be a positive integer, got {value!r}")
+        if self.protocol not in ("coco", "st"):
+            raise WorkbenchError(f"protocol must be 'coco' or 'st', got {self.protocol!r}")
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> "RunConfig":
+        """Build from a mapping; an unknown key is an error that lists the valid ones."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise WorkbenchError(
+                f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}",
+                path=source,
+            )
+        try:
+            return cls(**dict(values))
+        except WorkbenchError as err:
+            raise WorkbenchError(err.message, path=source or err.path) from None
+        except TypeError as err:
+            raise WorkbenchError(str(err), path=source) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        """Load a YAML file; ``overrides`` win over the file's values."""
+        path = Path(path)
+        if not path.is_file():
+            raise WorkbenchError("config file not found", path=path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
+        if not isinstance(values, dict):
+            raise WorkbenchError("config must be a mapping of keys to values", path=path)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values, source=str(path))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "RunConfig":
+        """Build from papermill parameters: a ``config`` dict (or YAML path) plus loose overrides."""
+        params = dict(params)
+        base = params.pop("config", None)
+        if isinstance(base, (str, Path)) and base:
+            return cls.from_yaml(base, **params)
+        values = dict(base or {})
+        values.update(params)
+        return cls.from_dict(values, source="papermill parameters")
+
+    # ---- identity ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["task"] = self.task.value
+        out["io"] = self.io.value
+        out["schemes"] = [s.value for s in self.schemes]
+        return out
+
+    @property
+    def hash(self) -> str:
+        """12 hex digits of sha256 over the canonical JSON of the config (``name`` excluded)."""
+        content = {k: v for k, v in self.to_dict().items() if k != "name"}
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=True)
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) and "," in value:
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [value]
