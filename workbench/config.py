@@ -94,6 +94,7 @@ class RunConfig:
     ann: str | None = None  # COCO JSON used for evaluation (derived for synthetic data)
     images: str | None = None  # image folder used for evaluation (derived for synthetic data)
     epochs: int = 1
+    train_args: dict[str, Any] = field(default_factory=dict)  # extra Ultralytics train arguments
     train_imgsz: int | None = None  # defaults to the largest of imgsz
     batch: int = 8
     calib_images: int = 200

@@ -1,0 +1,26 @@
+"""`workbench export`: .pt → float SavedModel with normalized outputs."""
+
+from __future__ import annotations
+
+from workbench.cli import print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export .pt to a float TF SavedModel with normalized outputs")
+    p.add_argument("--weights", required=True, help="local .pt checkpoint")
+    p.add_argument("--imgsz", type=int, required=True)
+    p.add_argument("--out", required=True, help="SavedModel folder to write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from workbench.export import export_saved_model
+
+    result = export_saved_model(args.weights, args.imgsz, args.out)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(f"saved model: {result.saved_model} (task {result.task}, imgsz {result.imgsz}, "
+              f"normalized outputs, {result.seconds:.0f} s)")
+    return 0

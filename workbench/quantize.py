@@ -1,0 +1,175 @@
+"""SavedModel → ``.tflite`` in one of four numeric schemes, with the zoo's I/O conventions.
+
+=================== ===========================================================================
+scheme              TFLite converter settings
+=================== ===========================================================================
+fp32                no optimisation
+fp16                ``Optimize.DEFAULT`` + ``supported_types=[float16]`` (weights stored fp16)
+int8-per-channel    full-integer, one weight scale per output channel (converter default)
+int8-per-tensor     full-integer with ``_experimental_disable_per_channel = True`` (as ST's zoo)
+=================== ===========================================================================
+
+I/O types (ST's two letters, input then output): ``uf`` uint8 in / float out (the zoo's deployment
+form), ``ii`` int8 in / int8 out, ``ff`` float in / float out. Float schemes have float I/O, so
+they are always written as ``ff`` whatever was asked (the result says so).
+
+The representative dataset is a folder of images, preprocessed exactly as evaluation preprocesses
+them (letterbox to the model size, RGB, [0, 1]).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from workbench.config import IOType, Scheme
+from workbench.errors import WorkbenchError
+from workbench.export import ExportResult
+from workbench.fileio import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_CALIB_COUNT = 200
+
+
+@dataclass
+class QuantizeResult:
+    """One converted variant."""
+
+    path: Path
+    scheme: Scheme
+    io: IOType
+    imgsz: int
+    size_bytes: int
+    sha256: str
+    calib_images: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        self.scheme, self.io = Scheme(self.scheme), IOType(self.io)
+        if self.scheme.is_int8 and self.calib_images <= 0:
+            raise ValueError("an int8 variant needs calibration images")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(path=str(self.path), scheme=self.scheme.value, io=self.io.value)
+        return out
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files of ``folder`` in sorted order (so calibration is deterministic)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkbenchError("calibration image folder not found", path=folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise WorkbenchError("no images (.jpg/.png/...) in calibration folder", path=folder)
+    return files
+
+
+def calibration_batches(folder: str | Path, imgsz: int, count: int = DEFAULT_CALIB_COUNT) -> list[np.ndarray]:
+    """Load up to ``count`` images, letterboxed to ``imgsz`` as evaluation does, as (1,S,S,3) float32."""
+    from workbench.data.images import load_image
+    from workbench.preprocess import letterbox
+
+    files = list_images(folder)[:count]
+    batches = []
+    for path in files:
+        image, _ = letterbox(load_image(path), (imgsz, imgsz))
+        batches.append((image.astype(np.float32) / 255.0)[None])
+    return batches
+
+
+def effective_io(scheme: Scheme, io: IOType) -> IOType:
+    """Float schemes keep float I/O."""
+    return io if scheme.is_int8 else IOType.FF
+
+
+def quantize(
+    saved_model: str | Path,
+    scheme: str | Scheme,
+    out: str | Path,
+    *,
+    io: str | IOType = IOType.UF,
+    calib: str | Path | None = None,
+    calib_count: int = DEFAULT_CALIB_COUNT,
+) -> QuantizeResult:
+    """Convert ``saved_model`` to ``out`` (.tflite) in ``scheme`` with ``io`` tensor types.
+
+    Metadata is embedded as Ultralytics does (a ``metadata.json`` zip entry appended to the file):
+    Ultralytics' keys, so ``YOLO('x.tflite')`` can load float/int8-I/O files, plus ours under
+    ``"workbench"`` (normalized outputs, preprocessing, scheme, I/O, calibration count).
+
+    Example:
+        >>> quantize("build/sm256", "int8-per-tensor", "build/256/int8-per-tensor-uf.tflite",
+        ...          io="uf", calib="data/synth/images/train", calib_count=100)  # doctest: +SKIP
+    """
+    scheme, io = Scheme(scheme), IOType(io)
+    io = effective_io(scheme, io)
+    export = ExportResult.load(saved_model)
+    batches: list[np.ndarray] = []
+    if scheme.is_int8:
+        if calib is None:
+            raise WorkbenchError(f"{scheme.value} needs --calib IMAGES (a folder of calibration images)")
+        batches = calibration_batches(calib, export.imgsz, calib_count)
+        log.info("calibrating %s with %d images from %s", scheme.value, len(batches), calib)
+
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if scheme is Scheme.FP16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif scheme.is_int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _representative(batches)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = {IOType.UF: tf.uint8, IOType.II: tf.int8, IOType.FF: tf.float32}[io]
+        converter.inference_output_type = tf.int8 if io is IOType.II else tf.float32
+        # ST's zoo switch for per-tensor weights; the default is per-channel
+        converter._experimental_disable_per_channel = scheme is Scheme.INT8_PER_TENSOR
+    try:
+        flatbuffer = converter.convert()
+    except Exception as err:
+        raise WorkbenchError(f"TFLite conversion to {scheme.value} failed: {err}", path=saved_model) from None
+
+    from workbench.runtime import write_tflite_metadata
+
+    metadata = dict(export.ultralytics)
+    metadata["workbench"] = {
+        "normalized": export.normalized,
+        "preprocess": "letterbox",
+        "input_range": [0.0, 1.0],
+        "task": export.task,
+        "imgsz": export.imgsz,
+        "kpt_shape": export.kpt_shape,
+        "scheme": scheme.value,
+        "io": io.value,
+        "calib_images": len(batches),
+        "weights_sha256": export.weights_sha256,
+    }
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(flatbuffer)
+        write_tflite_metadata(tmp, metadata)
+    return QuantizeResult(
+        path=out,
+        scheme=scheme,
+        io=io,
+        imgsz=export.imgsz,
+        size_bytes=out.stat().st_size,
+        sha256=sha256_file(out),
+        calib_images=len(batches),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _representative(batches: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    for batch in batches:
+        yield [batch]
