@@ -93,7 +93,11 @@ class ImageTransform:
         out = np.empty((len(stack), h0, w0), dtype=np.float32)
         for i, m in enumerate(src):
             out[i] = cv2.warpAffine(
-                m, matrix, (w0, h0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+                m,
+                matrix,
+                (w0, h0),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
             )
         if mask.dtype == bool:
             out = out > 0.5
@@ -105,7 +109,11 @@ class ImageTransform:
 
 def _check_image(image: Any) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        desc = (
+            f"{image.dtype} array of shape {image.shape}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
         raise WorkbenchError(f"expected an RGB uint8 image of shape (H, W, 3), got {desc}")
     if min(image.shape[:2]) < 1:
         raise WorkbenchError(f"image is empty: shape {image.shape}")

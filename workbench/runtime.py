@@ -64,7 +64,7 @@ class TensorSpec:
         return self.scale is not None
 
     @classmethod
-    def from_details(cls, details: dict[str, Any]) -> "TensorSpec":
+    def from_details(cls, details: dict[str, Any]) -> TensorSpec:
         """Build from one entry of LiteRT's ``get_input_details()``/``get_tensor_details()``."""
         qp = details.get("quantization_parameters") or {}
         scales = np.asarray(qp.get("scales", []))
@@ -84,9 +84,9 @@ class TensorSpec:
         """Real values as float32: ``(q - zero_point) * scale``, or a float32 copy if not quantized."""
         if self.scale is None:
             return np.asarray(values, dtype=np.float32).copy()
-        return ((np.asarray(values, dtype=np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)).astype(
-            np.float32
-        )
+        return (
+            (np.asarray(values, dtype=np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+        ).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -208,11 +208,15 @@ class TFLiteModel:
         self._outputs = [TensorSpec.from_details(d) for d in self._interpreter.get_output_details()]
         shape = self._input.shape
         if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-            raise WorkbenchError(f"expected an NHWC input of shape (1, H, W, 3), got {shape}", path=self._path)
+            raise WorkbenchError(
+                f"expected an NHWC input of shape (1, H, W, 3), got {shape}", path=self._path
+            )
         wb = self._metadata.get("workbench", {})
         mode = preprocess or wb.get("preprocess") or "letterbox"
         if mode not in PREPROCESS_MODES:
-            raise WorkbenchError(f"preprocess must be one of {PREPROCESS_MODES}, got {mode!r}", path=self._path)
+            raise WorkbenchError(
+                f"preprocess must be one of {PREPROCESS_MODES}, got {mode!r}", path=self._path
+            )
         self._preprocess_mode = mode
         lo, hi = wb.get("input_range", (0.0, 1.0))
         self._input_range = (float(lo), float(hi))
@@ -260,7 +264,9 @@ class TFLiteModel:
         """The array to feed the input tensor for images ``x01`` in [0, 1] (see module docstring)."""
         x01 = np.asarray(x01, dtype=np.float32)
         if x01.shape != self._input.shape:
-            raise WorkbenchError(f"input must have shape {self._input.shape}, got {x01.shape}", path=self._path)
+            raise WorkbenchError(
+                f"input must have shape {self._input.shape}, got {x01.shape}", path=self._path
+            )
         dtype = self._input.dtype
         if dtype == "uint8":
             return np.clip(np.round(x01 * 255.0), 0, 255).astype(np.uint8)
