@@ -79,13 +79,13 @@ def coco_to_yolo(
         labels_tmp.mkdir(parents=True)
         images_tmp.mkdir(parents=True)
         for img in tqdm(dataset.images, desc=f"coco→yolo {split}", unit="img", leave=False):
-            rel = _relative_name(img["file_name"], dataset.path)
+            rel = relative_name(img["file_name"], dataset.path)
             source = dataset.image_path(img)
             if not source.is_file():
                 raise WorkbenchError(f"image file not found (listed in {dataset.path})", path=source)
             target = images_tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            _place(source, target, link)
+            link_or_copy(source, target, link)
             rows = []
             for ann in dataset.annotations_by_image[img["id"]]:
                 if ann["iscrowd"]:
@@ -136,6 +136,28 @@ def write_data_yaml(
         if len(content["flip_idx"]) != content["kpt_shape"][0]:
             raise WorkbenchError(f"flip_idx has {len(flip_idx)} entries for {kpt_shape[0]} keypoints")
     return write_text(out_dir / "data.yaml", yaml.safe_dump(content, sort_keys=False))
+
+
+def split_keys(out_dir: str | Path) -> dict[str, str]:
+    """The ``splits`` argument of :func:`write_data_yaml` for the splits converted so far.
+
+    ``train``/``val``/``test`` map to folders of that name under ``out_dir/images``; Ultralytics
+    needs both ``train`` and ``val``, so a missing one falls back to the other.
+
+    Example:
+        >>> split_keys("yolo")  # with only yolo/images/val written  # doctest: +SKIP
+        {'train': 'val', 'val': 'val'}
+    """
+    present = {p.name for p in (Path(out_dir) / "images").iterdir() if p.is_dir() and not p.name.startswith(".")}
+    splits = {key: key for key in YOLO_SPLIT_KEYS if key in present}
+    if not splits:
+        others = sorted(present)
+        if not others:
+            raise WorkbenchError("no converted split under images/", path=out_dir)
+        splits = {"train": others[0], "val": others[0]}
+    splits.setdefault("train", splits.get("val", splits.get("test")))
+    splits.setdefault("val", splits["train"])
+    return splits
 
 
 def yolo_to_coco(
@@ -282,15 +304,16 @@ def _task(task: Task | str) -> Task:
         raise WorkbenchError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}") from None
 
 
-def _relative_name(file_name: str, ann_path: Path) -> Path:
+def relative_name(file_name: str, ann_path: Path) -> Path:
+    """``file_name`` as a relative path, refusing absolute ones and ``..`` (they would escape)."""
     rel = Path(file_name)
     if rel.is_absolute() or ".." in rel.parts:
         raise WorkbenchError(f"image file_name {file_name!r} must be a relative path inside the images folder", path=ann_path)
     return rel
 
 
-def _place(source: Path, target: Path, link: str) -> None:
-    """Symlink ``target`` to ``source`` (absolute), or copy when asked or when links fail."""
+def link_or_copy(source: Path, target: Path, link: str) -> None:
+    """Symlink ``target`` to ``source`` (absolute), or copy when asked (``link="copy"``) or when links fail."""
     if link == "symlink":
         try:
             os.symlink(source.resolve(), target)
