@@ -195,6 +195,20 @@ class RunConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
 
+    def validate_paths(self, source: str | None = None) -> None:
+        """Raise unless the dataset, annotation and image paths this config names exist.
+
+        Relative paths are taken from the current directory (where notebooks run). ``model`` is
+        not checked: it may be produced by training or resolved by Ultralytics.
+        """
+        named = [("dataset", self.dataset)] if self.dataset != "synthetic" else []
+        named += [(key, getattr(self, key)) for key in ("ann", "images") if getattr(self, key)]
+        for key, value in named:
+            if not Path(value).exists():
+                raise WorkbenchError(
+                    f"{key} {value!r} does not exist (relative paths are from {Path.cwd()})", path=source
+                )
+
 
 def _as_list(value: Any) -> list:
     if value is None:
