@@ -45,7 +45,9 @@ def _pose_dataset(root: Path) -> Path:
     annotations.append({"id": 91, "image_id": 2, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0,
                         "keypoints": [0] * 51, "num_keypoints": 0, "area": 400})  # fmt: skip
     ann = root / "pose.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [PERSON_CATEGORY]}))
+    ann.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [PERSON_CATEGORY]})
+    )
     return ann
 
 
@@ -65,7 +67,7 @@ def test_pose_round_trip_keeps_keypoints_within_half_pixel(tmp_path):
     for name, anns in original.items():
         kept = [a for a in anns if not a["iscrowd"] and a["num_keypoints"] > 0]
         assert len(back[name]) == len(kept)
-        for src, dst in zip(kept, back[name]):
+        for src, dst in zip(kept, back[name], strict=True):
             a, b = np.reshape(src["keypoints"], (-1, 3)), np.reshape(dst["keypoints"], (-1, 3))
             assert np.abs(a[:, :2] - b[:, :2]).max() < 0.5
             assert (a[:, 2] == b[:, 2]).all()
@@ -105,7 +107,7 @@ def test_detect_and_seg_round_trip_on_tiny_coco(tiny_coco, tmp_path):
     for name, anns in original.items():
         kept = [a for a in anns if not a["iscrowd"]]
         assert [a["category_id"] for a in back[name]] == [a["category_id"] for a in kept]
-        for src, dst in zip(kept, back[name]):
+        for src, dst in zip(kept, back[name], strict=True):
             assert np.abs(np.subtract(src["bbox"], dst["bbox"])).max() < 0.5
 
     seg = coco_to_yolo(ann, images, tmp_path / "seg", "seg", "train")
@@ -114,7 +116,7 @@ def test_detect_and_seg_round_trip_on_tiny_coco(tiny_coco, tmp_path):
     for name, anns in original.items():
         kept = [a for a in anns if not a["iscrowd"]]
         assert len(back[name]) == len(kept)
-        for src, dst in zip(kept, back[name]):
+        for src, dst in zip(kept, back[name], strict=True):
             poly = np.reshape(dst["segmentation"][0], (-1, 2))
             parts = [np.reshape(p, (-1, 2)) for p in src["segmentation"]]
             if len(parts) == 1:
@@ -164,7 +166,9 @@ def test_convert_cli_writes_data_yaml_and_rejects_wrong_task(tiny_coco, tmp_path
     assert content["val"] == "images/val" and content["names"] == yolo_class_names(load_coco(ann))
     assert len(list((tmp_path / "y/labels/val").glob("*.txt"))) == 16
 
-    code = main(["data", "convert", str(ann), "--images", str(images), "--out", str(tmp_path / "p"), "--task", "pose"])
+    code = main(
+        ["data", "convert", str(ann), "--images", str(images), "--out", str(tmp_path / "p"), "--task", "pose"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "instances_train2017_small.json" in err and "not a pose dataset" in err

@@ -24,8 +24,14 @@ def register(sub) -> None:
     coco = sub.add_parser("coco", help="download COCO 2017 or build its COCO-Person subset")
     mode = coco.add_mutually_exclusive_group(required=True)
     mode.add_argument("--download", metavar="DIR", type=Path, help="download and extract COCO parts into DIR")
-    mode.add_argument("--subset", action="store_true", help="build the COCO-Person subset of --root into --out")
-    coco.add_argument("--parts", default="val2017,annotations", help="comma-separated: train2017,val2017,test2017,annotations")
+    mode.add_argument(
+        "--subset", action="store_true", help="build the COCO-Person subset of --root into --out"
+    )
+    coco.add_argument(
+        "--parts",
+        default="val2017,annotations",
+        help="comma-separated: train2017,val2017,test2017,annotations",
+    )
     coco.add_argument("--base-url", default=None, help="mirror serving zips/ and annotations/")
     coco.add_argument("--checksum", action="append", default=[], metavar="PART=ALGO:HEX",
                       help="override a part's checksum (for mirrors); repeatable")  # fmt: skip
@@ -47,7 +53,9 @@ def register(sub) -> None:
     convert = sub.add_parser("convert", help="write a COCO dataset as Ultralytics YOLO images + labels")
     convert.add_argument("ann", type=Path, help="COCO annotation JSON")
     convert.add_argument("--images", type=Path, required=True, help="image folder of the annotation file")
-    convert.add_argument("--out", type=Path, required=True, help="YOLO dataset folder (data.yaml is written here)")
+    convert.add_argument(
+        "--out", type=Path, required=True, help="YOLO dataset folder (data.yaml is written here)"
+    )
     convert.add_argument("--task", choices=TASKS, default="pose")
     convert.add_argument("--split", default="train", help="split folder name (default train)")
     convert.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
@@ -77,7 +85,12 @@ def _coco(args: argparse.Namespace) -> int:
         raise WorkbenchError("--subset needs --root (a COCO 2017 folder) and --out")
     ann = build_person_subset(args.root, args.split, out=args.out, task=args.task, max_images=args.max_images)
     summary = load_coco(ann).summary()
-    result = {"ann": str(ann), "out": str(args.out), "data_yaml": str(args.out / "yolo" / "data.yaml"), **summary}
+    result = {
+        "ann": str(ann),
+        "out": str(args.out),
+        "data_yaml": str(args.out / "yolo" / "data.yaml"),
+        **summary,
+    }
     _report(args, result, f"COCO-Person {args.split}: {summary['images']} images, "
                           f"{summary['person_instances']} persons → {ann}")  # fmt: skip
     return 0
@@ -97,12 +110,22 @@ def _convert(args: argparse.Namespace) -> int:
     from workbench.data.coco import load_coco
     from workbench.data.yolo import coco_to_yolo, split_keys, write_data_yaml, yolo_class_names
 
-    out = coco_to_yolo(args.ann, args.images, args.out, args.task, args.split, "copy" if args.copy else "symlink")
+    out = coco_to_yolo(
+        args.ann, args.images, args.out, args.task, args.split, "copy" if args.copy else "symlink"
+    )
     dataset = load_coco(args.ann)
     kpt = dataset.num_keypoints(dataset.person_category_id) if args.task == "pose" else 17
-    data_yaml = write_data_yaml(out, split_keys(out), args.task, yolo_class_names(dataset), kpt_shape=(kpt, 3))
+    data_yaml = write_data_yaml(
+        out, split_keys(out), args.task, yolo_class_names(dataset), kpt_shape=(kpt, 3)
+    )
     labels = len(list((out / "labels" / args.split).rglob("*.txt")))
-    result = {"out": str(out), "data_yaml": str(data_yaml), "split": args.split, "task": args.task, "label_files": labels}
+    result = {
+        "out": str(out),
+        "data_yaml": str(data_yaml),
+        "split": args.split,
+        "task": args.task,
+        "label_files": labels,
+    }
     _report(args, result, f"{labels} label files in {out / 'labels' / args.split}; {data_yaml}")
     return 0
 

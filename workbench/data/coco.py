@@ -117,7 +117,12 @@ class CocoDataset:
     # ---- conversion ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The COCO JSON object."""
-        return {**self.extra, "images": self.images, "annotations": self.annotations, "categories": self.categories}
+        return {
+            **self.extra,
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": self.categories,
+        }
 
     def summary(self) -> dict[str, Any]:
         """Counts worth printing: images, annotations, persons, keypoint/mask coverage."""
@@ -170,7 +175,11 @@ class CocoDataset:
         raise WorkbenchError(message, path=self.path)
 
     def _validate(self) -> None:
-        for key, value in (("images", self.images), ("annotations", self.annotations), ("categories", self.categories)):
+        for key, value in (
+            ("images", self.images),
+            ("annotations", self.annotations),
+            ("categories", self.categories),
+        ):
             if not isinstance(value, list):
                 self._fail(f"'{key}' must be a list, got {type(value).__name__}")
         cat_ids = set()
@@ -264,7 +273,9 @@ def read_json(path: str | Path) -> Any:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as err:
-        raise WorkbenchError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path) from None
+        raise WorkbenchError(
+            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path
+        ) from None
     except UnicodeDecodeError as err:
         raise WorkbenchError(f"not a UTF-8 text file ({err.reason})", path=path) from None
 
@@ -297,7 +308,9 @@ def load_coco(
     path = Path(ann_json)
     data = read_json(path)
     if isinstance(data, list):
-        raise WorkbenchError("is a list (a detections/results file?), expected a COCO dataset object", path=path)
+        raise WorkbenchError(
+            "is a list (a detections/results file?), expected a COCO dataset object", path=path
+        )
     if not isinstance(data, dict):
         raise WorkbenchError(f"expected a COCO dataset object, got {type(data).__name__}", path=path)
     missing = [k for k in REQUIRED_KEYS if k not in data]
@@ -329,23 +342,33 @@ def require_task_fields(dataset: CocoDataset, task: Task | str) -> None:
         ...
         workbench.errors.WorkbenchError: a.json: annotation id 7 has no keypoints: not a pose dataset
     """
-    try:
-        task = Task(task)
-    except ValueError:
-        raise WorkbenchError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}") from None
+    task = parse_task(task)
     if task is Task.POSE:
         person = dataset.person_category_id
         for ann in dataset.annotations:
             if ann["category_id"] == person and not ann["iscrowd"] and "keypoints" not in ann:
-                raise WorkbenchError(f"annotation id {ann.get('id')} has no keypoints: not a pose dataset", path=dataset.path)
+                raise WorkbenchError(
+                    f"annotation id {ann.get('id')} has no keypoints: not a pose dataset", path=dataset.path
+                )
         if not any("keypoints" in a for a in dataset.annotations):
             raise WorkbenchError("has no keypoints: not a pose dataset", path=dataset.path)
     elif task is Task.SEG:
         for ann in dataset.annotations:
             if not ann["iscrowd"] and not ann.get("segmentation"):
                 raise WorkbenchError(
-                    f"annotation id {ann.get('id')} has no segmentation: not a segmentation dataset", path=dataset.path
+                    f"annotation id {ann.get('id')} has no segmentation: not a segmentation dataset",
+                    path=dataset.path,
                 )
+
+
+def parse_task(task: Task | str) -> Task:
+    """``task`` as a :class:`Task`; an unknown name is a :class:`WorkbenchError` listing the valid ones."""
+    try:
+        return Task(task)
+    except ValueError:
+        raise WorkbenchError(
+            f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}"
+        ) from None
 
 
 def verify_images(dataset: CocoDataset) -> None:
@@ -359,5 +382,6 @@ def verify_images(dataset: CocoDataset) -> None:
         height, width = load_image(path).shape[:2]
         if (width, height) != (img["width"], img["height"]):
             raise WorkbenchError(
-                f"image is {width}x{height} but {dataset.path.name} says {img['width']}x{img['height']}", path=path
+                f"image is {width}x{height} but {dataset.path.name} says {img['width']}x{img['height']}",
+                path=path,
             )

@@ -12,8 +12,8 @@ import hashlib
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping
 
 from tqdm import tqdm
 
@@ -70,7 +70,9 @@ def download_coco(
     parts = list(parts)
     unknown = [p for p in parts if p not in COCO_PARTS]
     if unknown:
-        raise WorkbenchError(f"unknown COCO part(s) {', '.join(unknown)}; choose from {', '.join(COCO_PARTS)}")
+        raise WorkbenchError(
+            f"unknown COCO part(s) {', '.join(unknown)}; choose from {', '.join(COCO_PARTS)}"
+        )
     missing = [p for p in parts if p not in checksums]
     if missing:
         raise WorkbenchError(f"no checksum for part(s) {', '.join(missing)}: refusing an unverified download")
@@ -100,7 +102,9 @@ def _fetch(url: str, target: Path, checksum: str, progress: bool) -> None:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as fh:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=name, disable=not progress, leave=False
+            ) as bar:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     fh.write(block)
                     digest.update(block)
@@ -109,7 +113,9 @@ def _fetch(url: str, target: Path, checksum: str, progress: bool) -> None:
         raise WorkbenchError(f"download failed: {getattr(err, 'reason', err)}", path=url) from None
     actual = digest.hexdigest()
     if actual != expected.lower():
-        raise WorkbenchError(f"checksum mismatch from {url}: expected {algo} {expected}, got {actual}", path=name)
+        raise WorkbenchError(
+            f"checksum mismatch from {url}: expected {algo} {expected}, got {actual}", path=name
+        )
 
 
 def _extract(archive: Path, dest: Path, top: str, progress: bool) -> None:
@@ -123,9 +129,13 @@ def _extract(archive: Path, dest: Path, top: str, progress: bool) -> None:
             for info in members:
                 path = PurePosixPath(info.filename)
                 if path.is_absolute() or ".." in path.parts or path.parts[0] != top:
-                    raise WorkbenchError(f"unexpected entry {info.filename!r}; expected everything under {top}/", path=name)
+                    raise WorkbenchError(
+                        f"unexpected entry {info.filename!r}; expected everything under {top}/", path=name
+                    )
             with atomic_path(dest / top) as tmp:
-                for info in tqdm(members, desc=f"extract {name}", unit="file", disable=not progress, leave=False):
+                for info in tqdm(
+                    members, desc=f"extract {name}", unit="file", disable=not progress, leave=False
+                ):
                     zf.extract(info, tmp.parent)
     except zipfile.BadZipFile as err:
         raise WorkbenchError(f"not a valid zip archive ({err})", path=name) from None

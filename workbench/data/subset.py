@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from workbench.config import Task
-from workbench.data.coco import load_coco
+from workbench.data.coco import load_coco, parse_task
 from workbench.data.yolo import coco_to_yolo, link_or_copy, relative_name, split_keys, write_data_yaml
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, write_json
@@ -63,10 +63,7 @@ def build_person_subset(
         >>> build_person_subset("coco", "val2017", out="coco-person", task="pose")  # doctest: +SKIP
         PosixPath('coco-person/annotations/val.json')
     """
-    try:
-        task = Task(task)
-    except ValueError:
-        raise WorkbenchError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}") from None
+    task = parse_task(task)
     if max_images is not None and (not isinstance(max_images, int) or max_images <= 0):
         raise WorkbenchError(f"max_images must be a positive integer, got {max_images!r}")
     root, out = Path(coco_root), Path(out)
@@ -74,7 +71,8 @@ def build_person_subset(
     images_dir = root / split
     if not ann_path.is_file():
         raise WorkbenchError(
-            f"annotation file not found; a COCO 2017 folder has annotations/{ann_path.name} and {split}/", path=ann_path
+            f"annotation file not found; a COCO 2017 folder has annotations/{ann_path.name} and {split}/",
+            path=ann_path,
         )
     if not images_dir.is_dir():
         raise WorkbenchError(f"images folder not found; a COCO 2017 folder has {split}/", path=images_dir)
@@ -84,7 +82,9 @@ def build_person_subset(
     keep = [
         img
         for img in sorted(dataset.images, key=lambda i: i["id"])
-        if any(a["category_id"] == person and not a["iscrowd"] for a in dataset.annotations_by_image[img["id"]])
+        if any(
+            a["category_id"] == person and not a["iscrowd"] for a in dataset.annotations_by_image[img["id"]]
+        )
     ]
     keep = keep[:max_images] if max_images else keep
     if not keep:
@@ -92,7 +92,9 @@ def build_person_subset(
     subset = {
         **dataset.extra,
         "images": keep,
-        "annotations": [a for img in keep for a in dataset.annotations_by_image[img["id"]] if a["category_id"] == person],
+        "annotations": [
+            a for img in keep for a in dataset.annotations_by_image[img["id"]] if a["category_id"] == person
+        ],
         "categories": [dataset.category_by_id[person]],
     }
 

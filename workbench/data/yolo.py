@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 from tqdm import tqdm
 
 from workbench.config import Task
-from workbench.data.coco import COCO_FLIP_IDX, PERSON_CATEGORY, CocoDataset, load_coco
+from workbench.data.coco import COCO_FLIP_IDX, PERSON_CATEGORY, CocoDataset, load_coco, parse_task
 from workbench.data.images import image_size
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, write_text
@@ -37,7 +38,10 @@ YOLO_SPLIT_KEYS = ("train", "val", "test")
 
 def yolo_class_names(dataset: CocoDataset) -> dict[int, str]:
     """Class index → name, in the order :func:`coco_to_yolo` numbers the categories."""
-    return {i: str(cat.get("name", cat["id"])) for i, cat in enumerate(sorted(dataset.categories, key=lambda c: c["id"]))}
+    return {
+        i: str(cat.get("name", cat["id"]))
+        for i, cat in enumerate(sorted(dataset.categories, key=lambda c: c["id"]))
+    }
 
 
 def coco_to_yolo(
@@ -69,13 +73,16 @@ def coco_to_yolo(
         >>> write_data_yaml(root, {"train": "val", "val": "val"}, "pose")  # doctest: +SKIP
         PosixPath('yolo/data.yaml')
     """
-    task = _task(task)
+    task = parse_task(task)
     if link not in ("symlink", "copy"):
         raise WorkbenchError(f"link must be 'symlink' or 'copy', got {link!r}")
     dataset = load_coco(ann_json, images_dir, task=task)
     class_of = {cat["id"]: i for i, cat in enumerate(sorted(dataset.categories, key=lambda c: c["id"]))}
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / "labels" / split) as labels_tmp, atomic_path(out_dir / "images" / split) as images_tmp:
+    with (
+        atomic_path(out_dir / "labels" / split) as labels_tmp,
+        atomic_path(out_dir / "images" / split) as images_tmp,
+    ):
         labels_tmp.mkdir(parents=True)
         images_tmp.mkdir(parents=True)
         for img in tqdm(dataset.images, desc=f"coco→yolo {split}", unit="img", leave=False):
@@ -119,7 +126,7 @@ def write_data_yaml(
         >>> write_data_yaml("yolo", {"train": "train", "val": "val"}, "pose")  # doctest: +SKIP
         PosixPath('yolo/data.yaml')
     """
-    task = _task(task)
+    task = parse_task(task)
     out_dir = Path(out_dir)
     content: dict[str, Any] = {"path": str(out_dir.resolve())}
     for key, split in splits.items():
@@ -148,7 +155,9 @@ def split_keys(out_dir: str | Path) -> dict[str, str]:
         >>> split_keys("yolo")  # with only yolo/images/val written  # doctest: +SKIP
         {'train': 'val', 'val': 'val'}
     """
-    present = {p.name for p in (Path(out_dir) / "images").iterdir() if p.is_dir() and not p.name.startswith(".")}
+    present = {
+        p.name for p in (Path(out_dir) / "images").iterdir() if p.is_dir() and not p.name.startswith(".")
+    }
     splits = {key: key for key in YOLO_SPLIT_KEYS if key in present}
     if not splits:
         others = sorted(present)
@@ -180,7 +189,7 @@ def yolo_to_coco(
         >>> sorted(coco)  # doctest: +SKIP
         ['annotations', 'categories', 'images']
     """
-    task = _task(task)
+    task = parse_task(task)
     labels_dir, images_dir = Path(labels_dir), Path(images_dir)
     if not images_dir.is_dir():
         raise WorkbenchError("images folder not found", path=images_dir)
@@ -219,7 +228,7 @@ def _label_row(ann: dict, width: int, height: int, task: Task, dataset: CocoData
             return None
         xy = np.clip(kpts[:, :2] / [width, height], 0.0, 1.0)
         values = _fmt(box)
-        for (kx, ky), v in zip(xy, kpts[:, 2]):
+        for (kx, ky), v in zip(xy, kpts[:, 2], strict=True):
             values += [*_fmt([kx, ky]), str(int(round(v)))]
         return values
     polygon = _single_polygon(ann["segmentation"], width, height, dataset, ann)
@@ -284,7 +293,9 @@ def _parse_row(line: str, task: Task, width: int, height: int, categories: list[
         k = len(categories[cls].get("keypoints") or [])
         expected = 4 + 3 * k
     if len(values) != expected:
-        raise WorkbenchError(f"{task.value} row has {len(values)} values after the class, expected {expected}", path=where)
+        raise WorkbenchError(
+            f"{task.value} row has {len(values)} values after the class, expected {expected}", path=where
+        )
     cx, cy, w, h = values[:4] * np.tile(scale, 2)
     ann["bbox"] = [float(cx - w / 2), float(cy - h / 2), float(w), float(h)]
     ann["area"] = float(w * h)
@@ -297,18 +308,13 @@ def _parse_row(line: str, task: Task, width: int, height: int, categories: list[
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _task(task: Task | str) -> Task:
-    try:
-        return Task(task)
-    except ValueError:
-        raise WorkbenchError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}") from None
-
-
 def relative_name(file_name: str, ann_path: Path) -> Path:
     """``file_name`` as a relative path, refusing absolute ones and ``..`` (they would escape)."""
     rel = Path(file_name)
     if rel.is_absolute() or ".." in rel.parts:
-        raise WorkbenchError(f"image file_name {file_name!r} must be a relative path inside the images folder", path=ann_path)
+        raise WorkbenchError(
+            f"image file_name {file_name!r} must be a relative path inside the images folder", path=ann_path
+        )
     return rel
 
 
