@@ -189,6 +189,9 @@ class TFLiteModel:
         threads: interpreter threads.
         preprocess: "letterbox" or "resize"; default from ``metadata["workbench"]["preprocess"]``,
             else "letterbox" (Ultralytics files and ST's zoo files carry no such key).
+        preserve_all_tensors: keep every intermediate tensor readable after ``run`` (for per-layer
+            comparisons); runs the plain builtin kernels without the XNNPACK delegate, which would
+            fuse ops and free intermediates.
 
     Example:
         >>> # model = TFLiteModel("yolov8n_256_quant_pc_uf_pose_coco-st.tflite")
@@ -196,9 +199,24 @@ class TFLiteModel:
         >>> # boxes = transform.inverse_boxes(xyxy_in_input_pixels)
     """
 
-    def __init__(self, path: str | Path, threads: int = 2, preprocess: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 2,
+        preprocess: str | None = None,
+        *,
+        preserve_all_tensors: bool = False,
+    ):
         self._path = Path(path)
-        self._interpreter = make_interpreter(self._path, threads)
+        extra: dict[str, Any] = {}
+        if preserve_all_tensors:
+            from ai_edge_litert.interpreter import OpResolverType
+
+            extra = {
+                "experimental_preserve_all_tensors": True,
+                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            }
+        self._interpreter = make_interpreter(self._path, threads, **extra)
         self._metadata = read_tflite_metadata(self._path)
         self.threads = int(threads)
         inputs = self._interpreter.get_input_details()
