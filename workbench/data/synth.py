@@ -39,7 +39,7 @@ from workbench.config import validate_imgsz
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 KEYPOINT_NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -63,6 +63,7 @@ SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1}
 _SHIFT = 4  # cv2 sub-pixel bits: points are passed as round(x * 16)
 _ONE = 1 << _SHIFT
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 @dataclass(frozen=True)
@@ -379,8 +380,8 @@ def _background(rng: np.random.Generator, size: int, preset: Preset) -> np.ndarr
         v = -xx * math.sin(angle) + yy * math.cos(angle)
         t = ((np.floor(u * n) + np.floor(v * n)) % 2).astype(np.float32)
     t = np.clip(t, 0, 1)[..., None]
-    img = base * (1 - t) + other * t
-    img += rng.normal(0, 4 * preset.contrast, (size, size, 1))  # fine grain
+    img = base.astype(np.float32) * (1 - t) + other.astype(np.float32) * t
+    img += rng.standard_normal((size, size, 1), dtype=np.float32) * (4 * preset.contrast)  # fine grain
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -406,14 +407,23 @@ def _distractor(rng: np.random.Generator, size: int, preset: Preset) -> list[_Sh
 
 
 # ---- one image ---------------------------------------------------------------------------------
-def _polygons(mask: np.ndarray) -> list[list[float]]:
-    """COCO polygons of ``mask``'s outer contours, through pixel centres (x + 0.5, y + 0.5)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+def _polygons(mask: np.ndarray, up: int = 4) -> list[list[float]]:
+    """COCO polygons of ``mask``'s outer contours.
+
+    Contours are traced on a ``up``-times upsampled crop, so they run an eighth of a pixel outside
+    the boundary pixels' centres and rasterize back to (nearly) the same pixels, even for thin limbs.
+    """
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    crop = mask[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1]
+    big = cv2.resize(crop, None, fx=up, fy=up, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polys = []
     for contour in contours:
-        contour = cv2.approxPolyDP(contour, 0.5, True).reshape(-1, 2)
+        contour = cv2.approxPolyDP(contour, 0.5 * up, True).reshape(-1, 2)
         if len(contour) >= 3:
-            polys.append([round(float(v) + 0.5, 2) for v in contour.reshape(-1)])
+            xy = (contour + 0.5) / up + [x0, y0]
+            polys.append([round(float(v), 2) for v in xy.reshape(-1)])
     return polys
 
 
@@ -456,11 +466,13 @@ def render_sample(
     for person in reversed(people):
         full = np.zeros_like(cover)
         _draw(person.shapes, mask=full)
-        visible = cv2.bitwise_and(full, cv2.bitwise_not(cover))
-        xy = person.keypoints + 0.5  # cv2 pixel centres are integers; COCO's are at +0.5
+        # Grow what lies in front by a pixel so antialiased edges leave no 1-px slivers "visible".
+        front = cv2.dilate(cover, _CROSS)
+        visible = cv2.bitwise_and(full, cv2.bitwise_not(front))
+        xy = np.round(person.keypoints + 0.5, 2)  # cv2 pixel centres are integers; COCO's are at +0.5
         inside = np.all((xy >= 0) & (xy < size), axis=1)
         px = np.clip(np.floor(xy).astype(int), 0, size - 1)
-        hidden = cover[px[:, 1], px[:, 0]] > 0
+        hidden = front[px[:, 1], px[:, 0]] > 0
         v = np.where(inside, np.where(hidden, 1, 2), 0)
         area = int(np.count_nonzero(visible))
         # Drop people too hidden or cut to be fair to annotate; they are then not drawn at all.
@@ -476,7 +488,7 @@ def render_sample(
     _draw(occluders, img)
     if p.name != "easy" and rng.random() < 0.2:
         img = cv2.GaussianBlur(img, (3, 3), 0)
-    noise = rng.normal(0, rng.uniform(0, p.noise), img.shape)
+    noise = rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(0, p.noise)
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
 
     anns = []
