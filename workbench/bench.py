@@ -1,0 +1,138 @@
+"""Latency of .tflite files on this CPU: ``interpreter.invoke()`` only, after warm-up.
+
+The input is set once (deterministic noise, quantized as :class:`~workbench.runtime.TFLiteModel`
+does) and only ``invoke()`` is timed, so pre-processing and tensor copies are excluded. LiteRT's
+default CPU path (XNNPACK) is used, with ``threads`` threads. Numbers from a shared machine are
+noisy: compare medians from the same run, not across machines.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from workbench.errors import WorkbenchError
+from workbench.fileio import sha256_file
+from workbench.runtime import TFLiteModel
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def litert_version() -> str:
+    import ai_edge_litert
+
+    return getattr(ai_edge_litert, "__version__", "unknown")
+
+
+@dataclass
+class BenchResult:
+    """Timing of one model: statistics over ``runs`` timed invokes (ms), and the file's identity."""
+
+    path: str
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    mean_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    cpu: str
+    size_bytes: int
+    sha256: str
+    litert_version: str
+    arena_bytes: int
+    times_ms: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.runs <= 0 or len(self.times_ms) != self.runs:
+            raise ValueError(f"runs={self.runs} but {len(self.times_ms)} timings")
+        if not 0 < self.min_ms <= self.median_ms <= self.p90_ms:
+            raise ValueError(
+                f"inconsistent timings: min {self.min_ms}, median {self.median_ms}, p90 {self.p90_ms}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_pandas(self):
+        """One-row DataFrame (see :func:`to_pandas` for several results)."""
+        return to_pandas([self])
+
+
+def to_pandas(results: Sequence[BenchResult]):
+    """Results as a DataFrame, one row per model (raw timings left out).
+
+    Example:
+        >>> # to_pandas(bench_models(["a.tflite", "b.tflite"]))[["path", "median_ms"]]
+    """
+    import pandas as pd
+
+    rows = [{k: v for k, v in r.to_dict().items() if k != "times_ms"} for r in results]
+    return pd.DataFrame(rows)
+
+
+def bench_model(
+    path: str | Path, threads: int = 2, runs: int = 50, warmup: int = 5, seed: int = 0
+) -> BenchResult:
+    """Time ``runs`` invokes of ``path`` after ``warmup`` untimed ones.
+
+    Example:
+        >>> # r = bench_model("yolov8n_256_quant_pc_uf_pose_coco-st.tflite", threads=2, runs=20)
+        >>> # r.median_ms, r.p90_ms
+    """
+    from workbench.inspect import activation_arena
+    from workbench.tflite_graph import read_graph
+
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise WorkbenchError(f"need runs >= 1, warmup >= 0, threads >= 1; got {runs}, {warmup}, {threads}")
+    path = Path(path)
+    model = TFLiteModel(path, threads)
+    x01 = np.random.default_rng(seed).random(model.input.shape, dtype=np.float32)
+    model.interpreter.set_tensor(model.input.index, model.quantize_input(x01))
+    for _ in range(warmup):
+        model.invoke_raw()
+    times = np.array([model.invoke_raw() for _ in range(runs)])
+    return BenchResult(
+        path=str(path),
+        median_ms=float(np.median(times)),
+        p90_ms=float(np.percentile(times, 90)),
+        min_ms=float(times.min()),
+        mean_ms=float(times.mean()),
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        cpu=cpu_model(),
+        size_bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        litert_version=litert_version(),
+        arena_bytes=activation_arena(read_graph(path)).arena_bytes,
+        times_ms=[float(t) for t in times],
+    )
+
+
+def bench_models(
+    paths: Sequence[str | Path], threads: int = 2, runs: int = 50, warmup: int = 5, seed: int = 0
+) -> list[BenchResult]:
+    """:func:`bench_model` for each path, in order. All paths are checked before any timing."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise WorkbenchError("model file not found", path=missing[0])
+    return [
+        bench_model(p, threads, runs, warmup, seed)
+        for p in tqdm(paths, desc="bench", unit="model", leave=False, disable=len(paths) < 2)
+    ]
