@@ -44,7 +44,7 @@ __all__ = [
 
 
 def model_family(outputs: Sequence[np.ndarray]) -> str:
-    """"ssd" for ST's three-tensor SSD layout, else "yolo"."""
+    """ "ssd" for ST's three-tensor SSD layout, else "yolo"."""
     return "ssd" if is_ssd_layout(outputs) else "yolo"
 
 

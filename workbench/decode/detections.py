@@ -48,7 +48,9 @@ class Detections:
         self.classes = np.asarray(self.classes).astype(np.int64).reshape(-1)
         n = len(self.boxes)
         if len(self.scores) != n or len(self.classes) != n:
-            raise ValueError(f"boxes ({n}), scores ({len(self.scores)}) and classes ({len(self.classes)}) differ in length")
+            raise ValueError(
+                f"boxes ({n}), scores ({len(self.scores)}) and classes ({len(self.classes)}) differ in length"
+            )
         if not np.isfinite(self.boxes).all() or not np.isfinite(self.scores).all():
             raise ValueError("boxes and scores must be finite")
         if self.keypoints is not None:

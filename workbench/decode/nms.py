@@ -73,7 +73,9 @@ def nms(
     if classes is None:
         keep = torchvision.ops.nms(b, s, float(iou))
     else:
-        keep = torchvision.ops.batched_nms(b, s, torch.as_tensor(np.asarray(classes, dtype=np.int64)), float(iou))
+        keep = torchvision.ops.batched_nms(
+            b, s, torch.as_tensor(np.asarray(classes, dtype=np.int64)), float(iou)
+        )
     return keep[:max_det].numpy()
 
 

@@ -44,7 +44,9 @@ def expected_layout(task: Task | str, input_hw: tuple[int, int]) -> str:
     n = anchor_count(input_hw)
     h, w = input_hw
     if task is Task.POSE:
-        return f"one output (1, 4+nc+3K, {n}) such as (1, 56, {n}) for one class and 17 keypoints, or transposed"
+        return (
+            f"one output (1, 4+nc+3K, {n}) such as (1, 56, {n}) for one class and 17 keypoints, or transposed"
+        )
     if task is Task.SEG:
         return f"two outputs: (1, 4+nc+nm, {n}) such as (1, 116, {n}), and prototypes (1, {h // 4}, {w // 4}, nm)"
     return (
@@ -53,7 +55,9 @@ def expected_layout(task: Task | str, input_hw: tuple[int, int]) -> str:
     )
 
 
-def layout_error(task: Task | str, outputs: Sequence[np.ndarray], input_hw: tuple[int, int], detail: str) -> WorkbenchError:
+def layout_error(
+    task: Task | str, outputs: Sequence[np.ndarray], input_hw: tuple[int, int], detail: str
+) -> WorkbenchError:
     """The error for outputs no decoder understands: names the shapes seen and the shapes expected."""
     shapes = ", ".join(str(tuple(np.shape(o))) for o in outputs) or "none"
     return WorkbenchError(
@@ -82,7 +86,9 @@ def resolve_layout(
     grids = [a for a in arrays if a.ndim == 4 and a.shape[0] == 1]
     want_grids = 1 if task is Task.SEG else 0
     if len(heads) != 1 or len(grids) != want_grids or len(arrays) != 1 + want_grids:
-        raise layout_error(task, outputs, input_hw, f"{len(heads)} prediction and {len(grids)} prototype tensors")
+        raise layout_error(
+            task, outputs, input_hw, f"{len(heads)} prediction and {len(grids)} prototype tensors"
+        )
     head = heads[0][0]
     n = anchor_count(input_hw)
     if head.shape[1] == n:
@@ -118,7 +124,9 @@ def resolve_layout(
         extra = 0
     found_nc = channels - 4 - extra
     if found_nc < 1 or (nc is not None and nc != found_nc):
-        detail = f"{channels} channels leave {found_nc} classes" + (f", expected {nc}" if nc is not None else "")
+        detail = f"{channels} channels leave {found_nc} classes" + (
+            f", expected {nc}" if nc is not None else ""
+        )
         raise layout_error(task, outputs, input_hw, detail)
     return pred, protos, found_nc, kpt_shape
 
@@ -202,7 +210,9 @@ def decode_yolo(
     return Detections(boxes, scores, classes, keypoints, masks)
 
 
-def _masks(coeffs: np.ndarray, protos: np.ndarray, boxes: np.ndarray, transform: ImageTransform) -> np.ndarray:
+def _masks(
+    coeffs: np.ndarray, protos: np.ndarray, boxes: np.ndarray, transform: ImageTransform
+) -> np.ndarray:
     """Prototype masks at original size, as Ultralytics' ``process_mask_native``.
 
     Logits = coefficients x prototypes, resampled from the prototype grid to the original image

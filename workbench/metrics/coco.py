@@ -42,7 +42,9 @@ def load_gt_dict(gt: Any) -> tuple[dict[str, Any], str | None]:
         return gt.to_dict(), str(getattr(gt, "path", None))
     if isinstance(getattr(gt, "dataset", None), dict):  # pycocotools / faster_coco_eval COCO
         return gt.dataset, None
-    raise WorkbenchError(f"ground truth must be a COCO JSON path, dict or COCO object, not {type(gt).__name__}")
+    raise WorkbenchError(
+        f"ground truth must be a COCO JSON path, dict or COCO object, not {type(gt).__name__}"
+    )
 
 
 def default_category_map(gt: dict[str, Any], nc: int | None = None) -> dict[int, int]:
@@ -136,10 +138,14 @@ class CocoEvaluator:
             raise WorkbenchError("no images were evaluated", path=self.source)
         cat_ids = self.category_ids()
         if not cat_ids:
-            raise WorkbenchError("no category of the model's classes is in the ground truth", path=self.source)
+            raise WorkbenchError(
+                "no category of the model's classes is in the ground truth", path=self.source
+            )
         img_ids = self.image_ids
         gt_anns = [
-            a for a in self.gt.get("annotations", []) if a["image_id"] in self._evaluated and a["category_id"] in cat_ids
+            a
+            for a in self.gt.get("annotations", [])
+            if a["image_id"] in self._evaluated and a["category_id"] in cat_ids
         ]
         if self.iou_type == "keypoints":
             gt_anns = [a for a in gt_anns if a.get("num_keypoints", _labelled(a)) > 0 or a.get("iscrowd")]
@@ -151,7 +157,9 @@ class CocoEvaluator:
         return self._result(stats, img_ids, n_gt, n_det)
 
     def _run(self, img_ids: list[int], cat_ids: list[int]) -> list[float]:
-        results = copy.deepcopy([r for r in self.results if r["category_id"] in cat_ids])  # loadRes edits entries
+        results = copy.deepcopy(
+            [r for r in self.results if r["category_id"] in cat_ids]
+        )  # loadRes edits entries
         gt = _with_num_keypoints(self.gt) if self.iou_type == "keypoints" else self.gt
         with contextlib.redirect_stdout(io.StringIO()):
             if self.backend == "faster":
@@ -159,7 +167,9 @@ class CocoEvaluator:
 
                 coco_gt = COCO(copy.deepcopy(gt))
                 coco_dt = coco_gt.loadRes(results)
-                evaluator = COCOeval_faster(coco_gt, coco_dt, self.iou_type, kpt_oks_sigmas=self.kpt_oks_sigmas)
+                evaluator = COCOeval_faster(
+                    coco_gt, coco_dt, self.iou_type, kpt_oks_sigmas=self.kpt_oks_sigmas
+                )
             else:
                 import numpy as np
                 from pycocotools.coco import COCO
@@ -184,7 +194,15 @@ class CocoEvaluator:
             ap, ap50, ap75, apm, apl, ar = stats[0], stats[1], stats[2], stats[3], stats[4], stats[5]
             aps = math.nan
         else:  # [AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl]
-            ap, ap50, ap75, aps, apm, apl, ar = stats[0], stats[1], stats[2], stats[3], stats[4], stats[5], stats[8]
+            ap, ap50, ap75, aps, apm, apl, ar = (
+                stats[0],
+                stats[1],
+                stats[2],
+                stats[3],
+                stats[4],
+                stats[5],
+                stats[8],
+            )
         return MetricResult(
             ap, ap50, ap75, aps, apm, apl, ar,
             iou_type=self.iou_type,
@@ -202,5 +220,7 @@ def _labelled(ann: dict[str, Any]) -> int:
 
 def _with_num_keypoints(gt: dict[str, Any]) -> dict[str, Any]:
     """COCO keypoint eval ignores GT with ``num_keypoints`` 0 and needs the field; fill it where missing."""
-    anns = [a if "num_keypoints" in a else dict(a, num_keypoints=_labelled(a)) for a in gt.get("annotations", [])]
+    anns = [
+        a if "num_keypoints" in a else dict(a, num_keypoints=_labelled(a)) for a in gt.get("annotations", [])
+    ]
     return dict(gt, annotations=anns)

@@ -12,7 +12,9 @@ import numpy as np
 
 # COCO's per-keypoint sigmas (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
 COCO_SIGMAS = (
-    np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
+    np.array(
+        [0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89]
+    )
     / 10.0
 )
 
@@ -48,7 +50,13 @@ def oks(
     single = pred.ndim == 2
     if single:
         pred = pred[None]
-    if gt.ndim != 2 or gt.shape[1] != 3 or pred.ndim != 3 or pred.shape[1] != len(gt) or len(sigmas) != len(gt):
+    if (
+        gt.ndim != 2
+        or gt.shape[1] != 3
+        or pred.ndim != 3
+        or pred.shape[1] != len(gt)
+        or len(sigmas) != len(gt)
+    ):
         raise ValueError(
             f"shapes disagree: pred {np.shape(pred_kpts)}, gt {gt.shape} (want (K, 3)), sigmas {sigmas.shape}"
         )

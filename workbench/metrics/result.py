@@ -62,7 +62,11 @@ class MetricResult:
 
     @property
     def headline_value(self) -> float:
-        return float(self.extra[self.headline]) if self.headline in self.extra else float(getattr(self, self.headline))
+        return (
+            float(self.extra[self.headline])
+            if self.headline in self.extra
+            else float(getattr(self, self.headline))
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; NaN becomes None."""

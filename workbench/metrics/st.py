@@ -121,7 +121,9 @@ def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64)[:, None]
     b = np.asarray(b, dtype=np.float64)[None]
-    disjoint = (a[..., 0] > b[..., 2]) | (b[..., 0] > a[..., 2]) | (a[..., 3] < b[..., 1]) | (a[..., 1] > b[..., 3])
+    disjoint = (
+        (a[..., 0] > b[..., 2]) | (b[..., 0] > a[..., 2]) | (a[..., 3] < b[..., 1]) | (a[..., 1] > b[..., 3])
+    )
     iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
     ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
     inter = iw * ih
@@ -131,7 +133,9 @@ def inclusive_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(disjoint, 0.0, np.maximum(iou, 0.0))
 
 
-def st_oks_matrix(gt: np.ndarray, area: np.ndarray, pred: np.ndarray, sigmas: np.ndarray = COCO_SIGMAS) -> np.ndarray:
+def st_oks_matrix(
+    gt: np.ndarray, area: np.ndarray, pred: np.ndarray, sigmas: np.ndarray = COCO_SIGMAS
+) -> np.ndarray:
     """(N, M) OKS of ST's metric: visibility-weighted, area = normalized box area x 0.53.
 
     Args:
@@ -248,7 +252,12 @@ class StEvaluator:
     # ---- detection -----------------------------------------------------------------------------
     def _detect(self) -> MetricResult:
         classes = sorted(
-            {a["category_id"] for anns in self._gt_by_image.values() for a in anns if a["image_id"] in self._dets}
+            {
+                a["category_id"]
+                for anns in self._gt_by_image.values()
+                for a in anns
+                if a["image_id"] in self._dets
+            }
             | {c for d in self._dets.values() for c in d.category_ids(self.category_map).tolist()}
         )
         thresholds = sorted({*THRESHOLDS.tolist(), self.eval_iou})
@@ -261,14 +270,20 @@ class StEvaluator:
                 img = self._images[image_id]
                 w, h = img["width"], img["height"]
                 xywh = [a["bbox"] for a in self._gt_by_image[image_id] if a["category_id"] == cat]
-                gt_xyxy = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in xywh], dtype=np.float64).reshape(-1, 4)
+                gt_xyxy = np.array(
+                    [[x, y, x + bw, y + bh] for x, y, bw, bh in xywh], dtype=np.float64
+                ).reshape(-1, 4)
                 n_gt += len(gt_xyxy)
                 keep = det.category_ids(self.category_map) == cat
                 if not keep.any():
                     continue
                 order = np.argsort(-det.scores[keep], kind="stable")
                 boxes = st_pixel_boxes(det.boxes[keep][order], w, h)
-                iou = inclusive_iou(boxes, st_pixel_boxes(gt_xyxy, w, h)) if len(gt_xyxy) else np.zeros((len(boxes), 0))
+                iou = (
+                    inclusive_iou(boxes, st_pixel_boxes(gt_xyxy, w, h))
+                    if len(gt_xyxy)
+                    else np.zeros((len(boxes), 0))
+                )
                 ious.append(iou)
                 conf.append(det.scores[keep][order])
             n_gt_total += n_gt
@@ -299,7 +314,9 @@ class StEvaluator:
                 recall50 = recall
         return aps, recall50
 
-    def _result(self, aps: list[float], recall: float, n_gt: int, headline: str, extra: dict[str, float]) -> MetricResult:
+    def _result(
+        self, aps: list[float], recall: float, n_gt: int, headline: str, extra: dict[str, float]
+    ) -> MetricResult:
         n_det = sum(len(d) for d in self._dets.values())
         nan = math.nan
         return MetricResult(
