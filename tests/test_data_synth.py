@@ -18,7 +18,9 @@ from pycocotools.cocoeval import COCOeval
 
 from workbench.cli import main
 from workbench.data import synth
-from workbench.data.synth import FLIP_IDX, KEYPOINT_NAMES, SynthDataset, generate_dataset
+from workbench.data.coco import COCO_FLIP_IDX as FLIP_IDX
+from workbench.data.coco import COCO_KEYPOINT_NAMES as KEYPOINT_NAMES
+from workbench.data.synth import SynthDataset, generate_dataset
 
 
 def _quiet_coco(path: Path) -> COCO:
@@ -60,7 +62,7 @@ def test_same_seed_same_bytes_other_seed_differs(std, tmp_path):
     assert _ann_bytes(again) == _ann_bytes(std)
     for name in ("train/000000.jpg", "train/000063.jpg", "val/000007.jpg"):
         assert (again / "images" / name).read_bytes() == (std / "images" / name).read_bytes()
-    assert all(a != b for a, b in zip(_ann_bytes(other), _ann_bytes(std)))
+    assert all(a != b for a, b in zip(_ann_bytes(other), _ann_bytes(std), strict=True))
     assert SynthDataset.load(again).fingerprint == SynthDataset.load(std).fingerprint
     assert SynthDataset.load(other).fingerprint != SynthDataset.load(std).fingerprint
 
@@ -68,8 +70,13 @@ def test_same_seed_same_bytes_other_seed_differs(std, tmp_path):
 def test_image_depends_only_on_its_index_and_splits_differ(std, tmp_path):
     small = generate_dataset(tmp_path / "small", 5, 2, imgsz=128, seed=0, progress=False)
     for i in range(5):
-        assert (small.images("train") / f"{i:06d}.jpg").read_bytes() == (std / f"images/train/{i:06d}.jpg").read_bytes()
-    train0, val0 = (std / "images/train/000000.jpg").read_bytes(), (std / "images/val/000000.jpg").read_bytes()
+        assert (small.images("train") / f"{i:06d}.jpg").read_bytes() == (
+            std / f"images/train/{i:06d}.jpg"
+        ).read_bytes()
+    train0, val0 = (
+        (std / "images/train/000000.jpg").read_bytes(),
+        (std / "images/val/000000.jpg").read_bytes(),
+    )
     assert train0 != val0
 
 
@@ -134,10 +141,14 @@ def _check_semantics(root: Path, split: str) -> np.ndarray:
         counts += np.bincount(v, minlength=3)
         assert set(v) <= {0, 1, 2}
         assert np.all(kp[v == 0, :2] == 0), "v=0 keypoints must be (0, 0)"
-        assert np.all((kp[v > 0, :2] >= 0) & (kp[v > 0, :2] < size)), "labelled keypoints must be inside the image"
+        assert np.all((kp[v > 0, :2] >= 0) & (kp[v > 0, :2] < size)), (
+            "labelled keypoints must be inside the image"
+        )
         x, y, w, h = a["bbox"]
         vis = kp[v == 2, :2]
-        assert np.all((vis >= [x - 2, y - 2]) & (vis <= [x + w + 2, y + h + 2])), "visible keypoint outside bbox"
+        assert np.all((vis >= [x - 2, y - 2]) & (vis <= [x + w + 2, y + h + 2])), (
+            "visible keypoint outside bbox"
+        )
         mask = coco.annToMask(a)
         # polygons rasterize back to the mask; only holes (an arm touching the body) are filled in
         assert 0.95 * a["area"] <= mask.sum() <= 1.25 * a["area"] and a["area"] > 0
@@ -184,14 +195,22 @@ def test_yolo_copy_matches_coco(std):
     coco = json.loads((std / "annotations" / "val.json").read_text())
     for info in coco["images"]:
         img = std / "yolo" / data["val"] / info["file_name"]
-        assert img.stat().st_ino == (std / "images/val" / info["file_name"]).stat().st_ino  # hardlink, not a copy
-        rows = [list(map(float, line.split())) for line in
-                (std / "yolo/labels/val" / info["file_name"].replace(".jpg", ".txt")).read_text().splitlines()]
+        assert (
+            img.stat().st_ino == (std / "images/val" / info["file_name"]).stat().st_ino
+        )  # hardlink, not a copy
+        rows = [
+            list(map(float, line.split()))
+            for line in (std / "yolo/labels/val" / info["file_name"].replace(".jpg", ".txt"))
+            .read_text()
+            .splitlines()
+        ]
         anns = [a for a in coco["annotations"] if a["image_id"] == info["id"]]
         assert len(rows) == len(anns)
-        for row, a in zip(rows, anns):
+        for row, a in zip(rows, anns, strict=True):
             x, y, w, h = a["bbox"]
-            assert row[0] == 0 and np.allclose(np.array(row[1:5]) * 128, [x + w / 2, y + h / 2, w, h], atol=1e-3)
+            assert row[0] == 0 and np.allclose(
+                np.array(row[1:5]) * 128, [x + w / 2, y + h / 2, w, h], atol=1e-3
+            )
             kp = np.array(row[5:]).reshape(17, 3)
             kp[:, :2] *= 128
             assert np.allclose(kp.reshape(-1), a["keypoints"], atol=1e-3)
@@ -203,7 +222,10 @@ def test_manifest_and_reuse(tmp_path):
     assert manifest["sha256"]["val"] == synth.sha256_file(ds.ann("val"))
     assert manifest["fingerprint"] == synth.dataset_fingerprint(ds.root) and ds.is_current()
     stamp = ds.ann("train").stat().st_mtime_ns
-    assert generate_dataset(ds.root, 4, 2, imgsz=64, seed=2, preset="easy", progress=False).fingerprint == ds.fingerprint
+    assert (
+        generate_dataset(ds.root, 4, 2, imgsz=64, seed=2, preset="easy", progress=False).fingerprint
+        == ds.fingerprint
+    )
     assert ds.ann("train").stat().st_mtime_ns == stamp, "an identical current dataset is reused"
     ds.ann("train").write_text(ds.ann("train").read_text().replace('"iscrowd":0', '"iscrowd":1', 1))
     assert not SynthDataset.load(ds.root).is_current()
@@ -223,7 +245,9 @@ def test_manifest_and_reuse(tmp_path):
 )
 def test_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys, flags, message):
     out = tmp_path / "bad"
-    assert main(["data", "synth", "--out", str(out), "--train", "2", "--val", "1", "--imgsz", "64", *flags]) == 2
+    assert (
+        main(["data", "synth", "--out", str(out), "--train", "2", "--val", "1", "--imgsz", "64", *flags]) == 2
+    )
     err = capsys.readouterr().err
     assert "error" in err and message in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
@@ -232,7 +256,12 @@ def test_bad_input_exits_2_and_leaves_nothing(tmp_path, capsys, flags, message):
 def test_refuses_to_overwrite_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert main(["data", "synth", "--out", str(tmp_path / "mine"), "--train", "2", "--val", "1", "--imgsz", "64"]) == 2
+    assert (
+        main(
+            ["data", "synth", "--out", str(tmp_path / "mine"), "--train", "2", "--val", "1", "--imgsz", "64"]
+        )
+        == 2
+    )
     assert "refusing to overwrite" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
@@ -252,3 +281,9 @@ def test_failure_midway_leaves_no_output(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         generate_dataset(tmp_path / "half", 4, 1, imgsz=64, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_val_split_points_ultralytics_at_train(tmp_path):
+    ds = generate_dataset(tmp_path / "d", 3, 0, imgsz=64, preset="easy", progress=False)
+    assert json.loads(ds.ann("val").read_text())["images"] == []
+    assert yaml.safe_load(ds.data_yaml.read_text())["val"] == "images/train"

@@ -28,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--val", type=_count, default=64, help="validation images (default 64)")
     p.add_argument("--imgsz", type=_count, default=256, help="image side, multiple of 32 (default 256)")
     p.add_argument("--seed", type=_count, default=0, help="random seed (default 0)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="standard", help="difficulty (default standard)")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="standard", help="difficulty (default standard)"
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if an identical dataset exists")
     p.add_argument("--json", action="store_true", help="print the dataset summary as one JSON object")
     p.set_defaults(func=run)

@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,29 +35,13 @@ import yaml
 from tqdm import tqdm
 
 from workbench.config import validate_imgsz
+from workbench.data.coco import COCO_FLIP_IDX, COCO_SKELETON, PERSON_CATEGORY
+from workbench.data.yolo import coco_to_yolo
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file
 
 GENERATOR_VERSION = "1.1"
 
-KEYPOINT_NAMES = [
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-]  # fmt: skip
-# COCO's person skeleton (1-based joint indices, as in person_keypoints_*.json).
-SKELETON = [
-    [16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7], [6, 8], [7, 9],
-    [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5], [4, 6], [5, 7],
-]  # fmt: skip
-FLIP_IDX = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
-PERSON_CATEGORY = {
-    "id": 1,
-    "name": "person",
-    "supercategory": "person",
-    "keypoints": KEYPOINT_NAMES,
-    "skeleton": SKELETON,
-}
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1}
 _SHIFT = 4  # cv2 sub-pixel bits: points are passed as round(x * 16)
@@ -174,7 +157,9 @@ def _transform(shapes: list[_Shape], scale: float, theta: float, origin: np.ndar
     m = scale * np.array([[c, -s], [s, c]])
     out = []
     for sh in shapes:
-        stripes = None if sh.stripes is None else (sh.stripes[0] * scale, sh.stripes[1] + theta, sh.stripes[2])
+        stripes = (
+            None if sh.stripes is None else (sh.stripes[0] * scale, sh.stripes[1] + theta, sh.stripes[2])
+        )
         out.append(
             _Shape(sh.kind, sh.pts @ m.T + origin, tuple(v * scale for v in sh.size), sh.angle + theta,
                    sh.color, stripes, sh.decor)
@@ -402,7 +387,11 @@ def _distractor(rng: np.random.Generator, size: int, preset: Preset) -> list[_Sh
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
     t = math.radians(rng.uniform(0, 90))
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    stripes = (rng.uniform(2, 8), rng.uniform(0, 180), _c(_hsv(rng, (0, 1), (0, 1)))) if rng.random() < 0.4 else None
+    stripes = (
+        (rng.uniform(2, 8), rng.uniform(0, 180), _c(_hsv(rng, (0, 1), (0, 1))))
+        if rng.random() < 0.4
+        else None
+    )
     return [_Shape("poly", corners @ rot.T + c, color=color, stripes=stripes)]
 
 
@@ -453,7 +442,9 @@ def render_sample(
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     size = imgsz
     img = _background(rng, size, p)
-    clutter = [s for _ in range(int(rng.integers(p.clutter[0], p.clutter[1] + 1))) for s in _distractor(rng, size, p)]
+    clutter = [
+        s for _ in range(int(rng.integers(p.clutter[0], p.clutter[1] + 1))) for s in _distractor(rng, size, p)
+    ]
     people = _layout(rng, size, p)
     occluders = [s for _ in range(int(rng.integers(p.occluders[0], p.occluders[1] + 1)))
                  for s in _distractor(rng, size, p)]  # fmt: skip
@@ -496,7 +487,7 @@ def render_sample(
         ys, xs = np.nonzero(visible)
         x0, y0 = int(xs.min()), int(ys.min())
         keypoints = []
-        for (x, y), vis in zip(xy, v):
+        for (x, y), vis in zip(xy, v, strict=True):
             keypoints += [round(float(x), 2), round(float(y), 2), int(vis)]
         anns.append(
             {
@@ -535,10 +526,16 @@ class SynthDataset:
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if self.preset not in PRESETS:
-            raise WorkbenchError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}", self.root)
+            raise WorkbenchError(
+                f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}", self.root
+            )
         self.imgsz = validate_imgsz(self.imgsz, str(self.root))
-        if set(self.counts) != set(SPLITS) or any(not isinstance(n, int) or n < 0 for n in self.counts.values()):
-            raise WorkbenchError(f"counts must give a non-negative image count per split, got {self.counts}", self.root)
+        if set(self.counts) != set(SPLITS) or any(
+            not isinstance(n, int) or n < 0 for n in self.counts.values()
+        ):
+            raise WorkbenchError(
+                f"counts must give a non-negative image count per split, got {self.counts}", self.root
+            )
 
     def ann(self, split: str) -> Path:
         """COCO person-keypoints JSON of ``split``."""
@@ -555,7 +552,9 @@ class SynthDataset:
 
     def is_current(self) -> bool:
         """True if written by this :data:`GENERATOR_VERSION` and the annotations are unchanged."""
-        return self.generator_version == GENERATOR_VERSION and dataset_fingerprint(self.root) == self.fingerprint
+        return (
+            self.generator_version == GENERATOR_VERSION and dataset_fingerprint(self.root) == self.fingerprint
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -592,7 +591,7 @@ class SynthDataset:
         return fig
 
     @classmethod
-    def load(cls, root: str | Path) -> "SynthDataset":
+    def load(cls, root: str | Path) -> SynthDataset:
         """Read ``root/dataset.json``."""
         manifest = Path(root) / "dataset.json"
         if not manifest.is_file():
@@ -617,25 +616,19 @@ def dataset_fingerprint(root: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _yolo_pose_lines(anns: list[dict[str, Any]], size: int) -> str:
-    """Ultralytics pose labels: ``0 cx cy w h`` then 17 x ``x y v``, normalized to [0, 1]."""
-    lines = []
-    for a in anns:
-        x, y, w, h = a["bbox"]
-        vals = [(x + w / 2) / size, (y + h / 2) / size, w / size, h / size]
-        kp = np.array(a["keypoints"], float).reshape(17, 3)
-        kp[:, :2] /= size
-        parts = ["0"] + [f"{v:.6f}" for v in vals]
-        parts += [f"{x:.6f} {y:.6f} {int(v)}" for x, y, v in kp]
-        lines.append(" ".join(parts))
-    return "".join(line + "\n" for line in lines)
+def _hardlink_copies(copies: Path, originals: Path) -> None:
+    """Replace the image copies under ``copies`` by hardlinks to ``originals`` (same bytes, no space).
 
-
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # Ultralytics resolves folder symlinks (losing /yolo/), file hardlinks are safe
-    except OSError:
-        shutil.copyfile(src, dst)
+    Hardlinks, not symlinks: they survive the final rename of the dataset folder, and Ultralytics
+    resolves folder symlinks (losing the ``/yolo/`` in the path it derives label paths from).
+    """
+    for copy in copies.iterdir():
+        link = copy.with_name(copy.name + ".link")
+        try:
+            os.link(originals / copy.name, link)
+        except OSError:
+            return  # a filesystem without hardlinks: keep the copies
+        os.replace(link, copy)
 
 
 def generate_dataset(
@@ -698,8 +691,8 @@ def generate_dataset(
     bar = tqdm(total=sum(counts.values()), desc=f"synth {preset}", unit="img", disable=not progress)
     with atomic_path(out) as tmp:
         for split in SPLITS:
-            img_dir, yolo_img, yolo_lbl = tmp / "images" / split, tmp / "yolo/images" / split, tmp / "yolo/labels" / split
-            for d in (img_dir, yolo_img, yolo_lbl, tmp / "annotations"):
+            img_dir = tmp / "images" / split
+            for d in (img_dir, tmp / "annotations"):
                 d.mkdir(parents=True, exist_ok=True)
             coco = {
                 "info": {"description": "workbench synthetic people", "generator_version": GENERATOR_VERSION,
@@ -716,24 +709,28 @@ def generate_dataset(
                 if not ok:
                     raise WorkbenchError("JPEG encoding failed", img_dir / name)
                 (img_dir / name).write_bytes(buf.tobytes())
-                _link(img_dir / name, yolo_img / name)
-                (yolo_lbl / f"{index:06d}.txt").write_text(_yolo_pose_lines(anns, imgsz))
                 image_id = index + 1
                 coco["images"].append({"id": image_id, "file_name": name, "width": imgsz, "height": imgsz})
                 for a in anns:
-                    coco["annotations"].append({**a, "id": len(coco["annotations"]) + 1, "image_id": image_id})
+                    coco["annotations"].append(
+                        {**a, "id": len(coco["annotations"]) + 1, "image_id": image_id}
+                    )
                 bar.update()
             people[split] = len(coco["annotations"])
-            (tmp / "annotations" / f"{split}.json").write_text(
-                json.dumps(coco, sort_keys=True, separators=(",", ":")) + "\n"
-            )
+            ann_path = tmp / "annotations" / f"{split}.json"
+            ann_path.write_text(json.dumps(coco, sort_keys=True, separators=(",", ":")) + "\n")
+            # A split without people has only empty label files, which the detect format (needing
+            # no keypoints, unlike the pose validator) writes just the same.
+            task = "pose" if coco["annotations"] else "detect"
+            coco_to_yolo(ann_path, img_dir, tmp / "yolo", task, split, link="copy")
+            _hardlink_copies(tmp / "yolo" / "images" / split, img_dir)
         data_yaml = {
             "path": str(out.resolve() / "yolo"),
             "train": "images/train",
-            "val": "images/val",
+            "val": "images/val" if counts["val"] else "images/train",  # Ultralytics needs a val set
             "names": {0: "person"},
             "kpt_shape": [17, 3],
-            "flip_idx": FLIP_IDX,
+            "flip_idx": COCO_FLIP_IDX,
         }
         (tmp / "yolo" / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
         ds = SynthDataset(
@@ -764,7 +761,9 @@ def contact_sheet(root: str | Path, split: str = "val", n: int = 16, cols: int =
     tiles = []
     for info in coco["images"][:n]:
         img = cv2.imread(str(root / "images" / split / info["file_name"]))
-        img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST) if img.shape[0] < 200 else img
+        img = (
+            cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST) if img.shape[0] < 200 else img
+        )
         f = img.shape[0] / info["height"]
         for a in by_image.get(info["id"], []):
             for poly in a["segmentation"]:
@@ -773,11 +772,24 @@ def contact_sheet(root: str | Path, split: str = "val", n: int = 16, cols: int =
             x, y, w, h = (np.array(a["bbox"]) * f).astype(int)
             cv2.rectangle(img, (x, y), (x + w, y + h), (0, 255, 255), 1)
             kp = np.array(a["keypoints"], float).reshape(17, 3)
-            for i, j in SKELETON:
+            for i, j in COCO_SKELETON:
                 p, q = kp[i - 1], kp[j - 1]
                 if p[2] > 0 and q[2] > 0:
-                    side = "left" if (i % 2 == 0 and j % 2 == 0 and i > 1) else "right" if (i % 2 and j % 2 and i > 1) else "centre"
-                    cv2.line(img, tuple((p[:2] * f).astype(int)), tuple((q[:2] * f).astype(int)), _LIMB_COLORS[side], 1, cv2.LINE_AA)
+                    side = (
+                        "left"
+                        if (i % 2 == 0 and j % 2 == 0 and i > 1)
+                        else "right"
+                        if (i % 2 and j % 2 and i > 1)
+                        else "centre"
+                    )
+                    cv2.line(
+                        img,
+                        tuple((p[:2] * f).astype(int)),
+                        tuple((q[:2] * f).astype(int)),
+                        _LIMB_COLORS[side],
+                        1,
+                        cv2.LINE_AA,
+                    )
             for x, y, v in kp:
                 if v == 2:
                     cv2.circle(img, (int(x * f), int(y * f)), 2, (0, 255, 0), -1)
