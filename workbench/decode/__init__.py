@@ -61,6 +61,7 @@ def decode(
     nc: int | None = None,
     kpt_shape: tuple[int, int] | None = None,
     multi_label: bool = False,
+    classes: Sequence[int] | None = None,
 ) -> Detections:
     """Decode one image's outputs with the decoder their layout calls for.
 
@@ -70,6 +71,7 @@ def decode(
         transform: pre-processing geometry of the image.
         conf, iou, max_det, max_nms: thresholds and caps (see :func:`decode_yolo`).
         normalized, nc, kpt_shape, multi_label: YOLO options (see :func:`decode_yolo`).
+        classes: decode only these classes (filtered before NMS).
 
     Raises:
         WorkbenchError: outputs that fit no decoder (the message lists seen and expected shapes).
@@ -78,7 +80,9 @@ def decode(
     if is_ssd_layout(outputs):
         if task is not Task.DETECT:
             raise layout_error(task, outputs, transform.input_hw, "an SSD layout only decodes boxes")
-        return decode_ssd(outputs, transform, conf=conf, iou=iou, max_det=max_det, max_nms=max_nms)
+        return decode_ssd(
+            outputs, transform, conf=conf, iou=iou, max_det=max_det, max_nms=max_nms, classes=classes
+        )
     return decode_yolo(
         outputs,
         task,
@@ -91,4 +95,5 @@ def decode(
         nc=nc,
         kpt_shape=kpt_shape,
         multi_label=multi_label,
+        classes=classes,
     )

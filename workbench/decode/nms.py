@@ -6,13 +6,19 @@ then at most ``max_nms`` candidates by score, then NMS, then the best ``max_det`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 MAX_NMS = 30000  # Ultralytics' cap on boxes entering NMS
 
 
 def select_candidates(
-    scores: np.ndarray, conf: float, multi_label: bool = False, max_nms: int = MAX_NMS
+    scores: np.ndarray,
+    conf: float,
+    multi_label: bool = False,
+    max_nms: int = MAX_NMS,
+    classes: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pick (anchor, class) pairs scoring above ``conf``.
 
@@ -22,6 +28,7 @@ def select_candidates(
         multi_label: every class above ``conf`` becomes a candidate (Ultralytics' val); otherwise
             only each anchor's best class (Ultralytics' predict).
         max_nms: keep at most this many candidates, the highest scoring.
+        classes: keep only candidates of these classes (after the best-class choice, as Ultralytics).
 
     Returns:
         (anchor indices, class indices, scores) of the candidates, highest score first.
@@ -32,15 +39,18 @@ def select_candidates(
     """
     scores = np.asarray(scores, dtype=np.float32)
     if multi_label and scores.shape[1] > 1:
-        anchors, classes = np.nonzero(scores > conf)
-        values = scores[anchors, classes]
+        anchors, labels = np.nonzero(scores > conf)
+        values = scores[anchors, labels]
     else:
-        classes = scores.argmax(1)
-        values = scores[np.arange(len(scores)), classes]
+        labels = scores.argmax(1)
+        values = scores[np.arange(len(scores)), labels]
         anchors = np.nonzero(values > conf)[0]
-        classes, values = classes[anchors], values[anchors]
+        labels, values = labels[anchors], values[anchors]
+    if classes is not None:
+        wanted = np.isin(labels, np.asarray(list(classes), dtype=np.int64))
+        anchors, labels, values = anchors[wanted], labels[wanted], values[wanted]
     order = np.argsort(-values, kind="stable")[:max_nms]
-    return anchors[order], classes[order], values[order]
+    return anchors[order], labels[order], values[order]
 
 
 def nms(

@@ -74,11 +74,13 @@ def decode_ssd(
     iou: float = 0.5,
     max_det: int = 100,
     max_nms: int = MAX_NMS,
+    classes: Sequence[int] | None = None,
 ) -> Detections:
     """Decode ST's SSD outputs for one image into original-image detections.
 
     Every (anchor, class) pair above ``conf`` is a candidate, and NMS runs per class, as ST's
-    ``do_nms``. Class 0 of the result is the first non-background class.
+    ``do_nms``. Class 0 of the result is the first non-background class; ``classes`` keeps only
+    those classes.
 
     Example:
         >>> # outputs, t = TFLiteModel("ssd_mobilenet_v1_025_256_int8.tflite", preprocess="resize")(image)
@@ -91,6 +93,6 @@ def decode_ssd(
     corners = anchors + offsets * size
     h, w = transform.input_hw
     boxes_in = corners * np.array([w, h, w, h], dtype=np.float32)
-    idx, classes, values = select_candidates(scores[:, 1:], conf, multi_label=True, max_nms=max_nms)
-    keep = nms(boxes_in[idx], values, classes, iou, max_det)
-    return Detections(transform.inverse_boxes(boxes_in[idx][keep]), values[keep], classes[keep])
+    idx, labels, values = select_candidates(scores[:, 1:], conf, True, max_nms, classes)
+    keep = nms(boxes_in[idx], values, labels, iou, max_det)
+    return Detections(transform.inverse_boxes(boxes_in[idx][keep]), values[keep], labels[keep])

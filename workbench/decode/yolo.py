@@ -158,6 +158,7 @@ def decode_yolo(
     kpt_shape: tuple[int, int] | None = None,
     multi_label: bool = False,
     agnostic: bool = False,
+    classes: Sequence[int] | None = None,
 ) -> Detections:
     """Decode one image's YOLOv8 outputs (float, dequantized) into original-image detections.
 
@@ -175,6 +176,7 @@ def decode_yolo(
         multi_label: every class above ``conf`` is a candidate (Ultralytics' val) instead of each
             anchor's best class (Ultralytics' predict).
         agnostic: class-agnostic NMS.
+        classes: decode only these classes (filtered before NMS, like Ultralytics' ``classes``).
 
     Example:
         >>> # outputs, t = TFLiteModel("pose.tflite")(image)
@@ -187,12 +189,12 @@ def decode_yolo(
         normalized = is_normalized(pred[:, :4])
     gain = np.array([w, h], dtype=np.float32) if normalized else np.ones(2, dtype=np.float32)
 
-    anchors, classes, scores = select_candidates(pred[:, 4 : 4 + nc], conf, multi_label, max_nms)
+    anchors, labels, scores = select_candidates(pred[:, 4 : 4 + nc], conf, multi_label, max_nms, classes)
     rows = pred[anchors]
     centre, size = rows[:, 0:2] * gain, rows[:, 2:4] * gain
     boxes_in = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
-    keep = nms(boxes_in, scores, None if agnostic else classes, iou, max_det)
-    rows, classes, scores = rows[keep], classes[keep], scores[keep]
+    keep = nms(boxes_in, scores, None if agnostic else labels, iou, max_det)
+    rows, labels, scores = rows[keep], labels[keep], scores[keep]
     boxes = transform.inverse_boxes(boxes_in[keep])
 
     keypoints = masks = None
@@ -207,7 +209,7 @@ def decode_yolo(
         keypoints = np.concatenate([xy, vis], axis=-1)
     elif task is Task.SEG:
         masks = _masks(rows[:, 4 + nc :], protos, boxes, transform)
-    return Detections(boxes, scores, classes, keypoints, masks)
+    return Detections(boxes, scores, labels, keypoints, masks)
 
 
 def _masks(

@@ -1,0 +1,413 @@
+"""Evaluate a model on a COCO dataset: runtime -> decode -> metrics, with prefetching.
+
+One call, one protocol, whatever the model format: a ``.tflite`` (ours or ST's zoo) runs through
+:class:`~workbench.runtime.TFLiteModel` and :func:`~workbench.decode.decode`; an Ultralytics
+``.pt`` runs through ``YOLO(model).predict`` with the same thresholds (square letterbox,
+``rect=False``, masks at original size) and :meth:`Detections.from_ultralytics`. So a float model
+and its int8 conversions are scored identically.
+
+Protocols:
+
+- ``coco``: Ultralytics' val settings — confidence 0.001, NMS IoU 0.7, ``max_det`` (100) — and the
+  COCO metric (faster-coco-eval by default) for the task's IoU type.
+- ``st``: ST's model-card settings and metric (see :mod:`workbench.metrics.st`): pose NMS 0.1,
+  detection NMS 0.5, confidence 0.001; AP at IoU 0.4 for SSD, 0.5 for YOLOv8 detection.
+
+Pre-processing of a .tflite, unless given: ``metadata["workbench"]["preprocess"]`` for our files;
+letterbox for files carrying Ultralytics metadata; plain resize for bare files such as ST's zoo,
+because ST's own evaluation resizes without keeping the aspect ratio (``aspect_ratio: fit`` in
+stm32ai-modelzoo-services, ``cv2.resize`` in the SSD scripts). On tiny-coco's 16 images the two
+are within noise of each other for ST's YOLOv8 files (mean box AP 0.406 letterbox vs 0.397 resize
+over 11 files, no consistent winner per file), so ST's stated protocol decides.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from workbench.config import Task
+from workbench.decode import Detections, decode, model_family
+from workbench.decode.yolo import resolve_layout
+from workbench.errors import WorkbenchError
+from workbench.fileio import sha256_file, write_json
+from workbench.metrics import CocoEvaluator, MetricResult, StEvaluator, default_category_map
+from workbench.metrics.coco import IOU_TYPE_OF_TASK, TASK_OF_IOU_TYPE
+from workbench.metrics.st import ST_EVAL_IOU, ST_SETTINGS
+
+PROTOCOLS = ("coco", "st")
+COCO_SETTINGS = {"conf": 0.001, "iou": 0.7}  # Ultralytics' val defaults
+ZOO_PREPROCESS = "resize"  # bare .tflite files (no metadata): ST's protocol
+PREFETCH = 4  # images decoded and pre-processed ahead of the interpreter
+TIMING_KEYS = ("load", "preprocess", "invoke", "decode", "metric", "wall")
+
+
+@dataclass
+class EvalResult:
+    """Scores and costs of one evaluation.
+
+    AP fields follow :class:`~workbench.metrics.MetricResult` (NaN when undefined). ``seconds``
+    holds summed stage times: ``load`` (image decoding) and ``preprocess`` run in worker threads
+    and overlap ``invoke`` (model run incl. input quantization/output dequantization), ``decode``
+    (NMS, inverse transform, masks) and ``metric`` (COCO/ST evaluation); ``wall`` is end to end.
+
+    Example:
+        >>> r = EvalResult(0.5, 0.7, 0.5, 0.4, 0.6, 0.6, n_images=2, n_instances=3, n_detections=9,
+        ...                seconds={k: 0.0 for k in TIMING_KEYS}, model="m.tflite", sha256="0" * 64,
+        ...                task="pose", protocol="coco", iou_type="keypoints")
+        >>> r.to_dict()["AP50"]
+        0.7
+    """
+
+    AP: float
+    AP50: float
+    AP75: float
+    APm: float
+    APl: float
+    AR: float
+    n_images: int
+    n_instances: int
+    n_detections: int
+    seconds: dict[str, float]
+    model: str
+    sha256: str
+    task: str
+    protocol: str
+    iou_type: str
+    imgsz: int | None = None
+    preprocess: str | None = None
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    headline: str = "AP"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
+            value = math.nan if getattr(self, key) is None else float(getattr(self, key))
+            if not (math.isnan(value) or 0.0 <= value <= 1.0):
+                raise ValueError(f"{key} = {value} is not a fraction in [0, 1]")
+            setattr(self, key, value)
+        missing = [k for k in TIMING_KEYS if k not in self.seconds]
+        if missing:
+            raise ValueError(f"seconds lacks {', '.join(missing)}")
+        if min(self.n_images, self.n_instances, self.n_detections) < 0:
+            raise ValueError("counts must be non-negative")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_images / self.seconds["wall"] if self.seconds["wall"] > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (NaN becomes None)."""
+        out = asdict(self)
+        for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
+            out[key] = None if math.isnan(out[key]) else out[key]
+        return out
+
+    def to_pandas(self):
+        """One-row frame: scores, counts, stage seconds."""
+        import pandas as pd
+
+        row = {k: v for k, v in self.to_dict().items() if k not in ("seconds", "metrics")}
+        row.update({f"s_{k}": v for k, v in self.seconds.items()})
+        return pd.DataFrame([row])
+
+
+def evaluate(
+    model_path: str | Path,
+    ann: str | Path,
+    images: str | Path,
+    task: Task | str,
+    imgsz: int | None = None,
+    protocol: str = "coco",
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int = 100,
+    max_images: int | None = None,
+    out_dir: str | Path | None = None,
+    threads: int = 2,
+    preprocess: str | None = None,
+    progress: bool = True,
+    iou_type: str | None = None,
+    backend: str = "faster",
+) -> EvalResult:
+    """Evaluate ``model_path`` on a COCO dataset and optionally write the results files.
+
+    The annotation file is validated for what the metric needs (keypoints for pose, masks for
+    seg) before the model is opened, so a wrong dataset fails in milliseconds.
+
+    Args:
+        model_path: .tflite or Ultralytics .pt.
+        ann: COCO ground-truth JSON.
+        images: folder the JSON's ``file_name`` entries are relative to.
+        task: what the model predicts: pose, seg or detect.
+        imgsz: input size; must match a .tflite's input (default: the model's), .pt default 640.
+        protocol: "coco" or "st" (see module docstring).
+        conf: confidence threshold (default per protocol: 0.001).
+        iou: NMS IoU threshold (default per protocol: coco 0.7; st pose 0.1, detect 0.5).
+        max_det: detections kept per image.
+        max_images: evaluate only the first N images of the JSON.
+        out_dir: if given, write ``detections.json`` (COCO results) and ``metrics.json`` there, atomically.
+        threads: interpreter threads.
+        preprocess: "letterbox" or "resize" for .tflite (default: see module docstring).
+        progress: show a tqdm bar.
+        iou_type: metric of another task than the model's, e.g. "bbox" to score a pose model's boxes
+            on a dataset without keypoints (default: the task's own: keypoints, segm, bbox).
+        backend: COCO backend, "faster" or "pycocotools".
+
+    Returns:
+        The :class:`EvalResult`.
+
+    Example:
+        >>> # r = evaluate("yolov8n_256_quant_pc_uf_pose_coco-st.tflite", "person_keypoints_val2017.json",
+        >>> #              "val2017", task="pose", max_images=200)
+        >>> # r.AP, r.seconds["invoke"]
+    """
+    from workbench.data.coco import load_coco
+
+    wall = time.perf_counter()
+    try:
+        task = Task(task)
+    except ValueError:
+        raise WorkbenchError(
+            f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}"
+        ) from None
+    if protocol not in PROTOCOLS:
+        raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    iou_type = iou_type or IOU_TYPE_OF_TASK[task]
+    if iou_type not in TASK_OF_IOU_TYPE:
+        raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
+    if protocol == "st" and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
+        raise WorkbenchError(
+            f"protocol 'st' scores pose keypoints and detection boxes only (got task {task.value}, iou_type {iou_type})"
+        )
+    if max_images is not None and max_images < 1:
+        raise WorkbenchError(f"max_images must be at least 1, got {max_images}")
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise WorkbenchError("model file not found", path=model_path)
+    if model_path.suffix not in (".tflite", ".pt"):
+        raise WorkbenchError("model must be a .tflite or an Ultralytics .pt file", path=model_path)
+
+    # Ground truth first: a dataset that cannot score this task fails before any model is opened.
+    dataset = load_coco(ann, images, task=TASK_OF_IOU_TYPE[iou_type])
+    entries = dataset.images[:max_images] if max_images else list(dataset.images)
+    if not entries:
+        raise WorkbenchError("has no images to evaluate", path=ann)
+
+    settings = dict(COCO_SETTINGS) if protocol == "coco" else dict(ST_SETTINGS[task])
+    conf = settings["conf"] if conf is None else float(conf)
+    iou = settings["iou"] if iou is None else float(iou)
+
+    runner = (
+        _TFLiteRunner(model_path, task, threads, preprocess, imgsz)
+        if model_path.suffix == ".tflite"
+        else None
+    )
+    runner = runner or _UltralyticsRunner(model_path, task, imgsz)
+    category_map = default_category_map(dataset.to_dict(), runner.nc)
+    if not category_map:
+        raise WorkbenchError(
+            f"none of the model's {runner.nc} classes has a category in the ground truth", path=ann
+        )
+    if protocol == "coco":
+        evaluator: CocoEvaluator | StEvaluator = CocoEvaluator(dataset, iou_type, backend, category_map)
+    else:
+        evaluator = StEvaluator(dataset, task, ST_EVAL_IOU[runner.family], category_map)
+
+    # Classes without a GT category are dropped before NMS (e.g. an 80-class model on person-only GT).
+    options = {"conf": conf, "iou": iou, "max_det": max_det, "classes": sorted(category_map)}
+    seconds = dict.fromkeys(TIMING_KEYS, 0.0)
+    results: list[dict[str, Any]] = []
+    n_det = 0
+    bar = tqdm(total=len(entries), desc=f"evaluate {model_path.name}", unit="img", disable=not progress)
+    for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runner):
+        seconds["load"] += t_load
+        seconds["preprocess"] += t_pre
+        start = time.perf_counter()
+        raw = runner.run(prepared, **options)
+        seconds["invoke"] += time.perf_counter() - start
+        start = time.perf_counter()
+        det = runner.decode(raw, prepared, **options)
+        seconds["decode"] += time.perf_counter() - start
+        start = time.perf_counter()
+        evaluator.update(entry["id"], det)
+        if out_dir is not None:
+            results.extend(det.to_coco(entry["id"], category_map, TASK_OF_IOU_TYPE[iou_type]))
+        seconds["metric"] += time.perf_counter() - start
+        n_det += len(det)
+        bar.update(1)
+    bar.close()
+
+    start = time.perf_counter()
+    metric: MetricResult = evaluator.compute()
+    seconds["metric"] += time.perf_counter() - start
+    seconds["wall"] = time.perf_counter() - wall
+    result = EvalResult(
+        AP=metric.AP,
+        AP50=metric.AP50,
+        AP75=metric.AP75,
+        APm=metric.APm,
+        APl=metric.APl,
+        AR=metric.AR,
+        n_images=len(entries),
+        n_instances=metric.n_gt,
+        n_detections=n_det,
+        seconds=seconds,
+        model=str(model_path),
+        sha256=sha256_file(model_path),
+        task=task.value,
+        protocol=protocol,
+        iou_type=iou_type,
+        imgsz=runner.imgsz,
+        preprocess=runner.preprocess_mode,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        headline=metric.headline,
+        metrics=metric.to_dict(),
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(out_dir / "detections.json", results, indent=None)
+        write_json(out_dir / "metrics.json", result.to_dict())
+    return result
+
+
+# ---- runners: one per model format ---------------------------------------------------------------
+class _TFLiteRunner:
+    """TFLiteModel + decode; prepares images in worker threads (pure numpy/cv2)."""
+
+    def __init__(self, path: Path, task: Task, threads: int, preprocess: str | None, imgsz: int | None):
+        import torchvision  # noqa: F401  (the NMS backend; loaded here so decode timings exclude its import)
+
+        from workbench.runtime import TFLiteModel, read_tflite_metadata
+
+        meta = read_tflite_metadata(path)
+        wb = meta.get("workbench", {})
+        mode = (
+            preprocess
+            or wb.get("preprocess")
+            or ("letterbox" if "stride" in meta or "task" in meta else ZOO_PREPROCESS)
+        )
+        self.model = TFLiteModel(path, threads=threads, preprocess=mode)
+        h, w = self.model.input_hw
+        if imgsz is not None and (h, w) != (imgsz, imgsz):
+            raise WorkbenchError(f"model input is {h}x{w}, not the requested imgsz {imgsz}", path=path)
+        self.task = task
+        self.imgsz = h if h == w else None
+        self.preprocess_mode = self.model.preprocess_mode
+        self.normalized = wb.get("normalized")
+        kpt = meta.get("kpt_shape")
+        self.kpt_shape = tuple(kpt) if kpt else None
+        names = meta.get("names")
+        zeros = [np.zeros(spec.shape, np.float32) for spec in self.model.outputs]
+        self.family = model_family(zeros)
+        if self.family == "ssd":
+            if task is not Task.DETECT:
+                raise WorkbenchError(f"an SSD model cannot be evaluated as {task.value}", path=path)
+            self.nc = max(spec.shape[2] for spec in self.model.outputs) - 1
+        else:
+            try:
+                _, _, self.nc, _ = resolve_layout(
+                    zeros, task, (h, w), len(names) if names else None, self.kpt_shape
+                )
+            except WorkbenchError as err:
+                raise WorkbenchError(err.message, path=path) from None
+
+    def prepare(self, image: np.ndarray):
+        return self.model.preprocess(image)
+
+    def run(self, prepared, **_: Any) -> list[np.ndarray]:
+        return self.model.run(prepared[0])
+
+    def decode(self, raw: list[np.ndarray], prepared, **kw: Any) -> Detections:
+        """``kw``: conf, iou, max_det, classes."""
+        return decode(raw, self.task, prepared[1], normalized=self.normalized, kpt_shape=self.kpt_shape, **kw)
+
+
+class _UltralyticsRunner:
+    """Ultralytics ``YOLO.predict`` on each image (it letterboxes and decodes itself)."""
+
+    TASK_NAMES = {Task.POSE: "pose", Task.SEG: "segment", Task.DETECT: "detect"}
+
+    def __init__(self, path: Path, task: Task, imgsz: int | None):
+        from ultralytics import YOLO
+
+        try:
+            self.model = YOLO(str(path))
+        except Exception as err:  # Ultralytics raises many types for a bad checkpoint
+            raise WorkbenchError(
+                f"not a loadable Ultralytics model ({type(err).__name__}: {err})", path=path
+            ) from None
+        if self.model.task != self.TASK_NAMES[task]:
+            raise WorkbenchError(f"is a {self.model.task} model, not {task.value}", path=path)
+        self.task = task
+        self.imgsz = int(imgsz or self.model.overrides.get("imgsz") or 640)
+        self.preprocess_mode = "letterbox"
+        self.family = "yolo"
+        self.nc = len(self.model.names)
+
+    def prepare(self, image: np.ndarray):
+        return np.ascontiguousarray(image[..., ::-1])  # Ultralytics takes numpy images as BGR
+
+    def run(self, prepared: np.ndarray, *, conf: float, iou: float, max_det: int, classes: list[int]):
+        """Ultralytics' letterbox, inference and NMS together (timed as ``invoke``)."""
+        return self.model.predict(
+            prepared,
+            imgsz=self.imgsz,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            classes=classes,
+            rect=False,  # square letterbox, as the .tflite files see
+            retina_masks=True,  # masks at original size, as process_mask_native
+            verbose=False,
+            device="cpu",
+        )[0]
+
+    def decode(self, raw, prepared, **_: Any) -> Detections:
+        return Detections.from_ultralytics(raw)
+
+
+def _prefetch(entries: list[dict], dataset, runner):
+    """Yield (entry, prepared input, (load s, preprocess s)) in order, loading ahead in threads."""
+    from workbench.data.images import load_image
+
+    def work(entry: dict):
+        start = time.perf_counter()
+        image = load_image(dataset.image_path(entry))
+        if image.shape[:2] != (entry["height"], entry["width"]):
+            raise WorkbenchError(
+                f"image is {image.shape[1]}x{image.shape[0]} but the annotations say {entry['width']}x{entry['height']}",
+                path=dataset.image_path(entry),
+            )
+        loaded = time.perf_counter()
+        prepared = runner.prepare(image)
+        return prepared, (loaded - start, time.perf_counter() - loaded)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        queue: collections.deque = collections.deque()
+        items = iter(entries)
+        for entry in items:
+            queue.append((entry, pool.submit(work, entry)))
+            if len(queue) >= PREFETCH:
+                break
+        while queue:
+            entry, future = queue.popleft()
+            nxt = next(items, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(work, nxt)))
+            prepared, times = future.result()
+            yield entry, prepared, times
