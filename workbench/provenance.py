@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import platform
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file
@@ -123,7 +124,7 @@ class Provenance:
         config_hash: str,
         model_path: str | Path | None = None,
         ann_json_paths: str | Path | Iterable[str | Path] | None = None,
-    ) -> "Provenance":
+    ) -> Provenance:
         """Hash the given files and record the installed package versions now."""
         return cls(
             config_hash=config_hash,
@@ -141,9 +142,11 @@ class Provenance:
         }
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str | Path | None = None) -> "Provenance":
+    def from_dict(cls, values: Mapping[str, Any], source: str | Path | None = None) -> Provenance:
         try:
-            return cls(**{k: values.get(k) for k in ("config_hash", "model_sha256", "dataset_hash")},
-                       packages=values.get("packages") or {})
+            return cls(
+                **{k: values.get(k) for k in ("config_hash", "model_sha256", "dataset_hash")},
+                packages=values.get("packages") or {},
+            )
         except WorkbenchError as err:
             raise WorkbenchError(err.message, path=source) from None

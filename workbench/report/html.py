@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -110,9 +111,17 @@ def _headline(df: pd.DataFrame, metric: str, budget: float | None) -> str:
     if budget is not None:
         best = recommend(rows, budget, metric)
         if best is None:
-            fastest = rows.loc[rows["latency_ms_median"].idxmin()] if rows["latency_ms_median"].notna().any() else None
-            extra = (f" The fastest is <b>{escape(fastest['variant'])}</b> at "
-                     f"{fastest['latency_ms_median']:.2f} ms." if fastest is not None else "")
+            fastest = (
+                rows.loc[rows["latency_ms_median"].idxmin()]
+                if rows["latency_ms_median"].notna().any()
+                else None
+            )
+            extra = (
+                f" The fastest is <b>{escape(fastest['variant'])}</b> at "
+                f"{fastest['latency_ms_median']:.2f} ms."
+                if fastest is not None
+                else ""
+            )
             return f"<p class='headline'>No variant meets the {budget:g} ms budget ({escape(metric)}).{extra}</p>"
         return (
             f"<p class='headline'>Recommended ({escape(metric)}, budget {budget:g} ms): "
@@ -144,8 +153,10 @@ def _status_banner(status: Mapping[str, Any] | None, has_results: bool) -> str:
             "same config to resume from the failed step.</div>"
         )
     if state == "running":
-        return (f"<div class='banner running'>RUNNING — step <code>{escape(str(status.get('step')))}</code>; "
-                "this page is not a finished report.</div>")
+        return (
+            f"<div class='banner running'>RUNNING — step <code>{escape(str(status.get('step')))}</code>; "
+            "this page is not a finished report.</div>"
+        )
     finished = status.get("finished", "")
     return f"<div class='banner complete'>Complete {escape(str(finished))}</div>"
 
@@ -169,7 +180,9 @@ def _provenance_html(run_dir: Path, df: pd.DataFrame | None) -> str:
     if len(package_sets) > 1:
         parts.append("<p><b>Rows were produced with different package versions:</b></p>")
     for packages in package_sets:
-        items = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in sorted(packages.items()))
+        items = "".join(
+            f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in sorted(packages.items())
+        )
         parts.append(f"<table><tr><th>package</th><th>version</th></tr>{items}</table>")
     return "\n".join(parts)
 
@@ -241,16 +254,28 @@ def build_run_report(
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
             body.append(_headline(df, metric, latency_budget_ms))
-            body.append(_plot_or_note(plots.plot_frontier, df, plot_dir / f"frontier_{metric}.png",
-                                      metric=metric, latency_budget_ms=latency_budget_ms))
+            body.append(
+                _plot_or_note(
+                    plots.plot_frontier,
+                    df,
+                    plot_dir / f"frontier_{metric}.png",
+                    metric=metric,
+                    latency_budget_ms=latency_budget_ms,
+                )
+            )
         body.append("<h2>Results</h2>")
-        body.append(f"<p><a href='{RESULTS_CSV}'>{RESULTS_CSV}</a> · ★ = on the Pareto front "
-                    "(no other variant is both faster and more accurate)</p>")
+        body.append(
+            f"<p><a href='{RESULTS_CSV}'>{RESULTS_CSV}</a> · ★ = on the Pareto front "
+            "(no other variant is both faster and more accurate)</p>"
+        )
         body.append(results_table_html(df))
         body.append("<h2>AP by resolution and scheme</h2>")
         for metric in metrics:
-            body.append(_plot_or_note(plots.plot_ap_by_scheme, df, plot_dir / f"ap_by_scheme_{metric}.png",
-                                      metric=metric))
+            body.append(
+                _plot_or_note(
+                    plots.plot_ap_by_scheme, df, plot_dir / f"ap_by_scheme_{metric}.png", metric=metric
+                )
+            )
         body.append("<h2>Memory</h2>")
         body.append(_plot_or_note(plots.plot_size_and_ram, df, plot_dir / "size_and_ram.png"))
         body.append("<h2>Quantization damage</h2>")
@@ -267,12 +292,14 @@ def build_run_report(
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _run_summary(run_dir: Path) -> dict[str, Any]:
@@ -289,7 +316,7 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
     results = run_dir / RESULTS_CSV
     if results.is_file():
         if not row["date"]:
-            row["date"] = _dt.datetime.fromtimestamp(results.stat().st_mtime, _dt.timezone.utc).isoformat(
+            row["date"] = _dt.datetime.fromtimestamp(results.stat().st_mtime, _dt.UTC).isoformat(
                 timespec="seconds"
             )
         try:
@@ -321,12 +348,19 @@ def build_reports_index(reports_dir: str | Path) -> Path:
     rows = sorted((_run_summary(d) for d in runs), key=lambda r: r["date"], reverse=True)
     lines = []
     for r in rows:
-        link = (f"<a href='{escape(r['run'])}/index.html'>report</a>"
-                if (reports_dir / r["run"] / "index.html").is_file() else "—")
+        link = (
+            f"<a href='{escape(r['run'])}/index.html'>report</a>"
+            if (reports_dir / r["run"] / "index.html").is_file()
+            else "—"
+        )
         cls = " class='failed'" if r["status"] == "failed" else ""
-        cells = "".join(f"<td>{escape(str(r[k]))}</td>" for k in ("run", "tag", "date", "status", "config", "best"))
+        cells = "".join(
+            f"<td>{escape(str(r[k]))}</td>" for k in ("run", "tag", "date", "status", "config", "best")
+        )
         lines.append(f"<tr{cls}>{cells}<td>{link}</td></tr>")
-    header = "".join(f"<th>{h}</th>" for h in ("run id", "tag", "date", "status", "config hash", "best AP", "link"))
+    header = "".join(
+        f"<th>{h}</th>" for h in ("run id", "tag", "date", "status", "config hash", "best AP", "link")
+    )
     table = f"<table><tr>{header}</tr>{''.join(lines)}</table>" if lines else "<p>No runs yet.</p>"
     body = f"<h1>Workbench runs</h1>\n{table}\n<p class='muted'>Index built {_now()}.</p>"
     return write_text(reports_dir / "index.html", _page("Workbench runs", body))

@@ -32,7 +32,12 @@ from workbench.report.table import main_metric, pareto_front
 SCHEME_ORDER = [s.value for s in Scheme]
 SCHEME_MARKERS = {"fp32": "o", "fp16": "s", "int8-per-channel": "^", "int8-per-tensor": "v"}
 SCHEME_SHORT = {"fp32": "fp32", "fp16": "fp16", "int8-per-channel": "i8-pc", "int8-per-tensor": "i8-pt"}
-SCHEME_COLOURS = {"fp32": "#4c72b0", "fp16": "#8172b3", "int8-per-channel": "#55a868", "int8-per-tensor": "#dd8452"}
+SCHEME_COLOURS = {
+    "fp32": "#4c72b0",
+    "fp16": "#8172b3",
+    "int8-per-channel": "#55a868",
+    "int8-per-tensor": "#dd8452",
+}
 METRIC_LABELS = {"keypoints": "pose AP (OKS)", "segm": "mask AP", "bbox": "box AP"}
 DPI = 110
 
@@ -114,17 +119,15 @@ def plot_frontier(
         if several_models:
             label = f"{_short_model(r['model'])} {label}"
         # try offsets alternately above and below until the label overprints no earlier one
+        xy = (r["latency_ms_median"], r["ap"])
         for dy in (3, -11, 12, -20, 21, -29, 30):
-            text = ax.annotate(label, (r["latency_ms_median"], r["ap"]), xytext=(6, dy),
-                               textcoords="offset points", fontsize=7, color="#333333")
+            text = _annotate(ax, label, xy, dy)
             box = text.get_window_extent(renderer)
             if not any(box.overlaps(other) for other in placed):
                 break
             text.remove()
         else:  # crowded everywhere: keep the first position
-            text = ax.annotate(label, (r["latency_ms_median"], r["ap"]), xytext=(6, 3),
-                               textcoords="offset points", fontsize=7, color="#333333")
-            box = text.get_window_extent(renderer)
+            box = _annotate(ax, label, xy, 3).get_window_extent(renderer)
         placed.append(box)
 
     ax.set_xlabel(f"median latency (ms){_threads_note(rows)}")
@@ -132,17 +135,35 @@ def plot_frontier(
     ax.set_title(title or f"Accuracy vs latency ({metric})")
     ax.grid(True, alpha=0.3)
 
-    handles = [Line2D([], [], marker=SCHEME_MARKERS[s], linestyle="", color="#555555", label=s)
-               for s in SCHEME_ORDER if s in set(rows["scheme"])]
+    handles = [
+        Line2D([], [], marker=SCHEME_MARKERS[s], linestyle="", color="#555555", label=s)
+        for s in SCHEME_ORDER
+        if s in set(rows["scheme"])
+    ]
     handles += [Patch(color=c, label=f"{s} px") for s, c in colours.items()]
     handles.append(Line2D([], [], color="#c44e52", label="Pareto front"))
     if latency_budget_ms is not None:
-        handles.append(Line2D([], [], color="#666666", linestyle="--", label=f"budget {latency_budget_ms:g} ms"))
+        handles.append(
+            Line2D([], [], color="#666666", linestyle="--", label=f"budget {latency_budget_ms:g} ms")
+        )
     if (rows["source"] == "zoo").any():
-        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
-                              color="#555555", label="zoo model (hollow)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                color="#555555",
+                label="zoo model (hollow)",
+            )
+        )
     ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
     return _save(fig, path)
+
+
+def _annotate(ax, label: str, xy: tuple[float, float], dy: float):
+    return ax.annotate(label, xy, xytext=(6, dy), textcoords="offset points", fontsize=7, color="#333333")
 
 
 def _threads_note(rows: pd.DataFrame) -> str:
@@ -162,8 +183,12 @@ def _grouped_bars(ax, rows: pd.DataFrame, value: str, schemes: list[str]) -> lis
             if vals.empty:
                 continue
             # several io types for one scheme: show the best so each bar is one number
-            ax.bar(gi + (si - (len(schemes) - 1) / 2) * width, vals.max(), width * 0.95,
-                   color=SCHEME_COLOURS[scheme])
+            ax.bar(
+                gi + (si - (len(schemes) - 1) / 2) * width,
+                vals.max(),
+                width * 0.95,
+                color=SCHEME_COLOURS[scheme],
+            )
     ax.legend(handles=[Patch(color=SCHEME_COLOURS[s], label=s) for s in schemes], fontsize=8)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     return labels
@@ -201,13 +226,21 @@ def plot_size_and_ram(df: pd.DataFrame, path: str | Path) -> Path:
     axes = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))
     colours = [SCHEME_COLOURS[s] for s in rows["scheme"]]
-    for ax, col, name in zip(axes, ("size_bytes", "activation_ram_bytes"), ("flash (model file)", "activation RAM")):
+    for ax, col, name in zip(
+        axes, ("size_bytes", "activation_ram_bytes"), ("flash (model file)", "activation RAM"), strict=True
+    ):
         values = rows[col]
         scale, unit = _bytes_unit(values.max() if values.notna().any() else 0)
         ax.barh(y, (values / scale).fillna(0), color=colours)
-        for yi, v in zip(y, values):
-            ax.annotate("n/a" if pd.isna(v) else f"{v / scale:.1f}", (0 if pd.isna(v) else v / scale, yi),
-                        xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+        for yi, v in zip(y, values, strict=True):
+            ax.annotate(
+                "n/a" if pd.isna(v) else f"{v / scale:.1f}",
+                (0 if pd.isna(v) else v / scale, yi),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
         ax.set_xlabel(f"{name} ({unit})")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(y, list(rows["variant"]), fontsize=7)

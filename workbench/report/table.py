@@ -46,7 +46,13 @@ RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SOURCES = ("ours", "zoo")
 METRICS = ("keypoints", "segm", "bbox")
 _FRACTIONS = ("ap", "ap50", "ap75", "ar")
-_NON_NEGATIVE = ("latency_ms_median", "latency_ms_p90", "latency_ms_min", "size_bytes", "activation_ram_bytes")
+_NON_NEGATIVE = (
+    "latency_ms_median",
+    "latency_ms_p90",
+    "latency_ms_min",
+    "size_bytes",
+    "activation_ram_bytes",
+)
 _NUMERIC = _FRACTIONS + _NON_NEGATIVE + ("imgsz", "threads", "worst_sqnr_db")
 
 
@@ -123,7 +129,9 @@ def validate_results(df: pd.DataFrame, source: str | Path | None = None) -> pd.D
             except json.JSONDecodeError:
                 parsed = None
             if not isinstance(parsed, dict):
-                raise WorkbenchError(f"row {out.at[i, 'variant']!r}: packages is not a JSON object", path=source)
+                raise WorkbenchError(
+                    f"row {out.at[i, 'variant']!r}: packages is not a JSON object", path=source
+                )
     return out
 
 
@@ -172,7 +180,7 @@ def pareto_front(df: pd.DataFrame, x: str = "latency_ms_median", y: str = "ap") 
     order = pts.sort_values([x, y], ascending=[True, False], kind="mergesort")
     keep = []
     best_y, best_x = -math.inf, None
-    for idx, xv, yv in zip(order.index, order[x], order[y]):
+    for idx, xv, yv in zip(order.index, order[x], order[y], strict=True):
         if yv > best_y:
             keep.append(idx)
             best_y, best_x = yv, xv

@@ -1,0 +1,99 @@
+"""`workbench report`: run the notebooks for a config and build the HTML report, or rebuild one.
+
+Examples::
+
+    workbench report --config configs/default.yaml --tag baseline
+    workbench report --rebuild reports/baseline-3f2a9c1d0e4b
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+NOTEBOOK_GLOB = "0[1-5]_*.ipynb"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("report", help="run the pipeline notebooks and build the HTML report")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", type=Path, help="run config YAML: run the notebooks, then build the report")
+    what.add_argument(
+        "--rebuild",
+        type=Path,
+        metavar="RUN_DIR",
+        help="rebuild a run folder's report from its result files only (no notebook runs)",
+    )
+    parser.add_argument("--tag", help="run label (default: the config's name); run id is <tag>-<config hash>")
+    parser.add_argument("--force", action="store_true", help="re-run every notebook even if cached")
+    parser.add_argument(
+        "--reports-dir", type=Path, help="parent of run folders (default: the config's out_dir)"
+    )
+    parser.add_argument(
+        "--notebooks-dir",
+        type=Path,
+        default=Path("notebooks"),
+        help=f"folder holding the pipeline notebooks {NOTEBOOK_GLOB} (default: notebooks)",
+    )
+    parser.add_argument(
+        "--latency-budget",
+        type=float,
+        metavar="MS",
+        help="latency budget for the recommended variant (ms, median)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from workbench.config import RunConfig
+    from workbench.report import build_reports_index, build_run_report
+
+    if args.rebuild is not None:
+        run_dir = args.rebuild
+        page = build_run_report(run_dir, latency_budget_ms=args.latency_budget)
+        index = build_reports_index(run_dir.resolve().parent)
+        return _done(args, {"run_dir": str(run_dir), "report": str(page), "index": str(index)}, page)
+
+    from workbench.pipeline import run_pipeline
+
+    config = RunConfig.from_yaml(args.config)
+    config.validate_paths(source=str(args.config))
+    notebooks = sorted(args.notebooks_dir.glob(NOTEBOOK_GLOB))
+    if not notebooks:
+        raise WorkbenchError(f"no pipeline notebooks matching {NOTEBOOK_GLOB}", path=args.notebooks_dir)
+    reports_dir = args.reports_dir or Path(config.out_dir)
+    title = f"{config.name}: {config.task.value}, {', '.join(map(str, config.imgsz))} px"
+    try:
+        result = run_pipeline(config, notebooks, reports_dir, tag=args.tag, force=args.force)
+    except WorkbenchError:
+        # the run folder exists only if execution started; then show the failure on its page
+        run_dir = _existing_run_dir(reports_dir, config, args.tag)
+        if run_dir is not None:
+            build_run_report(run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
+            build_reports_index(reports_dir)
+        raise
+    page = build_run_report(result.run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
+    index = build_reports_index(reports_dir)
+    return _done(args, {**result.to_dict(), "report": str(page), "index": str(index)}, page)
+
+
+def _existing_run_dir(reports_dir: Path, config, tag: str | None) -> Path | None:
+    from workbench.pipeline import STATUS_JSON, run_id_for
+
+    try:
+        run_dir = reports_dir / run_id_for(config, tag)
+    except WorkbenchError:
+        return None
+    return run_dir if (run_dir / STATUS_JSON).is_file() else None
+
+
+def _done(args, summary: dict, page: Path) -> int:
+    from workbench.cli import print_json
+
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"report: {page}")
+    return 0

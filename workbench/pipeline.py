@@ -1,0 +1,413 @@
+"""Run the workbench notebooks with papermill into ``reports/<run-id>/``, with caching and resume.
+
+Each notebook is one step. Its executed copy (``<name>.ipynb``) and HTML rendering (``<name>.html``)
+land in the run folder, and ``steps/<name>.json`` records that it finished. A re-run of the same
+config skips finished steps, resumes from a failed one, and re-runs everything after a step that
+had to run (its outputs may have changed). ``status.json`` says whether the run is running,
+failed (and where) or complete.
+
+Every notebook receives two parameters and must declare them in its ``parameters`` cell:
+``config`` (the :class:`~workbench.config.RunConfig` as a dict; rebuild it with
+``RunConfig.from_params({"config": config})``) and ``run_dir`` (the run folder, absolute).
+
+Example:
+    >>> from workbench.config import RunConfig
+    >>> result = run_pipeline(RunConfig(), sorted(Path("notebooks").glob("0[1-5]_*.ipynb")),
+    ...                       "reports", tag="baseline")  # doctest: +SKIP
+    >>> result.run_dir  # doctest: +SKIP
+    PosixPath('reports/baseline-3f2a9c1d0e4b')
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from workbench.config import RunConfig
+from workbench.errors import WorkbenchError
+from workbench.fileio import sha256_file, write_json, write_text
+from workbench.provenance import Provenance
+
+STEPS_DIR = "steps"
+STATUS_JSON = "status.json"
+CONFIG_YAML = "config.yaml"
+PROVENANCE_JSON = "provenance.json"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_BOOKKEEPING = {STATUS_JSON, "index.html"}
+
+ParamsFor = Callable[[str], Mapping[str, Any]]
+
+
+@dataclass
+class StepResult:
+    """One notebook of a run: executed now (``ran``) or skipped because already done (``cached``)."""
+
+    name: str
+    status: str
+    seconds: float
+    notebook: Path
+    html: Path
+    outputs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("ran", "cached"):
+            raise WorkbenchError(f"step {self.name}: status must be 'ran' or 'cached', got {self.status!r}")
+        if self.seconds < 0:
+            raise WorkbenchError(f"step {self.name}: negative duration {self.seconds}")
+        self.notebook, self.html = Path(self.notebook), Path(self.html)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "notebook": str(self.notebook),
+            "html": str(self.html),
+            "outputs": list(self.outputs),
+        }
+
+
+@dataclass
+class RunResult:
+    """A completed pipeline run.
+
+    Example:
+        >>> r = RunResult("demo-0123456789ab", Path("reports/demo-0123456789ab"), "0123456789ab", [])
+        >>> r.to_dict()["state"]
+        'complete'
+    """
+
+    run_id: str
+    run_dir: Path
+    config_hash: str
+    steps: list[StepResult]
+    state: str = "complete"
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        if not _RUN_ID.match(self.run_id):
+            raise WorkbenchError(f"invalid run id {self.run_id!r}")
+
+    @property
+    def cached(self) -> list[str]:
+        return [s.name for s in self.steps if s.status == "cached"]
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.name for s in self.steps if s.status == "ran"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "config_hash": self.config_hash,
+            "state": self.state,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame([s.to_dict() for s in self.steps])
+
+
+def run_id_for(config: RunConfig, tag: str | None = None) -> str:
+    """``<tag or config.name>-<config hash>``: stable, so a re-run finds its cache."""
+    label = tag or config.name
+    if not _RUN_ID.match(label):
+        what = "tag" if tag else "config name"
+        raise WorkbenchError(
+            f"{what} {label!r} cannot name a run folder: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit)"
+        )
+    return f"{label}-{config.hash}"
+
+
+def check_kernel(kernel_name: str = "python3") -> str:
+    """Return the interpreter the Jupyter kernel runs; raise unless it is this environment's python.
+
+    A kernel from another environment would import another (or no) ``workbench`` and give results
+    that do not match this checkout.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    fix = f"{sys.executable} -m ipykernel install --sys-prefix --name {kernel_name}"
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise WorkbenchError(f"Jupyter kernel {kernel_name!r} not found; install it with: {fix}") from None
+    exe = spec.argv[0] if spec.argv else ""
+    # jupyter_client starts a bare "python"/"python3" kernel with the caller's own sys.executable
+    if exe in ("python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])):
+        return sys.executable
+    found = shutil.which(exe) or exe
+    if Path(found).absolute().parent != Path(sys.executable).absolute().parent:
+        raise WorkbenchError(
+            f"Jupyter kernel {kernel_name!r} ({spec.resource_dir}) runs {exe}, not this environment's "
+            f"{sys.executable}; fix with: {fix}"
+        )
+    return found
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """Parameters a notebook declares in its ``parameters`` cell (name → papermill's description)."""
+    import papermill
+
+    try:
+        return papermill.inspect_notebook(str(notebook))
+    except Exception as err:  # papermill raises nbformat/JSON errors of several types for a bad file
+        raise WorkbenchError(f"cannot read notebook parameters: {err}", path=notebook) from None
+
+
+def base_parameters(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The parameters every notebook receives."""
+    return {"config": config.to_dict(), "run_dir": str(Path(run_dir).absolute())}
+
+
+def _params_hash(params: Mapping[str, Any]) -> str:
+    # run_dir is left out: a run folder moved or copied elsewhere keeps its cache
+    content = {k: v for k, v in params.items() if k != "run_dir"}
+    blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    files = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir)
+        if path.is_file() and rel.parts[0] != STEPS_DIR and not rel.name.startswith("."):
+            stat = path.stat()
+            files[rel.as_posix()] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def _to_html(notebook: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    return write_text(notebook.with_suffix(".html"), body)
+
+
+def _validate_inputs(notebooks: Sequence[Path], params: dict[str, dict[str, Any]]) -> None:
+    for nb in notebooks:
+        declared = notebook_parameters(nb)
+        if not declared:
+            raise WorkbenchError(
+                f"has no 'parameters' cell (tag a cell 'parameters' declaring {', '.join(sorted(params[nb.stem]))})",
+                path=nb,
+            )
+        unknown = sorted(set(params[nb.stem]) - set(declared))
+        if unknown:
+            raise WorkbenchError(
+                f"parameter(s) {', '.join(unknown)} not declared in the notebook's parameters cell; "
+                f"valid: {', '.join(sorted(declared))}",
+                path=nb,
+            )
+
+
+def _is_cached(record: dict[str, Any] | None, expected: dict[str, Any], executed: Path) -> str | None:
+    """None if the step can be skipped, else why it must run."""
+    if record is None:
+        return "not run yet"
+    if record.get("status") != "done":
+        return f"last status {record.get('status')!r}"
+    if record.get("config_hash") != expected["config_hash"]:
+        return "config changed"
+    if record.get("notebook_sha256") != expected["notebook_sha256"]:
+        return "notebook changed"
+    if record.get("params_hash") != expected["params_hash"]:
+        return "parameters changed"
+    if not executed.is_file():
+        return "executed notebook missing"
+    return None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError:
+        return None  # a corrupt record only costs a re-run
+
+
+def run_pipeline(
+    config: RunConfig,
+    notebooks: Sequence[str | Path],
+    reports_dir: str | Path,
+    tag: str | None = None,
+    force: bool = False,
+    params_for: ParamsFor | None = None,
+    *,
+    kernel_name: str = "python3",
+) -> RunResult:
+    """Execute ``notebooks`` in order into ``reports_dir/<run-id>/``, skipping steps already done.
+
+    Args:
+        config: the run's config; its hash keys the cache.
+        notebooks: notebook files, run in the given order.
+        reports_dir: parent folder of run folders.
+        tag: run label (default ``config.name``); the run id is ``<tag>-<config hash>``.
+        force: re-run every step even if cached.
+        params_for: extra papermill parameters per notebook, called with the notebook's stem.
+        kernel_name: Jupyter kernel; must run this environment's python (:func:`check_kernel`).
+
+    Returns:
+        :class:`RunResult` with one :class:`StepResult` per notebook.
+
+    Raises:
+        WorkbenchError: before any work, for a missing notebook, a parameter a notebook does not
+            declare, a missing dataset path or a kernel from another environment; during the run,
+            for a failing cell (naming the notebook and cell; ``status.json`` then says ``failed``
+            and the partially executed notebook is kept for inspection).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebooks = [Path(nb) for nb in notebooks]
+    if not notebooks:
+        raise WorkbenchError("no notebooks to run")
+    for nb in notebooks:
+        if nb.suffix != ".ipynb" or not nb.is_file():
+            raise WorkbenchError("notebook not found (expected an existing .ipynb file)", path=nb)
+    stems = [nb.stem for nb in notebooks]
+    if len(set(stems)) != len(stems):
+        raise WorkbenchError(f"notebook names must be unique within a run, got {', '.join(stems)}")
+
+    run_id = run_id_for(config, tag)
+    run_dir = Path(reports_dir) / run_id
+    params = {
+        nb.stem: {**base_parameters(config, run_dir), **dict(params_for(nb.stem) if params_for else {})}
+        for nb in notebooks
+    }
+    config.validate_paths()
+    _validate_inputs(notebooks, params)
+    check_kernel(kernel_name)
+
+    steps_dir = run_dir / STEPS_DIR
+    steps_dir.mkdir(parents=True, exist_ok=True)
+    expected = {
+        nb.stem: {"config_hash": config.hash, "notebook_sha256": sha256_file(nb),
+                  "params_hash": _params_hash(params[nb.stem])}
+        for nb in notebooks
+    }  # fmt: skip
+    # A linear pipeline: once one step must run, every later step runs too.
+    first_to_run, why = len(notebooks), None
+    for i, nb in enumerate(notebooks):
+        why = (
+            "--force"
+            if force
+            else _is_cached(_read_record(steps_dir / f"{nb.stem}.json"), expected[nb.stem], run_dir / nb.name)
+        )
+        if why is not None:
+            first_to_run = i
+            break
+
+    status: dict[str, Any] = {
+        "run_id": run_id, "tag": tag, "config_name": config.name, "config_hash": config.hash,
+        "started": _now(), "steps": stems,
+    }  # fmt: skip
+    if first_to_run < len(notebooks):
+        (run_dir / "index.html").unlink(missing_ok=True)  # a stale page must not pass for this run's report
+        write_text(run_dir / CONFIG_YAML, config.to_yaml())
+        prov = Provenance.collect(config.hash)
+        write_json(run_dir / PROVENANCE_JSON, prov.to_dict())
+
+    results: list[StepResult] = []
+    for nb in notebooks[:first_to_run]:
+        _say(f"step {nb.stem}: cached (config {config.hash}), use --force to redo")
+        record = _read_record(steps_dir / f"{nb.stem}.json") or {}
+        results.append(
+            StepResult(
+                nb.stem,
+                "cached",
+                0.0,
+                run_dir / nb.name,
+                run_dir / f"{nb.stem}.html",
+                record.get("outputs", []),
+            )
+        )
+
+    todo = notebooks[first_to_run:]
+    if todo:
+        _say(f"step {todo[0].stem}: running ({why})" + (", and every step after it" if len(todo) > 1 else ""))
+    for nb in tqdm(todo, desc=run_id, unit="step", file=sys.stderr, disable=not todo):
+        executed = run_dir / nb.name
+        (steps_dir / f"{nb.stem}.json").unlink(missing_ok=True)
+        write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": nb.stem})
+        before = _snapshot(run_dir)
+        started, t0 = _now(), time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb), str(executed), parameters=params[nb.stem], kernel_name=kernel_name,
+                progress_bar=False, cwd=os.getcwd(),
+                # hide the kernel app's own chatter (e.g. its TCP-without-encryption warning on
+                # every start); cell output and errors still land in the notebook
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )  # fmt: skip
+        except PapermillExecutionError as err:
+            source_lines = (err.source or "").strip().splitlines()
+            first_line = source_lines[0] if source_lines else ""
+            message = (
+                f"step {nb.stem} failed in cell [{err.exec_count}] ({first_line!r}): "
+                f"{err.ename}: {err.evalue}; partially executed notebook: {executed}"
+            )
+            _fail(run_dir, status, nb.stem, message, executed)
+            raise WorkbenchError(message, path=nb) from None
+        except BaseException as err:  # kernel death, Ctrl-C: still leave an honest status
+            _fail(
+                run_dir,
+                status,
+                nb.stem,
+                f"step {nb.stem} did not finish: {type(err).__name__}: {err}",
+                executed,
+            )
+            raise
+        html = _to_html(executed)
+        seconds = time.perf_counter() - t0
+        after = _snapshot(run_dir)
+        outputs = sorted(
+            k
+            for k, v in after.items()
+            if before.get(k) != v and k not in _BOOKKEEPING | {executed.name, html.name}
+        )
+        write_json(steps_dir / f"{nb.stem}.json", {
+            "status": "done", **expected[nb.stem], "started": started, "finished": _now(),
+            "seconds": round(seconds, 3), "outputs": outputs,
+        })  # fmt: skip
+        _say(f"step {nb.stem}: done in {seconds:.1f} s")
+        results.append(StepResult(nb.stem, "ran", seconds, executed, html, outputs))
+
+    previous = _read_record(run_dir / STATUS_JSON) or {}
+    if todo or previous.get("state") != "complete":
+        write_json(run_dir / STATUS_JSON, {**status, "state": "complete", "step": None, "finished": _now()})
+    return RunResult(run_id, run_dir, config.hash, results)
+
+
+def _fail(run_dir: Path, status: dict[str, Any], step: str, error: str, executed: Path) -> None:
+    write_json(
+        run_dir / STATUS_JSON, {**status, "state": "failed", "step": step, "error": error, "finished": _now()}
+    )
+    if executed.is_file():
+        try:
+            _to_html(executed)  # so the failing cell can be read in a browser
+        except Exception as err:  # the notebook may be truncated; the status already tells the story
+            _say(f"step {step}: could not render the partial notebook: {err}")
