@@ -13,7 +13,9 @@ import workbench  # noqa: F401  (configures the offline environment)
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO_DIR = Path(os.environ.get("WORKBENCH_ZOO_DIR", REPO.parent / "shared" / "zoo")).resolve()
-TINY_COCO = Path(os.environ.get("WORKBENCH_TINY_COCO", REPO.parent / "shared" / "data" / "tiny-coco")).resolve()
+TINY_COCO = Path(
+    os.environ.get("WORKBENCH_TINY_COCO", REPO.parent / "shared" / "data" / "tiny-coco")
+).resolve()
 
 
 class NetworkBlocked(RuntimeError):

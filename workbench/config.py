@@ -9,23 +9,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from workbench.errors import WorkbenchError
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     POSE = "pose"
     SEG = "seg"
     DETECT = "detect"
 
 
-class Scheme(str, Enum):
+class Scheme(StrEnum):
     """Numeric format of a converted model."""
 
     FP32 = "fp32"
@@ -38,7 +39,7 @@ class Scheme(str, Enum):
         return self in (Scheme.INT8_PER_CHANNEL, Scheme.INT8_PER_TENSOR)
 
 
-class IOType(str, Enum):
+class IOType(StrEnum):
     """Input/output tensor types, in ST's two-letter naming: input letter then output letter."""
 
     UF = "uf"  # uint8 in, float out: the zoo's deployment form
@@ -133,7 +134,7 @@ class RunConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> "RunConfig":
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> RunConfig:
         """Build from a mapping; an unknown key is an error that lists the valid ones."""
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
@@ -149,7 +150,7 @@ class RunConfig:
             raise WorkbenchError(str(err), path=source) from None
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         """Load a YAML file; ``overrides`` win over the file's values."""
         path = Path(path)
         if not path.is_file():
@@ -164,7 +165,7 @@ class RunConfig:
         return cls.from_dict(values, source=str(path))
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "RunConfig":
+    def from_params(cls, params: Mapping[str, Any]) -> RunConfig:
         """Build from papermill parameters: a ``config`` dict (or YAML path) plus loose overrides."""
         params = dict(params)
         base = params.pop("config", None)
@@ -189,7 +190,7 @@ class RunConfig:
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_yaml(self) -> str:

@@ -14,9 +14,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -55,7 +56,7 @@ class ExportResult:
         return out
 
     @classmethod
-    def load(cls, saved_model: str | Path) -> "ExportResult":
+    def load(cls, saved_model: str | Path) -> ExportResult:
         """Read the metadata written beside a SavedModel by :func:`export_saved_model`."""
         meta_path = Path(saved_model) / EXPORT_META
         if not meta_path.is_file():
@@ -157,5 +158,3 @@ def _quiet() -> Iterator[None]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-

@@ -32,8 +32,15 @@ def generator_sample_fingerprint(preset: str) -> str:
 
     with tempfile.TemporaryDirectory(prefix="wb-sample-") as tmp:
         root = Path(tmp) / "sample"
-        generate_dataset(root, SAMPLE["n_train"], SAMPLE["n_val"], imgsz=SAMPLE["imgsz"], seed=SAMPLE["seed"],
-                         preset=preset, progress=False)
+        generate_dataset(
+            root,
+            SAMPLE["n_train"],
+            SAMPLE["n_val"],
+            imgsz=SAMPLE["imgsz"],
+            seed=SAMPLE["seed"],
+            preset=preset,
+            progress=False,
+        )
         digest = hashlib.sha256()
         for split in ("train", "val"):
             digest.update((root / "annotations" / f"{split}.json").read_bytes())
@@ -62,24 +69,41 @@ class PretrainResult:
         return self.train.seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weights": str(self.weights), "record": str(self.record), "train": self.train.to_dict(),
-                "val": self.val}
+        return {
+            "weights": str(self.weights),
+            "record": str(self.record),
+            "train": self.train.to_dict(),
+            "val": self.val,
+        }
 
 
-def ultralytics_val(weights: str | Path, data_yaml: str | Path, imgsz: int, *, task: str = "pose",
-                    batch: int = 8) -> dict[str, float]:
+def ultralytics_val(
+    weights: str | Path, data_yaml: str | Path, imgsz: int, *, task: str = "pose", batch: int = 8
+) -> dict[str, float]:
     """Ultralytics' own val with the COCO protocol's thresholds (conf 0.001, IoU 0.7, 100 dets)."""
     from ultralytics import YOLO
 
     from workbench.train import TASK_TO_ULTRALYTICS
 
     metrics = YOLO(str(weights), task=TASK_TO_ULTRALYTICS[task]).val(
-        data=str(data_yaml), imgsz=imgsz, batch=batch, conf=0.001, iou=0.7, max_det=100, device="cpu",
-        plots=False, verbose=False, rect=False, workers=0,
+        data=str(data_yaml),
+        imgsz=imgsz,
+        batch=batch,
+        conf=0.001,
+        iou=0.7,
+        max_det=100,
+        device="cpu",
+        plots=False,
+        verbose=False,
+        rect=False,
+        workers=0,
     )
     main = {"pose": metrics.pose, "seg": getattr(metrics, "seg", None), "detect": metrics.box}[task]
-    return {"map50_95": round(float(main.map), 6), "map50": round(float(main.map50), 6),
-            "box_map50_95": round(float(metrics.box.map), 6)}
+    return {
+        "map50_95": round(float(main.map), 6),
+        "map50": round(float(main.map50), 6),
+        "box_map50_95": round(float(metrics.box.map), 6),
+    }
 
 
 def pretrain(cfg: RunConfig) -> PretrainResult:
@@ -96,8 +120,17 @@ def pretrain(cfg: RunConfig) -> PretrainResult:
         out_dir = REPO_ROOT / out_dir
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wb-pretrain-") as tmp:
-        result = train(dataset.data_yaml, cfg.model, Path(tmp) / "run", task=cfg.task.value, epochs=cfg.epochs,
-                       imgsz=imgsz, batch=cfg.batch, seed=cfg.seed, overrides=cfg.train_args)
+        result = train(
+            dataset.data_yaml,
+            cfg.model,
+            Path(tmp) / "run",
+            task=cfg.task.value,
+            epochs=cfg.epochs,
+            imgsz=imgsz,
+            batch=cfg.batch,
+            seed=cfg.seed,
+            overrides=cfg.train_args,
+        )
         weights = out_dir / f"{cfg.name}.pt"
         with atomic_path(weights) as staged:
             shutil.copyfile(result.weights, staged)

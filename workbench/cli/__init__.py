@@ -11,7 +11,8 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from workbench.errors import WorkbenchError
 

@@ -21,6 +21,8 @@ def run(args) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"saved model: {result.saved_model} (task {result.task}, imgsz {result.imgsz}, "
-              f"normalized outputs, {result.seconds:.0f} s)")
+        print(
+            f"saved model: {result.saved_model} (task {result.task}, imgsz {result.imgsz}, "
+            f"normalized outputs, {result.seconds:.0f} s)"
+        )
     return 0

@@ -10,8 +10,12 @@ def register(sub) -> None:
     p = sub.add_parser("quantize", help="convert a SavedModel to .tflite in one numeric scheme")
     p.add_argument("--saved-model", required=True, help="folder written by `workbench export`")
     p.add_argument("--scheme", required=True, choices=[s.value for s in Scheme])
-    p.add_argument("--io", default="uf", choices=[i.value for i in IOType],
-                   help="uf: uint8 in/float out (zoo form), ii: int8/int8, ff: float/float")
+    p.add_argument(
+        "--io",
+        default="uf",
+        choices=[i.value for i in IOType],
+        help="uf: uint8 in/float out (zoo form), ii: int8/int8, ff: float/float",
+    )
     p.add_argument("--calib", help="folder of calibration images (int8 schemes)")
     p.add_argument("--calib-count", type=int, default=200, help="number of calibration images (default 200)")
     p.add_argument("--out", required=True, help=".tflite file to write")
@@ -22,11 +26,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.quantize import quantize
 
-    result = quantize(args.saved_model, args.scheme, args.out, io=args.io, calib=args.calib,
-                      calib_count=args.calib_count)
+    result = quantize(
+        args.saved_model, args.scheme, args.out, io=args.io, calib=args.calib, calib_count=args.calib_count
+    )
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"{result.path}: {result.scheme.value}-{result.io.value}, {result.size_bytes / 1e6:.2f} MB, "
-              f"calibrated on {result.calib_images} images, {result.seconds:.0f} s")
+        print(
+            f"{result.path}: {result.scheme.value}-{result.io.value}, {result.size_bytes / 1e6:.2f} MB, "
+            f"calibrated on {result.calib_images} images, {result.seconds:.0f} s"
+        )
     return 0

@@ -9,7 +9,9 @@ from workbench.cli import print_json
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a YOLO model (Ultralytics, offline-safe)")
-    p.add_argument("--config", help="a RunConfig YAML: prepares its dataset and pretrains (e.g. configs/pretrain.yaml)")
+    p.add_argument(
+        "--config", help="a RunConfig YAML: prepares its dataset and pretrains (e.g. configs/pretrain.yaml)"
+    )
     p.add_argument("--data", help="Ultralytics data.yaml (local path)")
     p.add_argument("--model", help="model .yaml (from scratch) or local .pt (fine-tune)")
     p.add_argument("--task", default="pose", choices=["pose", "seg", "detect"])
@@ -38,12 +40,20 @@ def run(args) -> int:
         from workbench.train import train
 
         result = train(
-            args.data, args.model, Path(args.out), task=args.task, epochs=args.epochs,
-            imgsz=validate_imgsz(args.imgsz), batch=args.batch, seed=args.seed,
+            args.data,
+            args.model,
+            Path(args.out),
+            task=args.task,
+            epochs=args.epochs,
+            imgsz=validate_imgsz(args.imgsz),
+            batch=args.batch,
+            seed=args.seed,
         )
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"weights: {result.weights}  mAP50-95 {result.map50_95:.3f}  mAP50 {result.map50:.3f}  "
-              f"({result.seconds:.0f} s)")
+        print(
+            f"weights: {result.weights}  mAP50-95 {result.map50_95:.3f}  mAP50 {result.map50:.3f}  "
+            f"({result.seconds:.0f} s)"
+        )
     return 0

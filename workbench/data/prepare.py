@@ -14,8 +14,8 @@ from typing import Any
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
-from workbench.fileio import sha256_file
 from workbench.offline import REPO_ROOT, cache_dir
+from workbench.provenance import dataset_hash
 
 
 @dataclass
@@ -23,8 +23,8 @@ class PreparedDataset:
     """Paths of a dataset ready for training, calibration and evaluation."""
 
     root: Path
-    data_yaml: Path
-    train_images: Path
+    data_yaml: Path | None  # None for evaluation-only datasets
+    train_images: Path | None
     val_images: Path
     val_ann: Path
     fingerprint: str  # sha256 over the annotation files
@@ -32,11 +32,25 @@ class PreparedDataset:
 
     def __post_init__(self) -> None:
         for name in ("data_yaml", "val_ann"):
-            if not getattr(self, name).is_file():
-                raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')}", path=getattr(self, name))
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')}", path=path)
         for name in ("train_images", "val_images"):
-            if not getattr(self, name).is_dir():
-                raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')} folder", path=getattr(self, name))
+            path = getattr(self, name)
+            if path is not None and not path.is_dir():
+                raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')} folder", path=path)
+
+    @classmethod
+    def for_evaluation(cls, ann: Path, images: Path, fingerprint: str) -> PreparedDataset:
+        """A dataset used only to evaluate (e.g. COCO val2017 for zoo models): no training split."""
+        return cls(
+            root=images.parent,
+            data_yaml=None,
+            train_images=None,
+            val_images=images,
+            val_ann=ann,
+            fingerprint=fingerprint,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -45,8 +59,10 @@ class PreparedDataset:
 def synthetic_dir(cfg: RunConfig) -> Path:
     from workbench.data.synth import GENERATOR_VERSION
 
-    key = (f"synth-{cfg.synth_preset}-{cfg.synth_imgsz}-t{cfg.synth_train}-v{cfg.synth_val}"
-           f"-s{cfg.seed}-g{GENERATOR_VERSION}")
+    key = (
+        f"synth-{cfg.synth_preset}-{cfg.synth_imgsz}-t{cfg.synth_train}-v{cfg.synth_val}"
+        f"-s{cfg.seed}-g{GENERATOR_VERSION}"
+    )
     return cache_dir() / "datasets" / key
 
 
@@ -57,8 +73,15 @@ def prepare_dataset(cfg: RunConfig, progress: bool = True) -> PreparedDataset:
 
         root = synthetic_dir(cfg)
         if not (root / "dataset.json").is_file():
-            generate_dataset(root, cfg.synth_train, cfg.synth_val, imgsz=cfg.synth_imgsz, seed=cfg.seed,
-                             preset=cfg.synth_preset, progress=progress)
+            generate_dataset(
+                root,
+                cfg.synth_train,
+                cfg.synth_val,
+                imgsz=cfg.synth_imgsz,
+                seed=cfg.seed,
+                preset=cfg.synth_preset,
+                progress=progress,
+            )
         version = GENERATOR_VERSION
     else:
         root = Path(cfg.dataset)
@@ -77,15 +100,6 @@ def prepare_dataset(cfg: RunConfig, progress: bool = True) -> PreparedDataset:
         train_images=root / "images" / "train",
         val_images=val_images,
         val_ann=val_ann,
-        fingerprint=_fingerprint(fingerprint_files),
+        fingerprint=dataset_hash(fingerprint_files)[:16],
         generator_version=version,
     )
-
-
-def _fingerprint(files: list[Path]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(sha256_file(path).encode())
-    return digest.hexdigest()[:16]
