@@ -142,3 +142,19 @@ def test_kernel_resolves_to_this_environment():
     assert Path(python).absolute().parent == Path(sys.executable).absolute().parent
     with pytest.raises(WorkbenchError, match="kernel 'no-such-kernel' not found"):
         check_kernel("no-such-kernel")
+
+
+def test_cache_is_invalidated_by_any_change_to_its_inputs(completed):
+    from workbench.pipeline import _is_cached
+
+    _, result = completed
+    executed = result.run_dir / "01_write.ipynb"
+    record = json.loads((result.run_dir / "steps" / "01_write.json").read_text())
+    expected = {k: record[k] for k in ("config_hash", "notebook_sha256", "params_hash")}
+    assert _is_cached(record, expected, executed) is None
+    assert _is_cached(None, expected, executed) == "not run yet"
+    assert _is_cached(record, {**expected, "config_hash": "x"}, executed) == "config changed"
+    assert _is_cached(record, {**expected, "notebook_sha256": "x"}, executed) == "notebook changed"
+    assert _is_cached(record, {**expected, "params_hash": "x"}, executed) == "parameters changed"
+    assert _is_cached({**record, "outputs": ["gone.json"]}, expected, executed) == "output gone.json missing"
+    assert _is_cached(record, expected, executed.with_name("nope.ipynb")) == "executed notebook missing"

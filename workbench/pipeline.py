@@ -93,7 +93,6 @@ class RunResult:
     run_dir: Path
     config_hash: str
     steps: list[StepResult]
-    state: str = "complete"
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -113,7 +112,7 @@ class RunResult:
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "config_hash": self.config_hash,
-            "state": self.state,
+            "state": "complete",
             "steps": [s.to_dict() for s in self.steps],
         }
 
@@ -239,6 +238,9 @@ def _is_cached(record: dict[str, Any] | None, expected: dict[str, Any], executed
         return "parameters changed"
     if not executed.is_file():
         return "executed notebook missing"
+    missing = [o for o in record.get("outputs", []) if not (executed.parent / o).exists()]
+    if missing:
+        return f"output {missing[0]} missing"
     return None
 
 

@@ -309,7 +309,7 @@ def _run_summary(run_dir: Path) -> dict[str, Any]:
         status = read_status(run_dir) or {}
     except WorkbenchError as err:
         status = {"state": f"unreadable status.json: {err.message}"}
-    row["tag"] = status.get("tag") or ""
+    row["tag"] = status.get("tag") or status.get("config_name") or ""
     row["status"] = status.get("state") or "no status"
     row["config"] = status.get("config_hash") or ""
     row["date"] = status.get("finished") or status.get("started") or ""
