@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from workbench.data.yolo import coco_to_yolo
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 
 SPLITS = ("train", "val")
 _SPLIT_IDS = {"train": 0, "val": 1}
@@ -178,7 +179,7 @@ def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, f
 
 
 def _c(color: np.ndarray, factor: float = 1.0) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.asarray(color) * factor, 0, 255))
+    return tuple(min(255, max(0, int(float(v) * factor))) for v in color)
 
 
 # ---- people ------------------------------------------------------------------------------------
@@ -193,6 +194,13 @@ class _Person:
 def _unit(phi: float) -> np.ndarray:
     """Direction at ``phi`` degrees from straight down, positive towards +x."""
     return np.array([math.sin(math.radians(phi)), math.cos(math.radians(phi))])
+
+
+def _limb(a: np.ndarray, b: np.ndarray, r: float, color: tuple[int, int, int]) -> list[_Shape]:
+    """A capsule with a dark outline: where limbs meet, the outline marks the joint."""
+    dark = _c(color, 0.45)
+    return [_Shape("capsule", np.array([a, b]), (r * 1.25,), color=dark),
+            _Shape("capsule", np.array([a, b]), (r,), color=color, decor=True)]  # fmt: skip
 
 
 def _body(rng: np.random.Generator, preset: Preset) -> tuple[list[_Shape], np.ndarray]:
@@ -249,8 +257,8 @@ def _body(rng: np.random.Generator, preset: Preset) -> tuple[list[_Shape], np.nd
         hand = wrist + _unit(phi2) * arm_r * 0.9
         fore_color = _c(skin, shade) if short_sleeves else _c(shirt, shade * 0.85)
         arms += [
-            _Shape("capsule", np.array([sh_pt, elbow]), (arm_r,), color=_c(shirt, shade)),
-            _Shape("capsule", np.array([elbow, wrist]), (arm_r * 0.88,), color=fore_color),
+            *_limb(sh_pt, elbow, arm_r, _c(shirt, shade * 0.92)),
+            *_limb(elbow, wrist, arm_r * 0.88, fore_color),
             _Shape("ellipse", hand[None], (arm_r * 0.95, arm_r * 0.95), color=_c(skin, shade)),
         ]
 
@@ -262,8 +270,8 @@ def _body(rng: np.random.Generator, preset: Preset) -> tuple[list[_Shape], np.nd
         kp[11 + i], kp[13 + i], kp[15 + i] = hip_pt, knee, ankle
         foot = ankle + np.array([side * leg_r * 0.9, leg_r * 0.5])
         legs += [
-            _Shape("capsule", np.array([hip_pt, knee]), (leg_r,), color=_c(pants, shade)),
-            _Shape("capsule", np.array([knee, ankle]), (leg_r * 0.85,), color=_c(pants, shade * 0.8)),
+            *_limb(hip_pt, knee, leg_r, _c(pants, shade)),
+            *_limb(knee, ankle, leg_r * 0.85, _c(pants, shade * 0.8)),
             _Shape("ellipse", foot[None], (leg_r * 1.5, leg_r * 0.8), color=_c(shoe, shade)),
         ]
 
@@ -345,12 +353,20 @@ def _layout(rng: np.random.Generator, size: int, preset: Preset) -> list[_Person
 
 
 # ---- backgrounds and distractors ---------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> np.ndarray:
+    """Pixel row and column coordinates divided by ``size``, shape (2, size, size)."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    grid.flags.writeable = False
+    return grid
+
+
 def _background(rng: np.random.Generator, size: int, preset: Preset) -> np.ndarray:
     kind = preset.backgrounds[rng.integers(len(preset.backgrounds))]
     sat = (0.0, 0.35) if preset.name == "easy" else (0.0, 0.9)
     base = _hsv(rng, sat, (0.3, 0.9))
     other = np.clip(base + rng.normal(0, 110 * preset.contrast, 3), 0, 255)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = _grid(size)
     angle = rng.uniform(0, 2 * math.pi)
     u = xx * math.cos(angle) + yy * math.sin(angle)
     if kind == "gradient":
