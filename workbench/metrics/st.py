@@ -20,7 +20,9 @@ Differences from COCO, for pose (:meth:`StEvaluator.compute` with ``task="pose"`
    YOLO-format labels ST trains on); persons without labelled keypoints are not counted as positives.
 5. AP is the area under the precision envelope sampled at 101 recall points by linear
    interpolation and integrated with the trapezoid rule (COCO: step lookup, mean of 101 points).
-   No per-size APs, no per-image detection cap beyond the NMS ``max_det``.
+   Recall is TP / (n_gt + 1e-7), so it never reaches 1 and a perfect result scores 0.995 (the same
+   quirk as Ultralytics' ``compute_ap``, which ST's code follows). No per-size APs, no per-image
+   detection cap beyond the NMS ``max_det``.
 
 Differences from COCO, for detection (``task="detect"``):
 
