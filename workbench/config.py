@@ -101,6 +101,7 @@ class RunConfig:
     calib_images: int = 200
     eval_images: int | None = None  # None: all
     protocol: str = "coco"
+    latency_budget_ms: float | None = None  # the report recommends the best variant within it
     threads: int = 2
     bench_runs: int = 30
     seed: int = 0

@@ -350,12 +350,7 @@ def compare(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     table["packages"] = json.dumps(package_versions(), sort_keys=True)
     table = validate_results(table)
     write_results_csv(table, run_dir / "results.csv")
-    plot_dir = run_dir / "plots"
-    plots.plot_frontier(table, plot_dir / "frontier.png")
-    plots.plot_ap_by_scheme(table, plot_dir / "ap_by_scheme.png")
-    plots.plot_size_and_ram(table, plot_dir / "size_and_ram.png")
-    if table["worst_sqnr_db"].notna().any():
-        plots.plot_sqnr(table, plot_dir / "sqnr.png")
+    plots.write_all(table, run_dir / "plots", latency_budget_ms=cfg.latency_budget_ms)
     return table
 
 

@@ -205,12 +205,11 @@ def _notebook_links(run_dir: Path) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
-def _plot_or_note(func, *args, **kwargs) -> str:
-    try:
-        path = func(*args, **kwargs)
-    except WorkbenchError as err:  # e.g. no SQNR measured in this run: say so instead of a blank plot
-        return f"<p class='muted'>Not plotted: {escape(err.message)}.</p>"
-    return f"<img src='{PLOTS_DIR}/{escape(path.name)}' alt='{escape(path.stem)}'>"
+def _plot_html(result: Path | str) -> str:
+    """An <img> for a written plot, or the reason it was not drawn."""
+    if isinstance(result, str):
+        return f"<p class='muted'>Not plotted: {escape(result)}.</p>"
+    return f"<img src='{PLOTS_DIR}/{escape(result.name)}' alt='{escape(result.stem)}'>"
 
 
 def build_run_report(
@@ -249,20 +248,14 @@ def build_run_report(
     if df is None:
         body.append("<p class='muted'>No results.csv in this run folder yet.</p>")
     else:
-        plot_dir = run_dir / PLOTS_DIR
+        drawn = plots.write_all(
+            df, run_dir / PLOTS_DIR, latency_budget_ms=latency_budget_ms, source=run_dir / RESULTS_CSV
+        )
         metrics = sorted(df["metric"].unique(), key=lambda m: m != main_metric(df))
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
             body.append(_headline(df, metric, latency_budget_ms))
-            body.append(
-                _plot_or_note(
-                    plots.plot_frontier,
-                    df,
-                    plot_dir / f"frontier_{metric}.png",
-                    metric=metric,
-                    latency_budget_ms=latency_budget_ms,
-                )
-            )
+            body.append(_plot_html(drawn[f"frontier_{metric}"]))
         body.append("<h2>Results</h2>")
         body.append(
             f"<p><a href='{RESULTS_CSV}'>{RESULTS_CSV}</a> · ★ = on the Pareto front "
@@ -271,15 +264,11 @@ def build_run_report(
         body.append(results_table_html(df))
         body.append("<h2>AP by resolution and scheme</h2>")
         for metric in metrics:
-            body.append(
-                _plot_or_note(
-                    plots.plot_ap_by_scheme, df, plot_dir / f"ap_by_scheme_{metric}.png", metric=metric
-                )
-            )
+            body.append(_plot_html(drawn[f"ap_by_scheme_{metric}"]))
         body.append("<h2>Memory</h2>")
-        body.append(_plot_or_note(plots.plot_size_and_ram, df, plot_dir / "size_and_ram.png"))
+        body.append(_plot_html(drawn["size_and_ram"]))
         body.append("<h2>Quantization damage</h2>")
-        body.append(_plot_or_note(plots.plot_sqnr, df, plot_dir / "sqnr.png"))
+        body.append(_plot_html(drawn["sqnr"]))
     body.append("<h2>Notebooks</h2>")
     body.append(_notebook_links(run_dir))
     body.append("<h2>Provenance</h2>")

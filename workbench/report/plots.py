@@ -265,3 +265,40 @@ def plot_sqnr(df: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("Quantization damage at the worst layer")
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def write_all(
+    df: pd.DataFrame,
+    plot_dir: str | Path,
+    *,
+    latency_budget_ms: float | None = None,
+    source: str | Path | None = None,
+) -> dict[str, Path | str]:
+    """Draw every report plot into ``plot_dir``; returns name → written path, or why it was not drawn.
+
+    Names: ``frontier_<metric>`` and ``ap_by_scheme_<metric>`` for each metric in the table,
+    ``size_and_ram`` and ``sqnr``. A plot with no data (e.g. no SQNR measured) is skipped with its
+    reason. With ``source`` (the results file the table came from), a plot newer than it is kept, so
+    the report page does not redraw what the compare notebook just drew.
+    """
+    plot_dir = Path(plot_dir)
+    jobs: dict[str, tuple] = {}
+    for metric in sorted(df["metric"].dropna().unique()):
+        jobs[f"frontier_{metric}"] = (
+            plot_frontier,
+            {"metric": metric, "latency_budget_ms": latency_budget_ms},
+        )
+        jobs[f"ap_by_scheme_{metric}"] = (plot_ap_by_scheme, {"metric": metric})
+    jobs["size_and_ram"] = (plot_size_and_ram, {})
+    jobs["sqnr"] = (plot_sqnr, {})
+    drawn: dict[str, Path | str] = {}
+    for name, (func, kwargs) in jobs.items():
+        path = plot_dir / f"{name}.png"
+        if source is not None and path.is_file() and path.stat().st_mtime >= Path(source).stat().st_mtime:
+            drawn[name] = path
+            continue
+        try:
+            drawn[name] = func(df, plot_dir / f"{name}.png", **kwargs)
+        except WorkbenchError as err:  # e.g. no SQNR in this run: say so instead of a blank plot
+            drawn[name] = err.message
+    return drawn
