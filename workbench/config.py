@@ -198,18 +198,30 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
 
     def validate_paths(self, source: str | None = None) -> None:
-        """Raise unless the dataset, annotation and image paths this config names exist.
+        """Raise unless the model, dataset, annotation and image paths this config names exist.
 
-        Relative paths are taken from the current directory (where notebooks run). ``model`` is
-        not checked: it may be produced by training or resolved by Ultralytics.
+        Relative paths are taken from the current directory, then from the repository root (see
+        :func:`resolve_path`). A model ``.yaml`` is not checked: Ultralytics ships those.
         """
         named = [("dataset", self.dataset)] if self.dataset != "synthetic" else []
         named += [(key, getattr(self, key)) for key in ("ann", "images") if getattr(self, key)]
+        if not self.model.endswith((".yaml", ".yml")):
+            named.append(("model", self.model))
         for key, value in named:
-            if not Path(value).exists():
-                raise WorkbenchError(
-                    f"{key} {value!r} does not exist (relative paths are from {Path.cwd()})", path=source
-                )
+            if not resolve_path(value).exists():
+                raise WorkbenchError(f"{key} {value!r} does not exist", path=source)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` as given if it exists (or is absolute), else relative to the repository root.
+
+    Notebooks run in ``notebooks/`` and the CLI wherever the user is; configs name paths from the
+    repository root (``data/weights/...``), so both resolve the same way.
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(__file__).resolve().parent.parent / path
 
 
 def _as_list(value: Any) -> list:

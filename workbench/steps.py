@@ -30,11 +30,10 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.config import IOType, RunConfig, Scheme, Task
+from workbench.config import IOType, RunConfig, Scheme, Task, resolve_path
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_json
-from workbench.offline import REPO_ROOT
 
 RESULTS = "results"
 METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
@@ -67,11 +66,6 @@ class Variant:
             raise ValueError(f"source must be 'ours' or 'zoo', got {self.source!r}")
 
 
-def _resolve(path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
-
-
 def _results_path(run_dir: str | Path, step: str) -> Path:
     return Path(run_dir) / RESULTS / f"{step}.json"
 
@@ -85,7 +79,7 @@ def read_step(run_dir: str | Path, step: str) -> Any:
 
 
 def is_zoo(cfg: RunConfig) -> bool:
-    return _resolve(cfg.model).is_dir()
+    return resolve_path(cfg.model).is_dir()
 
 
 def dataset_for(cfg: RunConfig) -> PreparedDataset:
@@ -93,7 +87,7 @@ def dataset_for(cfg: RunConfig) -> PreparedDataset:
     if is_zoo(cfg):
         if not (cfg.ann and cfg.images):
             raise WorkbenchError("a zoo run needs `ann` (COCO JSON) and `images` (folder) in its config")
-        ann, images = _resolve(cfg.ann), _resolve(cfg.images)
+        ann, images = resolve_path(cfg.ann), resolve_path(cfg.images)
         for path in (ann, images):
             if not path.exists():
                 raise WorkbenchError("dataset path not found", path=path)
@@ -122,7 +116,7 @@ def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     from workbench.pretrain import ultralytics_val
     from workbench.train import train
 
-    start = _resolve(cfg.model)
+    start = resolve_path(cfg.model)
     if not start.exists() and start.suffix == ".pt":
         raise WorkbenchError("model weights not found (pass a local path: downloads are off)", path=start)
     imgsz = cfg.train_imgsz or max(cfg.imgsz)
@@ -205,13 +199,13 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
 
     run_dir = Path(run_dir)
     if is_zoo(cfg):
-        variants = zoo_variants(_resolve(cfg.model), cfg.task)
+        variants = zoo_variants(resolve_path(cfg.model), cfg.task)
     else:
         retrained = read_step(run_dir, "retrain")
         dataset = dataset_for(cfg)
         weights = Path(retrained["weights"])
         model_name = (
-            weights.stem if weights.stem not in ("best", "last") else f"{_resolve(cfg.model).stem}-ft"
+            weights.stem if weights.stem not in ("best", "last") else f"{resolve_path(cfg.model).stem}-ft"
         )
         variants = []
         jobs = [(s, scheme) for s in cfg.imgsz for scheme in cfg.schemes]
