@@ -103,7 +103,7 @@ def st_pixel_boxes(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
 
     Example:
         >>> st_pixel_boxes(np.array([[-3.2, 1.5, 10.4, 99.0]]), 50, 60).tolist()
-        [[0.0, 2.0, 10.0, 59.0]]
+        [[0.0, 2.0, 11.0, 59.0]]
     """
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     x1, y1 = np.round(xyxy[:, 0]), np.round(xyxy[:, 1])
