@@ -155,11 +155,12 @@ def st_match(oks: np.ndarray) -> np.ndarray:
     """OKS of each prediction's match (0 if unmatched), following ST's ``matching_predictions``.
 
     Each prediction picks its best ground truth; each ground truth keeps the picking prediction
-    with the highest OKS. Ties go to the lower index.
+    with the highest OKS. Ties go to the lower index. A prediction whose favourite is taken stays
+    unmatched even if another ground truth is free (below: prediction 1).
 
     Example:
         >>> st_match(np.array([[0.9, 0.8], [0.1, 0.7]])).tolist()
-        [0.9, 0.7]
+        [0.9, 0.0]
     """
     n, m = oks.shape
     matched = np.zeros(m)
