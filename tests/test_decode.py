@@ -251,6 +251,8 @@ def test_select_candidates_multi_label_and_best_class():
     assert v.tolist() == sorted(v.tolist(), reverse=True)
     a, c, _ = select_candidates(scores, 0.25, classes=[2])  # best class of anchor 0 is 1: dropped
     assert len(a) == 0
+    a, _, v = select_candidates(scores, 0.25, multi_label=True, max_nms=2)  # cap keeps the best
+    assert a.tolist() == [0, 0] and v.tolist() == pytest.approx([0.8, 0.6])
 
 
 def test_detections_validation_and_selection():

@@ -197,3 +197,26 @@ def test_zoo_ssd_st_protocol_is_near_the_card(zoo_dir, person_gt):
     card = result.metrics["extra"]["AP@0.4"]
     assert 0.35 <= card <= 0.65, card  # ST's card: 47.03 % on COCO person val; measured 0.48 here
     assert np.isnan(result.APm)
+
+
+@pytest.mark.zoo
+def test_zoo_cli_json_prints_one_object(zoo_dir, person_gt, capsys):
+    ann, images = person_gt
+    model = zoo_dir / "st" / ZOO["ssd256"]
+    code = main(
+        [
+            "evaluate",
+            str(model),
+            "--task",
+            "detect",
+            "--ann",
+            str(ann),
+            "--images",
+            str(images),
+            "--max-images",
+            "4",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["n_images"] == 4 and out["preprocess"] == "resize" and out["protocol"] == "coco"
