@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 report: setup
 	$(BIN)/workbench report --config $(CONFIG)
 
+# The unit/integration suite, then the committed notebooks with their (small) default parameters.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --nbval-lax notebooks $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
