@@ -78,3 +78,57 @@ def tiny_coco() -> Path:
     if not (TINY_COCO / "instances_train2017_small.json").is_file():
         pytest.skip(f"tiny-coco not found at {TINY_COCO} (set WORKBENCH_TINY_COCO)")
     return TINY_COCO
+
+
+CHECKPOINT = REPO / "data" / "weights" / "yolov8n-pose-synth.pt"
+
+
+@pytest.fixture(scope="session")
+def checkpoint_record() -> dict:
+    """The committed pretrained checkpoint's record (generator version, val AP, ...)."""
+    import json
+
+    record = CHECKPOINT.with_suffix(".json")
+    assert CHECKPOINT.is_file() and record.is_file(), f"{CHECKPOINT} and its .json are committed files"
+    return json.loads(record.read_text())
+
+
+@pytest.fixture(scope="session")
+def synth_eval_set(tmp_path_factory, checkpoint_record):
+    """The checkpoint's synthetic val split (the images its recorded val AP was measured on) and
+    32 train images for calibration."""
+    from workbench.config import RunConfig
+    from workbench.data.prepare import prepare_dataset
+
+    data = checkpoint_record["dataset"]
+    cfg = RunConfig(
+        dataset="synthetic",
+        synth_preset=data["preset"],
+        synth_train=32,
+        synth_val=32,
+        synth_imgsz=data["imgsz"],
+        seed=data["seed"],
+    )
+    return prepare_dataset(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pose256(tmp_path_factory, synth_eval_set):
+    """The checkpoint exported at 256 and converted to fp32, int8 per-channel and int8 per-tensor."""
+    from workbench.export import export_saved_model
+    from workbench.quantize import quantize
+
+    root = tmp_path_factory.mktemp("pose256")
+    export = export_saved_model(CHECKPOINT, 256, root / "saved_model")
+    files = {"saved_model": export.saved_model}
+    for scheme in ("fp32", "int8-per-channel", "int8-per-tensor"):
+        result = quantize(
+            export.saved_model,
+            scheme,
+            root / f"{scheme}.tflite",
+            io="uf",
+            calib=synth_eval_set.train_images,
+            calib_count=32,
+        )
+        files[scheme] = result.path
+    return files

@@ -10,7 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pins(requirements):
-    return {re.split(r"==", r)[0].lower().replace("_", "-"): r.split("==")[1] for r in requirements if "==" in r}
+    return {
+        re.split(r"==", r)[0].lower().replace("_", "-"): r.split("==")[1] for r in requirements if "==" in r
+    }
 
 
 def test_environment_yml_matches_pyproject_pins():
