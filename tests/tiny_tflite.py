@@ -18,6 +18,9 @@ IMGSZ = 32
 
 
 def _model():
+    from workbench.offline import import_tensorflow
+
+    import_tensorflow()  # keras loads TensorFlow: torchvision must come first
     import keras
 
     keras.utils.set_random_seed(0)
@@ -55,7 +58,9 @@ def calibration_images(n: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def _convert(model, scheme: str, io: str = "uf") -> bytes:
-    import tensorflow as tf
+    from workbench.offline import import_tensorflow
+
+    tf = import_tensorflow()
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if scheme == "fp16":

@@ -24,7 +24,7 @@ import yaml
 from workbench.config import validate_imgsz
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file, write_json
-from workbench.offline import ensure_calibration_npy
+from workbench.offline import ensure_calibration_npy, import_tensorflow
 
 EXPORT_META = "workbench_export.json"
 ULTRALYTICS_TASK = {"pose": "pose", "segment": "seg", "detect": "detect"}
@@ -111,6 +111,7 @@ def export_saved_model(weights: str | Path, imgsz: int, out: str | Path) -> Expo
         raise WorkbenchError("weights file not found", path=weights)
     from ultralytics import YOLO
 
+    import_tensorflow()  # before Ultralytics' exporter pulls it in (see offline.import_tensorflow)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wb-export-") as scratch:
         scratch = Path(scratch)

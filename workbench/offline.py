@@ -79,3 +79,19 @@ def ensure_calibration_npy(directory: str | Path = ".") -> Path:
         rng = np.random.default_rng(0)
         np.save(path, rng.random((20, 128, 128, 3), dtype=np.float32))
     return path
+
+
+def import_tensorflow():
+    """Import TensorFlow after torchvision, and return it.
+
+    TensorFlow and torchvision's triton each bundle LLVM; with TensorFlow loaded first, a later
+    ``import torchvision`` (Ultralytics' NMS, our decoder's NMS) dies with a segmentation fault.
+    Loading torchvision first is safe in either order of use, so every TensorFlow import in the
+    workbench goes through here.
+    """
+    import torchvision  # noqa: F401  (must precede tensorflow: see docstring)
+
+    # isort: split
+    import tensorflow as tf
+
+    return tf

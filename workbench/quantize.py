@@ -32,6 +32,7 @@ from workbench.config import IOType, Scheme
 from workbench.errors import WorkbenchError
 from workbench.export import ExportResult
 from workbench.fileio import atomic_path, sha256_file
+from workbench.offline import import_tensorflow
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -120,7 +121,7 @@ def quantize(
         batches = calibration_batches(calib, export.imgsz, calib_count)
         log.info("calibrating %s with %d images from %s", scheme.value, len(batches), calib)
 
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     started = time.perf_counter()
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
