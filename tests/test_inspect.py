@@ -165,7 +165,7 @@ def test_inspect_model_with_reference_and_json(tiny, calib_dir):
 def test_inspect_errors(tiny, tmp_path):
     with pytest.raises(WorkbenchError, match="needs calibration images"):
         inspect_model(tiny["int8-per-channel"], reference=tiny["fp32"])
-    with pytest.raises(WorkbenchError, match="calibration image folder not found"):
+    with pytest.raises(WorkbenchError, match="image folder not found"):
         inspect_model(tiny["int8-per-channel"], reference=tiny["fp32"], calib_images=tmp_path / "none")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)

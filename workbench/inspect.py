@@ -55,7 +55,6 @@ WEIGHT_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANS
 VERDICTS = ("per-channel", "per-tensor", "mixed", "fp16", "float")
 _INTEGER_WEIGHTS = ("int8", "uint8", "int16")
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
@@ -367,17 +366,6 @@ def layer_sqnr(
 
 
 # ---- entry point ---------------------------------------------------------------------------------
-def list_images(folder: str | Path, count: int) -> list[Path]:
-    """The first ``count`` images of ``folder`` in sorted order (deterministic)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise WorkbenchError("calibration image folder not found", path=folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise WorkbenchError("no images (.jpg/.png/...) in calibration folder", path=folder)
-    return files[:count]
-
-
 def inspect_model(
     path: str | Path,
     reference: str | Path | None = None,
@@ -391,7 +379,7 @@ def inspect_model(
         >>> # r = inspect_model("yolov8n_256_quant_pc_uf_pose_coco-st.tflite")
         >>> # r.weights.verdict, r.weights.per_channel, r.arena.arena_bytes   # ('per-channel', 69, ...)
     """
-    from workbench.data.images import load_image
+    from workbench.data.images import list_images, load_image
 
     path = Path(path)
     model = TFLiteModel(path, threads)

@@ -20,7 +20,7 @@ from workbench.config import RunConfig
 from workbench.data.prepare import prepare_dataset
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.offline import REPO_ROOT
-from workbench.train import TrainResult, train
+from workbench.train import TrainResult, train_from_config
 
 # A small canonical sample whose annotation bytes identify the generator's behaviour.
 SAMPLE = {"n_train": 8, "n_val": 4, "imgsz": 128, "seed": 0}
@@ -120,17 +120,7 @@ def pretrain(cfg: RunConfig) -> PretrainResult:
         out_dir = REPO_ROOT / out_dir
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wb-pretrain-") as tmp:
-        result = train(
-            dataset.data_yaml,
-            cfg.model,
-            Path(tmp) / "run",
-            task=cfg.task.value,
-            epochs=cfg.epochs,
-            imgsz=imgsz,
-            batch=cfg.batch,
-            seed=cfg.seed,
-            overrides=cfg.train_args,
-        )
+        result = train_from_config(cfg, dataset.data_yaml, cfg.model, Path(tmp) / "run")
         weights = out_dir / f"{cfg.name}.pt"
         with atomic_path(weights) as staged:
             shutil.copyfile(result.weights, staged)

@@ -35,7 +35,6 @@ from workbench.fileio import atomic_path, sha256_file
 from workbench.offline import import_tensorflow
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_CALIB_COUNT = 200
 
 
@@ -63,23 +62,12 @@ class QuantizeResult:
         return out
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of ``folder`` in sorted order (so calibration is deterministic)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise WorkbenchError("calibration image folder not found", path=folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise WorkbenchError("no images (.jpg/.png/...) in calibration folder", path=folder)
-    return files
-
-
 def calibration_batches(folder: str | Path, imgsz: int, count: int = DEFAULT_CALIB_COUNT) -> list[np.ndarray]:
     """Load up to ``count`` images, letterboxed to ``imgsz`` as evaluation does, as (1,S,S,3) float32."""
-    from workbench.data.images import load_image
+    from workbench.data.images import list_images, load_image
     from workbench.preprocess import letterbox
 
-    files = list_images(folder)[:count]
+    files = list_images(folder, count)
     batches = []
     for path in files:
         image, _ = letterbox(load_image(path), (imgsz, imgsz))

@@ -114,23 +114,15 @@ def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         write_json(_results_path(run_dir, "retrain"), out)
         return out
     from workbench.pretrain import ultralytics_val
-    from workbench.train import train
+    from workbench.train import train_from_config
 
     start = resolve_path(cfg.model)
     if not start.exists() and start.suffix == ".pt":
         raise WorkbenchError("model weights not found (pass a local path: downloads are off)", path=start)
     imgsz = cfg.train_imgsz or max(cfg.imgsz)
     if cfg.epochs > 0:
-        result = train(
-            dataset.data_yaml,
-            start if start.exists() else cfg.model,
-            run_dir / "train",
-            task=cfg.task.value,
-            epochs=cfg.epochs,
-            imgsz=imgsz,
-            batch=cfg.batch,
-            seed=cfg.seed,
-            overrides=cfg.train_args,
+        result = train_from_config(
+            cfg, dataset.data_yaml, start if start.exists() else cfg.model, run_dir / "train"
         )
         weights, seconds = result.weights, result.seconds
     else:

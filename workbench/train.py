@@ -146,3 +146,18 @@ def train(
         weights_sha256=sha256_file(weights),
         args={k: v for k, v in args.items() if k not in ("project", "name")},
     )
+
+
+def train_from_config(cfg, data_yaml: str | Path, model: str | Path, out: str | Path) -> TrainResult:
+    """:func:`train` with the task, epochs, image size, batch, seed and overrides of a ``RunConfig``."""
+    return train(
+        data_yaml,
+        model,
+        out,
+        task=cfg.task.value,
+        epochs=cfg.epochs,
+        imgsz=cfg.train_imgsz or max(cfg.imgsz),
+        batch=cfg.batch,
+        seed=cfg.seed,
+        overrides=cfg.train_args,
+    )

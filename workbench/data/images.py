@@ -66,3 +66,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return int(img.width), int(img.height)
     except (OSError, SyntaxError, ValueError) as err:
         raise WorkbenchError(f"cannot read image header ({err})", path=path) from None
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: str | Path, count: int | None = None) -> list[Path]:
+    """The first ``count`` (default all) image files of ``folder``, sorted so selection is deterministic.
+
+    Raises:
+        WorkbenchError: the folder is missing or holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkbenchError("image folder not found", path=folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise WorkbenchError("no images (.jpg/.png/...) in folder", path=folder)
+    return files[:count]

@@ -27,11 +27,10 @@ from tqdm import tqdm
 
 from workbench.config import Task
 from workbench.data.coco import COCO_FLIP_IDX, PERSON_CATEGORY, CocoDataset, load_coco, parse_task
-from workbench.data.images import image_size
+from workbench.data.images import IMAGE_SUFFIXES, image_size
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, write_text
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DECIMALS = 6
 YOLO_SPLIT_KEYS = ("train", "val", "test")
 
