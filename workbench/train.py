@@ -119,6 +119,7 @@ def train(
         "amp": False,
         "plots": False,
         "val": False,  # validate once, after the last epoch: per-epoch val costs minutes on 2 cores
+        "max_det": 100,  # that validation then uses the COCO protocol of `workbench evaluate`
         "verbose": False,
     }
     if fine_tune:
