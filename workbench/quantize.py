@@ -182,8 +182,8 @@ def fake_quantize_weights(weights: np.ndarray, per_channel: bool, axis: int = 0)
     return np.clip(np.round(weights / scale), -127, 127) * scale
 
 
-def weight_quantization_error(weights_pt: str | Path, layers: int = 6):
-    """SQNR (dB) of int8 weights per-tensor vs per-channel for the first ``layers`` convolutions.
+def weight_quantization_error(weights_pt: str | Path, layers: int | None = None):
+    """SQNR (dB) of int8 weights per-tensor vs per-channel for the first ``layers`` (default all) convolutions.
 
     A teaching aid: shows how much resolution per-tensor weights lose where channel ranges differ.
     Returns a DataFrame with one row per convolution (BatchNorm folded in, as at export).
@@ -211,6 +211,6 @@ def weight_quantization_error(weights_pt: str | Path, layers: int = 6):
                 noise = float(np.sum((fake_quantize_weights(w, per_channel) - w) ** 2))
                 row[label] = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
             rows.append(row)
-            if len(rows) == layers:
+            if layers is not None and len(rows) == layers:
                 break
     return pd.DataFrame(rows).round(2)
