@@ -163,7 +163,7 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
         variants.append(
             Variant(
                 name=path.stem,
-                model=parts["arch"],
+                model=parts["arch"] + ("-st" if path.stem.endswith("-st") else ""),  # ST-retrained
                 source="zoo",
                 task=file_task.value,
                 imgsz=int(parts["imgsz"]),
