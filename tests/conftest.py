@@ -11,6 +11,10 @@ import pytest
 
 import workbench  # noqa: F401  (configures the offline environment)
 
+# The fixture notebooks are inputs of the pipeline tests (they need run parameters), not notebooks
+# for nbval to execute on their own.
+collect_ignore = ["fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 ZOO_DIR = Path(os.environ.get("WORKBENCH_ZOO_DIR", REPO.parent / "shared" / "zoo")).resolve()
 TINY_COCO = Path(
@@ -95,8 +99,8 @@ def checkpoint_record() -> dict:
 
 @pytest.fixture(scope="session")
 def synth_eval_set(tmp_path_factory, checkpoint_record):
-    """The checkpoint's synthetic val split (the images its recorded val AP was measured on) and
-    32 train images for calibration."""
+    """The checkpoint's synthetic val split (the very images its recorded val AP was measured on:
+    an image depends only on seed, split and index) and 32 train images for calibration."""
     from workbench.config import RunConfig
     from workbench.data.prepare import prepare_dataset
 
@@ -105,7 +109,7 @@ def synth_eval_set(tmp_path_factory, checkpoint_record):
         dataset="synthetic",
         synth_preset=data["preset"],
         synth_train=32,
-        synth_val=32,
+        synth_val=data["val"],
         synth_imgsz=data["imgsz"],
         seed=data["seed"],
     )

@@ -308,3 +308,19 @@ def test_eighty_class_detections_on_person_only_gt_keep_persons():
     ev.update(1, det)
     result = ev.compute()
     assert result.n_detections == 1 and result.AP == pytest.approx(1.0)
+
+
+def test_ultralytics_oks_area_rescales_only_the_area():
+    from workbench.metrics import with_ultralytics_oks_area
+
+    gt = {
+        "images": [{"id": 1, "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 20], "area": 50.0}],
+    }
+    out = with_ultralytics_oks_area(gt)
+    assert out["annotations"][0]["area"] == pytest.approx(0.53 * 200)
+    assert {k: v for k, v in out["annotations"][0].items() if k != "area"} == {
+        k: v for k, v in gt["annotations"][0].items() if k != "area"
+    }
+    assert gt["annotations"][0]["area"] == 50.0  # the input is left as it was
