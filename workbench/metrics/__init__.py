@@ -5,7 +5,12 @@ Example:
     >>> # ev.compute().AP
 """
 
-from workbench.metrics.coco import CocoEvaluator, default_category_map, load_gt_dict, with_ultralytics_oks_area
+from workbench.metrics.coco import (
+    CocoEvaluator,
+    default_category_map,
+    load_gt_dict,
+    with_ultralytics_oks_area,
+)
 from workbench.metrics.oks import COCO_SIGMAS, oks
 from workbench.metrics.result import MetricResult
 from workbench.metrics.st import ST_EVAL_IOU, ST_SETTINGS, StEvaluator, inclusive_iou, st_ap101, voc_ap
