@@ -220,3 +220,70 @@ def test_checkpoint_record_matches_the_generator(checkpoint_record):
     )
     assert sha256_file(CHECKPOINT) == checkpoint_record["weights_sha256"]
     assert checkpoint_record["val"]["map50_95"] >= 0.5
+
+
+@pytest.fixture(scope="module")
+def pixel_export(tmp_path_factory):
+    """The checkpoint exported with Ultralytics' pixel outputs (small, to keep the export short)."""
+    from workbench.export import export_saved_model
+
+    return export_saved_model(
+        CHECKPOINT, 128, tmp_path_factory.mktemp("pixel") / "saved_model", normalize=False
+    )
+
+
+def test_int8_of_pixel_outputs_is_refused_and_would_collapse_scores(
+    pixel_export, synth_eval_set, tmp_path, capsys
+):
+    assert pixel_export.normalized is False
+    out = tmp_path / "pixel-int8.tflite"
+    args = ["quantize", "--saved-model", str(pixel_export.saved_model), "--scheme", "int8-per-channel"]
+    args += ["--calib", str(synth_eval_set.train_images), "--calib-count", "8", "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "pixel coordinates" in err and "every score collapses" in err and "--allow-unnormalized" in err
+    assert not out.exists()
+
+    assert main([*args, "--allow-unnormalized"]) == 0
+    model = TFLiteModel(out)
+    top_scores = []
+    for path in sorted(synth_eval_set.val_images.iterdir())[:16]:
+        outputs, transform = model(load_image(path))
+        found = decode(outputs, "pose", transform, conf=0.001, normalized=False)
+        top_scores.append(float(found.scores[0]) if len(found) else 0.0)
+    # the trap the refusal guards against: no score survives on the shared pixel-sized scale
+    assert max(top_scores) < 0.05, top_scores
+
+
+def test_quantize_refuses_an_empty_calibration_folder(pose256, tmp_path, capsys):
+    empty = tmp_path / "calib"
+    empty.mkdir()
+    out = tmp_path / "m.tflite"
+    code = main(
+        ["quantize", "--saved-model", str(pose256["saved_model"]), "--scheme", "int8-per-tensor"]
+        + ["--calib", str(empty), "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(empty) in err and "no images" in err
+    assert not out.exists()
+
+
+def test_imgsz_mismatches_are_named(pose256, pixel_export, synth_eval_set, tmp_path, capsys):
+    from workbench.evaluate import evaluate
+    from workbench.inspect import inspect_model
+    from workbench.quantize import quantize
+
+    with pytest.raises(WorkbenchError, match="model input is 256x256, not the requested imgsz 320"):
+        evaluate(pose256["fp32"], synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=320)
+    reference_128 = quantize(pixel_export.saved_model, "fp32", tmp_path / "fp32-128.tflite").path
+    with pytest.raises(WorkbenchError, match=r"fp32-128.tflite: reference input size \(128, 128\) differs"):
+        inspect_model(
+            pose256["int8-per-channel"],
+            reference=reference_128,
+            calib_images=synth_eval_set.val_images,
+            calib_count=1,
+        )
+    assert main(["export", "--weights", str(CHECKPOINT), "--imgsz", "250", "--out", str(tmp_path / "x")]) == 2
+    assert "image size 250 must be a multiple of 32" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -96,11 +96,14 @@ def _working_dir(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def export_saved_model(weights: str | Path, imgsz: int, out: str | Path) -> ExportResult:
+def export_saved_model(
+    weights: str | Path, imgsz: int, out: str | Path, *, normalize: bool = True
+) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
     The export runs in a scratch folder (Ultralytics writes beside the weights and into the working
-    directory) and ``out`` appears only when complete.
+    directory) and ``out`` appears only when complete. ``normalize=False`` keeps Ultralytics' pixel
+    outputs (fine in float; :func:`workbench.quantize.quantize` refuses them for int8).
 
     Example:
         >>> export_saved_model("data/weights/yolov8n-pose-synth.pt", 256, "build/sm256")  # doctest: +SKIP
@@ -125,7 +128,8 @@ def export_saved_model(weights: str | Path, imgsz: int, out: str | Path) -> Expo
         task = ULTRALYTICS_TASK.get(model.task)
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
-        with _working_dir(scratch), normalized_head(), _quiet():
+        head = normalized_head() if normalize else contextlib.nullcontext()
+        with _working_dir(scratch), head, _quiet():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
         for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves
             tflite.unlink()
@@ -136,7 +140,7 @@ def export_saved_model(weights: str | Path, imgsz: int, out: str | Path) -> Expo
             imgsz=imgsz,
             names={int(k): v for k, v in model.names.items()},
             kpt_shape=list(ultra_meta["kpt_shape"]) if ultra_meta.get("kpt_shape") else None,
-            normalized=True,
+            normalized=normalize,
             weights=str(weights),
             weights_sha256=sha256_file(weights),
             seconds=round(time.perf_counter() - started, 1),

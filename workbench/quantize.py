@@ -88,8 +88,13 @@ def quantize(
     io: str | IOType = IOType.UF,
     calib: str | Path | None = None,
     calib_count: int = DEFAULT_CALIB_COUNT,
+    allow_unnormalized: bool = False,
 ) -> QuantizeResult:
     """Convert ``saved_model`` to ``out`` (.tflite) in ``scheme`` with ``io`` tensor types.
+
+    Int8 of a SavedModel with pixel outputs is refused unless ``allow_unnormalized``: its single
+    output tensor would share one scale between coordinates in [0, imgsz] and scores in [0, 1],
+    and the scores collapse.
 
     Metadata is embedded as Ultralytics does (a ``metadata.json`` zip entry appended to the file):
     Ultralytics' keys, so ``YOLO('x.tflite')`` can load float/int8-I/O files, plus ours under
@@ -104,6 +109,16 @@ def quantize(
     export = ExportResult.load(saved_model)
     batches: list[np.ndarray] = []
     if scheme.is_int8:
+        if not export.normalized and not allow_unnormalized:
+            raise WorkbenchError(
+                f"refusing {scheme.value}: this SavedModel outputs pixel coordinates, and full-int8 gives "
+                f"its one output tensor a single scale shared by coordinates in [0, {export.imgsz}] and "
+                "scores in [0, 1], so every score collapses to a few levels. Re-export without "
+                "--pixel-outputs (normalized outputs), or pass --allow-unnormalized to convert anyway",
+                path=saved_model,
+            )
+        if calib_count < 1:
+            raise WorkbenchError(f"calibration needs at least 1 image, got calib_count {calib_count}")
         if calib is None:
             raise WorkbenchError(f"{scheme.value} needs --calib IMAGES (a folder of calibration images)")
         batches = calibration_batches(calib, export.imgsz, calib_count)

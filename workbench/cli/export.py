@@ -10,6 +10,11 @@ def register(sub) -> None:
     p.add_argument("--weights", required=True, help="local .pt checkpoint")
     p.add_argument("--imgsz", type=int, required=True)
     p.add_argument("--out", required=True, help="SavedModel folder to write")
+    p.add_argument(
+        "--pixel-outputs",
+        action="store_true",
+        help="keep Ultralytics' pixel coordinates (float use only: int8 collapses their scores)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -17,12 +22,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.export import export_saved_model
 
-    result = export_saved_model(args.weights, args.imgsz, args.out)
+    result = export_saved_model(args.weights, args.imgsz, args.out, normalize=not args.pixel_outputs)
     if args.json:
         print_json(result.to_dict())
     else:
         print(
             f"saved model: {result.saved_model} (task {result.task}, imgsz {result.imgsz}, "
-            f"normalized outputs, {result.seconds:.0f} s)"
+            f"{'normalized' if result.normalized else 'pixel'} outputs, {result.seconds:.0f} s)"
         )
     return 0

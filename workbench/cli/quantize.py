@@ -19,6 +19,11 @@ def register(sub) -> None:
     p.add_argument("--calib", help="folder of calibration images (int8 schemes)")
     p.add_argument("--calib-count", type=int, default=200, help="number of calibration images (default 200)")
     p.add_argument("--out", required=True, help=".tflite file to write")
+    p.add_argument(
+        "--allow-unnormalized",
+        action="store_true",
+        help="convert a pixel-output SavedModel to int8 anyway (its scores collapse)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -27,7 +32,13 @@ def run(args) -> int:
     from workbench.quantize import quantize
 
     result = quantize(
-        args.saved_model, args.scheme, args.out, io=args.io, calib=args.calib, calib_count=args.calib_count
+        args.saved_model,
+        args.scheme,
+        args.out,
+        io=args.io,
+        calib=args.calib,
+        calib_count=args.calib_count,
+        allow_unnormalized=args.allow_unnormalized,
     )
     if args.json:
         print_json(result.to_dict())
