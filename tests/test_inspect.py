@@ -121,6 +121,21 @@ def test_arena_reuses_memory_along_a_chain():
     assert (a.arena_bytes, a.lower_bound_bytes, a.naive_bytes) == (200, 200, 500)
 
 
+def test_arena_leaves_out_tensors_folded_from_constants():
+    # w16(300, constant) -DEQUANTIZE-> w32(600); op1(in, w32) -> out(100): w32 is weights, not activations
+    tensors = [("in", 100), ("w16", 300), ("w32", 600), ("out", 100)]
+    gt = [GraphTensor(i, n, (size,), "uint8", n == "w16", 0, 0) for i, (n, size) in enumerate(tensors)]
+    ops = [GraphOp(0, "DEQUANTIZE", (1,), (2,)), GraphOp(1, "CONV_2D", (0, 2), (3,))]
+    a = activation_arena(TFLiteGraph(Path("fp16.tflite"), gt, ops, (0,), (3,)), alignment=1)
+    assert (a.arena_bytes, a.naive_bytes, a.tensors, a.folded_weight_bytes) == (200, 200, 2, 600)
+
+
+def test_fp16_arena_is_the_fp32_arena(tiny):
+    fp32, fp16 = (activation_arena(read_graph(tiny[k])) for k in ("fp32", "fp16"))
+    assert fp16.arena_bytes == fp32.arena_bytes
+    assert fp16.folded_weight_bytes > 0 and fp32.folded_weight_bytes == 0
+
+
 def test_tensor_matching_pairs_renamed_outputs(tiny):
     graph, ref = read_graph(tiny["int8-per-channel"]), read_graph(tiny["fp32"])
     pairs = match_tensors(graph, ref)

@@ -23,7 +23,9 @@ Activation arena (:func:`activation_arena`)
     intersects its own (sizes rounded up to ``alignment``). Reported with two bounds: the naive sum
     (no reuse) above and the largest simultaneously-live set below. In-place ops (e.g. RESHAPE
     sharing its input buffer) and kernel scratch buffers are not modelled: an estimate, not the
-    exact figure of a given runtime.
+    exact figure of a given runtime. Outputs of ops whose inputs are all constant (an fp16 file's
+    DEQUANTIZE of its weights) are computed once when the model loads and kept: weights in float32
+    form, not activations. They are left out of the arena and reported as ``folded_weight_bytes``.
 
 Per-layer SQNR (:func:`layer_sqnr`)
     The model and a float reference run side by side on the same pre-processed calibration images
@@ -90,8 +92,11 @@ class ArenaEstimate:
     largest_tensor_bytes: int
     tensors: int
     alignment: int
+    folded_weight_bytes: int = 0
 
     def __post_init__(self) -> None:
+        if self.folded_weight_bytes < 0:
+            raise ValueError(f"negative folded_weight_bytes: {self}")
         if not self.largest_tensor_bytes <= self.lower_bound_bytes <= self.arena_bytes <= self.naive_bytes:
             raise ValueError(f"inconsistent arena estimate: {self}")
 
@@ -229,7 +234,12 @@ def activation_arena(graph: TFLiteGraph, alignment: int = 16) -> ArenaEstimate:
     last_step = max(n_ops - 1, 0)
     first: dict[int, int] = {t: 0 for t in graph.inputs if not graph.tensors[t].is_constant}
     last: dict[int, int] = dict(first)
+    folded: set[int] = set()  # computed from constants only: persistent, not activations
     for op in graph.ops:
+        inputs = [t for t in op.inputs if t >= 0]
+        if inputs and all(graph.tensors[t].is_constant or t in folded for t in inputs):
+            folded.update(t for t in op.outputs if t >= 0 and not graph.tensors[t].is_constant)
+            continue
         for t in op.outputs:
             if t >= 0 and not graph.tensors[t].is_constant:
                 first.setdefault(t, op.index)
@@ -245,8 +255,9 @@ def activation_arena(graph: TFLiteGraph, alignment: int = 16) -> ArenaEstimate:
         return -(-nbytes // alignment) * alignment
 
     sizes = {t: aligned(graph.tensors[t].nbytes) for t in first}
+    folded_bytes = sum(aligned(graph.tensors[t].nbytes) for t in folded)
     if not sizes:
-        return ArenaEstimate(0, 0, 0, 0, 0, alignment)
+        return ArenaEstimate(0, 0, 0, 0, 0, alignment, folded_bytes)
     placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
     for t in sorted(sizes, key=lambda t: (-sizes[t], first[t], t)):
         size, start, end = sizes[t], first[t], last[t]
@@ -266,6 +277,7 @@ def activation_arena(graph: TFLiteGraph, alignment: int = 16) -> ArenaEstimate:
         largest_tensor_bytes=max(sizes.values()),
         tensors=len(sizes),
         alignment=alignment,
+        folded_weight_bytes=folded_bytes,
     )
 
 

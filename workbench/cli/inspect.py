@@ -50,6 +50,13 @@ def _table(r, worst: int) -> str:
         f"single-channel {w.single_channel}, float32 {w.float32}, float16 {w.float16})",
         f"activations  arena {a.arena_bytes / 1024:,.1f} KiB  (lower bound {a.lower_bound_bytes / 1024:,.1f}, "
         f"no reuse {a.naive_bytes / 1024:,.1f}, largest tensor {a.largest_tensor_bytes / 1024:,.1f})",
+        *(
+            [
+                f"             + {a.folded_weight_bytes / 1024:,.1f} KiB of weights expanded once at load (fp16 → fp32)"
+            ]
+            if a.folded_weight_bytes
+            else []
+        ),
         "ops          " + ", ".join(f"{k} {v}" for k, v in r.op_histogram.items()),
     ]
     if r.sqnr:
