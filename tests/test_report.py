@@ -21,6 +21,7 @@ from workbench.report import (
     plot_size_and_ram,
     plot_sqnr,
     recommend,
+    scheme_comparison,
     validate_results,
     write_results_csv,
 )
@@ -284,3 +285,26 @@ def test_cli_rebuild_from_result_files_only(tmp_path, results, capsys):
     assert (tmp_path / "index.html").is_file()
     assert main(["report", "--rebuild", str(tmp_path / "missing")]) == 2
     assert "run folder not found" in capsys.readouterr().err
+
+
+def test_scheme_comparison_measures_what_each_scheme_costs(results):
+    table = scheme_comparison(results).set_index(["model", "imgsz"])
+    ours = table.loc[("yolov8n-pose-synth", 256)]
+    assert ours["pt_minus_pc"] == pytest.approx(-0.07)  # -0.09 - (-0.02), see SCHEMES
+    assert ours["int8_pc_minus_fp32"] == pytest.approx(-0.02)
+    assert ours["pt_over_pc_latency"] == pytest.approx(0.42 / 0.45)
+    zoo = table.loc[("st_yolov8n_pose", 256)]  # per-channel only: no per-tensor comparison
+    assert math.isnan(zoo["pt_minus_pc"]) and math.isnan(zoo["fp32"])
+    assert len(table) == 6
+
+
+def test_build_run_report_answers_for_int8_and_compares_schemes(tmp_path, results):
+    run = _complete_run(tmp_path, "demo-0123456789ab", results)
+    html = build_run_report(run, "Demo", {"name": "demo", "latency_budget_ms": 12}).read_text()
+    int8 = results[results["scheme"].str.startswith("int8")]
+    best = recommend(int8, latency_budget_ms=12)
+    assert (
+        f"Int8 only (what NPUs such as STM32N6 and STM32MP2 run, budget 12 ms): <b>{best['variant']}</b>"
+        in html
+    )
+    assert "pt_minus_pc" in html and "<td>-0.070</td>" in html

@@ -20,6 +20,7 @@ from workbench.report.table import (
     main_metric,
     pareto_front,
     recommend,
+    scheme_comparison,
     validate_results,
     write_results_csv,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "read_status",
     "recommend",
     "results_table_html",
+    "scheme_comparison",
     "validate_results",
     "write_results_csv",
 ]

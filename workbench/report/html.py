@@ -28,7 +28,14 @@ import yaml
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
 from workbench.report import plots
-from workbench.report.table import RESULTS_CSV, load_results, main_metric, pareto_front, recommend
+from workbench.report.table import (
+    RESULTS_CSV,
+    load_results,
+    main_metric,
+    pareto_front,
+    recommend,
+    scheme_comparison,
+)
 
 STATUS_JSON = "status.json"
 CONFIG_YAML = "config.yaml"
@@ -137,6 +144,35 @@ def _headline(df: pd.DataFrame, metric: str, budget: float | None) -> str:
     return (
         f"<p class='headline'>No latency budget set: the {len(front)} Pareto-optimal variant(s) "
         f"({escape(metric)}) are the candidates — pick the most accurate one your latency allows.</p>{table}"
+    )
+
+
+def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None) -> str:
+    """The choice among int8 variants only: what NPUs such as STM32N6 and STM32MP2 run."""
+    rows = df[(df["metric"] == metric) & df["scheme"].str.startswith("int8")]
+    best = recommend(rows, budget, metric) if not rows.empty else None
+    if best is None:
+        return ""
+    within = f", budget {budget:g} ms" if budget is not None else ""
+    return (
+        f"<p class='headline'>Int8 only (what NPUs such as STM32N6 and STM32MP2 run{within}): "
+        f"<b>{escape(best['variant'])}</b> — AP {best['ap']:.3f} at {best['latency_ms_median']:.2f} ms "
+        "median on this CPU. CPU latency ranks variants, it does not predict an NPU's: ST's card times "
+        "YOLOv8n-pose 256 on the STM32MP2 NPU at 102.8 ms per-channel and 17.6 ms per-tensor.</p>"
+    )
+
+
+def _scheme_table_html(df: pd.DataFrame, metric: str) -> str:
+    table = scheme_comparison(df, metric)
+    if table.empty:
+        return ""
+    fractions = [c for c in table.columns if c not in ("model", "imgsz", "pt_over_pc_latency")]
+    formatters = {c: _fmt("{:+.3f}" if "minus" in c else "{:.3f}") for c in fractions}
+    formatters["pt_over_pc_latency"] = _fmt("{:.2f}")
+    return (
+        "<p>AP by scheme for each model and resolution; <code>pt_minus_pc</code> is what per-tensor "
+        "weights cost over per-channel, <code>int8_pc_minus_fp32</code> what int8 costs at all.</p>"
+        + table.to_html(index=False, na_rep="—", formatters=formatters, border=0)
     )
 
 
@@ -255,7 +291,10 @@ def build_run_report(
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
             body.append(_headline(df, metric, latency_budget_ms))
+            body.append(_int8_answer(df, metric, latency_budget_ms))
             body.append(_plot_html(drawn[f"frontier_{metric}"]))
+            body.append(f"<h3>Per-channel vs per-tensor ({escape(metric)})</h3>")
+            body.append(_scheme_table_html(df, metric))
         body.append("<h2>Results</h2>")
         body.append(
             f"<p><a href='{RESULTS_CSV}'>{RESULTS_CSV}</a> · ★ = on the Pareto front "

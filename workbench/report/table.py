@@ -211,6 +211,37 @@ def recommend(
     return front.loc[front["ap"].idxmax()]
 
 
+def scheme_comparison(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """AP of each model and resolution by scheme, and what each step of quantization costs.
+
+    One row per (model, imgsz) with a column of AP per scheme present, plus ``int8_pc_minus_fp32``
+    (what int8 costs) and ``pt_minus_pc`` (what per-tensor costs over per-channel: ST's card gives
+    -0.027 AP0.5 for YOLOv8n-pose 256), and ``pt_over_pc_latency`` where both int8 schemes exist.
+
+    Example:
+        >>> df = validate_results(pd.DataFrame([
+        ...     dict(variant=f"m_{s}", model="m", source="ours", task="pose", imgsz=256, scheme=s,
+        ...          io="uf", metric="keypoints", ap=ap, latency_ms_median=ms)
+        ...     for s, ap, ms in (("fp32", .6, 20.), ("int8-per-channel", .58, 10.), ("int8-per-tensor", .55, 8.))]))
+        >>> scheme_comparison(df)[["pt_minus_pc", "pt_over_pc_latency"]].round(3).values.tolist()
+        [[-0.03, 0.8]]
+    """
+    rows = df[df["metric"] == (metric or main_metric(df))]
+    present = [s.value for s in Scheme if s.value in set(rows["scheme"])]
+    keys = ["model", "imgsz"]
+    ap = rows.pivot_table(index=keys, columns="scheme", values="ap", aggfunc="max")[present]
+    latency = rows.pivot_table(index=keys, columns="scheme", values="latency_ms_median", aggfunc="min")
+    pc, pt, fp32 = Scheme.INT8_PER_CHANNEL.value, Scheme.INT8_PER_TENSOR.value, Scheme.FP32.value
+    out = ap.copy()
+    if pc in ap and fp32 in ap:
+        out["int8_pc_minus_fp32"] = ap[pc] - ap[fp32]
+    if pc in ap and pt in ap:
+        out["pt_minus_pc"] = ap[pt] - ap[pc]
+        out["pt_over_pc_latency"] = latency[pt] / latency[pc]
+    out.columns.name = None
+    return out.reset_index().sort_values(keys, kind="mergesort").reset_index(drop=True)
+
+
 def main_metric(df: pd.DataFrame) -> str:
     """The metric most rows report (ties broken by METRICS order)."""
     counts = df["metric"].value_counts()
