@@ -5,7 +5,9 @@ was met, and the provenance (model sha256, CPU, threads, package versions).
 
 1. ``latency_pose256.json``: LiteRT median latency of the pretrained YOLOv8n-pose at 256 in fp32,
    fp16, int8 per-channel and int8 per-tensor on 1 thread (``--threads``); the int8/fp32 median
-   ratio (target <= 0.45).
+   ratio (target <= 0.45). Int8 only wins on a CPU with 8-bit dot-product instructions (VNNI,
+   Arm dot-product); on AVX2 alone XNNPACK's int8 convolutions run at fp32 speed, and the result
+   file says which kind of CPU measured it.
 2. ``evaluate_throughput.json``: ``workbench evaluate`` wall time on >= 200 synthetic val images at
    256 against images x median invoke time (target <= 1.5x: prefetching hides decoding and
    preprocessing behind the interpreter).
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 import workbench  # noqa: F401  (offline environment first)
-from workbench.bench import bench_model, cpu_model
+from workbench.bench import INT8_DOT_PRODUCT_FLAGS, bench_model, cpu_features, cpu_model
 from workbench.config import RunConfig
 from workbench.data.prepare import prepare_dataset
 from workbench.evaluate import evaluate
@@ -57,6 +59,8 @@ def build_variants(imgsz: int, calib: Path) -> dict[str, Path]:
 def provenance(threads: int) -> dict:
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
+        "cpu_has_int8_dot_product": any(f in INT8_DOT_PRODUCT_FLAGS for f in cpu_features()),
         "threads": threads,
         "packages": package_versions(),
         "checkpoint_sha256": sha256_file(CHECKPOINT),

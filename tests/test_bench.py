@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tiny_tflite import tiny_models
@@ -81,3 +82,19 @@ def test_cli_bench_json_table_and_error(tiny, tmp_path, capsys):
     assert main(["bench", str(tiny["fp32"]), str(missing), "--out", str(tmp_path / "x.json")]) == 2
     assert f"{missing}: model file not found" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_cpu_features_are_read_from_cpuinfo():
+    from workbench.bench import SIMD_FLAGS, cpu_features
+
+    features = cpu_features()
+    assert set(features) <= set(SIMD_FLAGS)
+    flags = next(
+        (
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith(("flags", "Features"))
+        ),
+        "",
+    )
+    assert ("avx2" in features) == (" avx2" in flags)
