@@ -41,6 +41,24 @@ def test_bench_models_keeps_order_and_tabulates(tiny):
     assert len(results[0].to_pandas()) == 1
 
 
+def test_bench_models_interleave_so_a_slow_spell_hits_every_model(tiny, monkeypatch):
+    from workbench.runtime import TFLiteModel
+
+    calls = []
+
+    def clock(self):  # a machine that slows down steadily while the benchmark runs
+        calls.append(self.path.name)
+        return 1.0 + len(calls) / 100
+
+    monkeypatch.setattr(TFLiteModel, "invoke_raw", clock)
+    a, b = tiny["fp32"], tiny["int8-per-tensor"]
+    results = bench_models([a, b], runs=7, warmup=1, block=3)
+    timed = calls[2:]  # after one warm-up invoke each
+    assert timed == [a.name] * 3 + [b.name] * 3 + [a.name] * 3 + [b.name] * 3 + [a.name, b.name]
+    # identical models measured through the slowdown come out (nearly) equal
+    assert results[1].median_ms / results[0].median_ms == pytest.approx(1.0, abs=0.03)
+
+
 def test_bench_rejects_bad_arguments(tiny, tmp_path):
     with pytest.raises(WorkbenchError, match="runs >= 1"):
         bench_model(tiny["fp32"], runs=0)

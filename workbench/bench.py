@@ -114,44 +114,65 @@ def bench_model(
         >>> # r = bench_model("yolov8n_256_quant_pc_uf_pose_coco-st.tflite", threads=2, runs=20)
         >>> # r.median_ms, r.p90_ms
     """
-    from workbench.inspect import activation_arena
-    from workbench.tflite_graph import read_graph
-
-    if runs < 1 or warmup < 0 or threads < 1:
-        raise WorkbenchError(f"need runs >= 1, warmup >= 0, threads >= 1; got {runs}, {warmup}, {threads}")
-    path = Path(path)
-    model = TFLiteModel(path, threads)
-    x01 = np.random.default_rng(seed).random(model.input.shape, dtype=np.float32)
-    model.interpreter.set_tensor(model.input.index, model.quantize_input(x01))
-    for _ in range(warmup):
-        model.invoke_raw()
-    times = np.array([model.invoke_raw() for _ in range(runs)])
-    return BenchResult(
-        path=str(path),
-        median_ms=float(np.median(times)),
-        p90_ms=float(np.percentile(times, 90)),
-        min_ms=float(times.min()),
-        mean_ms=float(times.mean()),
-        runs=runs,
-        warmup=warmup,
-        threads=threads,
-        cpu=cpu_model(),
-        size_bytes=path.stat().st_size,
-        sha256=sha256_file(path),
-        litert_version=litert_version(),
-        arena_bytes=activation_arena(read_graph(path)).arena_bytes,
-        times_ms=[float(t) for t in times],
-    )
+    return bench_models([path], threads, runs, warmup, seed)[0]
 
 
 def bench_models(
-    paths: Sequence[str | Path], threads: int = 2, runs: int = 50, warmup: int = 5, seed: int = 0
+    paths: Sequence[str | Path],
+    threads: int = 2,
+    runs: int = 50,
+    warmup: int = 5,
+    seed: int = 0,
+    block: int = 5,
 ) -> list[BenchResult]:
-    """:func:`bench_model` for each path, in order. All paths are checked before any timing."""
-    missing = [p for p in paths if not Path(p).is_file()]
+    """Time every model in ``paths``, interleaved; all paths are checked before any timing.
+
+    The models take turns, ``block`` consecutive invokes each (caches stay warm within a block),
+    until each has ``runs`` timings. A slow spell of a shared machine then hits every model alike,
+    so their ratios (int8 / fp32) stay fair where one-after-the-other timing would skew them.
+    """
+    from workbench.inspect import activation_arena
+    from workbench.tflite_graph import read_graph
+
+    if runs < 1 or warmup < 0 or threads < 1 or block < 1:
+        raise WorkbenchError(
+            f"need runs >= 1, warmup >= 0, threads >= 1, block >= 1; got {runs}, {warmup}, {threads}, {block}"
+        )
+    paths = [Path(p) for p in paths]
+    missing = [p for p in paths if not p.is_file()]
     if missing:
         raise WorkbenchError("model file not found", path=missing[0])
+    models = [TFLiteModel(p, threads) for p in paths]
+    for model in models:
+        x01 = np.random.default_rng(seed).random(model.input.shape, dtype=np.float32)
+        model.interpreter.set_tensor(model.input.index, model.quantize_input(x01))
+        for _ in range(warmup):
+            model.invoke_raw()
+    times: list[list[float]] = [[] for _ in models]
+    with tqdm(
+        total=runs * len(models), desc="bench", unit="invoke", leave=False, disable=len(models) < 2
+    ) as bar:
+        while len(times[0]) < runs:
+            n = min(block, runs - len(times[0]))
+            for model, timed in zip(models, times, strict=True):
+                timed.extend(model.invoke_raw() for _ in range(n))
+                bar.update(n)
     return [
-        bench_model(p, threads, runs, warmup, seed)
-        for p in tqdm(paths, desc="bench", unit="model", leave=False, disable=len(paths) < 2)
+        BenchResult(
+            path=str(path),
+            median_ms=float(np.median(timed)),
+            p90_ms=float(np.percentile(timed, 90)),
+            min_ms=float(np.min(timed)),
+            mean_ms=float(np.mean(timed)),
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            cpu=cpu_model(),
+            size_bytes=path.stat().st_size,
+            sha256=sha256_file(path),
+            litert_version=litert_version(),
+            arena_bytes=activation_arena(read_graph(path)).arena_bytes,
+            times_ms=[float(t) for t in timed],
+        )
+        for path, timed in zip(paths, times, strict=True)
     ]

@@ -275,16 +275,19 @@ def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
 # ---- 04 benchmark -----------------------------------------------------------------------------
 def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     """Latency (LiteRT, ``cfg.threads``), size, activation arena and worst-layer SQNR vs fp32."""
-    from workbench.bench import bench_model
+    from workbench.bench import bench_models
     from workbench.inspect import inspect_model
 
     run_dir = Path(run_dir)
     variants = load_variants(run_dir)
     dataset = dataset_for(cfg)
     references = {v.imgsz: v.path for v in variants if v.scheme == Scheme.FP32.value}
+    # interleaved, so the latency ratios between variants survive a busy machine
+    timings = bench_models(
+        [v.path for v in variants], threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed
+    )
     rows = []
-    for variant in tqdm(variants, desc="benchmark"):
-        timing = bench_model(variant.path, threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed)
+    for variant, timing in zip(tqdm(variants, desc="inspect"), timings, strict=True):
         reference = references.get(variant.imgsz) if variant.scheme != Scheme.FP32.value else None
         info = inspect_model(
             variant.path,
