@@ -49,13 +49,11 @@ def _table(r, worst: int) -> str:
         f"weights      {w.verdict}  (per-channel {w.per_channel}, per-tensor {w.per_tensor}, "
         f"single-channel {w.single_channel}, float32 {w.float32}, float16 {w.float16})",
         f"activations  arena {a.arena_bytes / 1024:,.1f} KiB  (lower bound {a.lower_bound_bytes / 1024:,.1f}, "
-        f"no reuse {a.naive_bytes / 1024:,.1f}, largest tensor {a.largest_tensor_bytes / 1024:,.1f})",
-        *(
-            [
-                f"             + {a.folded_weight_bytes / 1024:,.1f} KiB of weights expanded once at load (fp16 → fp32)"
-            ]
+        f"no reuse {a.naive_bytes / 1024:,.1f}, largest tensor {a.largest_tensor_bytes / 1024:,.1f})"
+        + (
+            f"; + {a.folded_weight_bytes / 1024:,.1f} KiB of weights expanded at load"
             if a.folded_weight_bytes
-            else []
+            else ""
         ),
         "ops          " + ", ".join(f"{k} {v}" for k, v in r.op_histogram.items()),
     ]
