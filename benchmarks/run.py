@@ -58,10 +58,11 @@ def build_variants(imgsz: int, calib: Path) -> dict[str, Path]:
 
 
 def provenance(threads: int) -> dict:
+    features = cpu_features()
     return {
         "cpu": cpu_model(),
-        "cpu_features": cpu_features(),
-        "cpu_has_int8_dot_product": any(f in INT8_DOT_PRODUCT_FLAGS for f in cpu_features()),
+        "cpu_features": features,
+        "cpu_has_int8_dot_product": any(f in INT8_DOT_PRODUCT_FLAGS for f in features),
         "threads": threads,
         "packages": package_versions(),
         "checkpoint_sha256": sha256_file(CHECKPOINT),
@@ -155,12 +156,13 @@ def main() -> int:
     )
     if zoo.is_dir():
         zoo_files = sorted(zoo.glob("*.tflite"))
-        zoo_times = {
-            p.name: t
-            for p, t in zip(
-                zoo_files, bench_models(zoo_files, threads=args.threads, runs=args.runs), strict=True
+        zoo_times = dict(
+            zip(
+                (p.name for p in zoo_files),
+                bench_models(zoo_files, threads=args.threads, runs=args.runs),
+                strict=True,
             )
-        }
+        )
         write_json(
             RESULTS / "zoo_latency.json",
             {

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
 from workbench.report import plots
@@ -149,7 +150,7 @@ def _headline(df: pd.DataFrame, metric: str, budget: float | None) -> str:
 
 def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None) -> str:
     """The choice among int8 variants only: what NPUs such as STM32N6 and STM32MP2 run."""
-    rows = df[(df["metric"] == metric) & df["scheme"].str.startswith("int8")]
+    rows = df[(df["metric"] == metric) & df["scheme"].map(lambda s: Scheme(s).is_int8)]
     best = recommend(rows, budget, metric) if not rows.empty else None
     if best is None:
         return ""
