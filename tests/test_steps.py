@@ -6,8 +6,8 @@ import pytest
 
 from workbench import steps
 from workbench.config import RunConfig, Task, resolve_path
-from workbench.zoo import zoo_variants
 from workbench.errors import WorkbenchError
+from workbench.zoo import zoo_variants
 
 pytestmark = pytest.mark.zoo
 
