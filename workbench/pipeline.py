@@ -425,6 +425,10 @@ def _invalidate(run_dir: Path, todo: list[Path], records: dict[str, dict[str, An
     for path in sorted(stale):
         if path.is_file() or path.is_symlink():
             path.unlink()
+    for folder in sorted({p.parent for p in stale}, key=lambda p: -len(p.parts)):
+        while folder != run_dir and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # emptied output folders (eval/<variant>/, plots/) go too
+            folder = folder.parent
 
 
 def _run_step(

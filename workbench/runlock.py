@@ -72,8 +72,9 @@ def signals_as_exceptions() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {s: signal.getsignal(s) for s in HANDLED_SIGNALS}
-    for s in HANDLED_SIGNALS:
+    # a signal ignored on purpose (SIGINT of a `nohup` or `cmd &` job) stays ignored
+    previous = {s: h for s in HANDLED_SIGNALS if (h := signal.getsignal(s)) != signal.SIG_IGN}
+    for s in previous:
         signal.signal(s, handler)
     try:
         yield
