@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,9 +52,20 @@ def _error(verb: str, message: str) -> None:
     print(f"workbench {verb}: error: {message}", file=sys.stderr, flush=True)
 
 
+def _show_warning(verb: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        from tqdm import tqdm
+
+        tqdm.write(f"workbench {verb}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # a console run (not a caller's own warning filters): one plain line per warning
+        warnings.showwarning = _show_warning(args.verb)
     try:
         with signals_as_exceptions():
             return int(args.func(args) or 0)
