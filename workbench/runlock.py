@@ -136,7 +136,7 @@ def run_lock(run_dir: str | Path, *, wait: bool = False) -> Iterator[Path]:
         WorkbenchError: (without ``wait``) another live process holds the folder; names it.
     """
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # innermost first
     run_dir.mkdir(parents=True, exist_ok=True)
     path = (run_dir / LOCK_NAME).resolve()
     if path in _held:
@@ -156,8 +156,9 @@ def run_lock(run_dir: str | Path, *, wait: bool = False) -> Iterator[Path]:
         # still locked; a waiter then sees its lock file gone and starts over (see _acquire).
         if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
             path.unlink()
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+            with contextlib.suppress(OSError):  # stops at the first folder something else uses
+                for folder in created:
+                    folder.rmdir()
         os.close(fd)
 
 

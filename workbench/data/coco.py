@@ -419,7 +419,8 @@ def verify_images(dataset: CocoDataset, exif_transpose: bool = False) -> None:
             tagged.append(path)
         if (width, height) != (img["width"], img["height"]):
             raise WorkbenchError(
-                f"image is {width}x{height} but {dataset.path.name} says {img['width']}x{img['height']}",
+                f"image is {width}x{height} but the annotations ({dataset.path.name}) say "
+                f"{img['width']}x{img['height']}",
                 path=path,
             )
     warn_exif(tagged, len(dataset.images), exif_transpose)
