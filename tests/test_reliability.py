@@ -220,7 +220,9 @@ def test_evaluator_bad_input_is_an_error_naming_the_file_or_the_clean_ap(case, c
         assert json.loads((out / "metrics.json").read_text())["AP"] == result["AP"]
 
 
-@pytest.mark.parametrize("case", [c for c in ANNOTATION_CASES if c.expect == "error" and not c.args], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in ANNOTATION_CASES if c.expect == "error" and not c.args], ids=lambda c: c.name
+)
 def test_data_validate_refuses_what_the_evaluator_refuses(case, clean, tmp_path, capsys):
     ds, _ = clean
     images = tmp_path / "images"
@@ -240,7 +242,9 @@ def test_exif_labels_in_the_displayed_frame_score_lower_without_the_option(clean
     """The silent case the warning exists for: tagged images read in their stored frame."""
     ds, clean_ap = clean
     case = next(c for c in ANNOTATION_CASES if c.name == "exif-180-labels-displayed-frame")
-    code, captured, _, _ = _run_case(Case(case.name, case.mutate, "clean-ap", warns=case.warns), clean, tmp_path, capsys)
+    code, captured, _, _ = _run_case(
+        Case(case.name, case.mutate, "clean-ap", warns=case.warns), clean, tmp_path, capsys
+    )
     assert code == 0
     assert json.loads(captured.out)["AP"] < clean_ap - 0.1  # the warning is the only signal
 
@@ -319,7 +323,9 @@ def test_a_run_folder_held_by_another_process_is_refused_or_waited_for(tmp_path,
     try:
         with pytest.raises(WorkbenchError) as err:
             run_pipeline(config, notebooks, tmp_path / "reports")
-        assert f"run folder is in use by pid {holder.pid} on " in str(err.value) and "--wait" in str(err.value)
+        assert f"run folder is in use by pid {holder.pid} on " in str(err.value) and "--wait" in str(
+            err.value
+        )
         (tmp_path / "c.yaml").write_text("name: lock\nimgsz: [256]\n")
         args = ["report", "--config", str(tmp_path / "c.yaml"), "--reports-dir", str(tmp_path / "reports"),
                 "--notebooks-dir", str(FIXTURES)]  # fmt: skip
@@ -390,10 +396,23 @@ def test_same_savedmodel_and_calibration_give_the_same_bytes(scheme, pose256, sy
 @pytest.mark.slow
 def test_damaged_savedmodels_are_one_line_errors(pose256, tmp_path, capsys):
     def quantize_cli(folder):
-        code = main(["quantize", "--saved-model", str(folder), "--scheme", "fp32", "--out", str(tmp_path / "o.tflite")])
+        code = main(
+            [
+                "quantize",
+                "--saved-model",
+                str(folder),
+                "--scheme",
+                "fp32",
+                "--out",
+                str(tmp_path / "o.tflite"),
+            ]
+        )
         return code, capsys.readouterr().err
 
-    assert quantize_cli(tmp_path / "missing") == (2, f"workbench quantize: error: {tmp_path / 'missing'}: SavedModel folder not found\n")
+    assert quantize_cli(tmp_path / "missing") == (
+        2,
+        f"workbench quantize: error: {tmp_path / 'missing'}: SavedModel folder not found\n",
+    )
     truncated = tmp_path / "truncated"
     shutil.copytree(pose256["saved_model"], truncated)
     _truncate(truncated / "saved_model.pb", 0.3)
@@ -519,8 +538,9 @@ def test_concurrent_runs_are_refused_or_wait_then_resume_to_identical_results(ti
     assert _status(run_dir)["state"] == "complete"
 
     # same config twice -> same results.csv, apart from timing columns
-    import pandas as pd
     from io import StringIO
+
+    import pandas as pd
 
     def untimed(text: str) -> pd.DataFrame:
         table = pd.read_csv(StringIO(text))

@@ -167,7 +167,9 @@ class RunConfig:
         except yaml.YAMLError as err:
             raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
         if values is None:
-            raise WorkbenchError("is empty; a config names at least its `name` (see configs/default.yaml)", path=path)
+            raise WorkbenchError(
+                "is empty; a config names at least its `name` (see configs/default.yaml)", path=path
+            )
         if not isinstance(values, dict):
             raise WorkbenchError("config must be a mapping of keys to values", path=path)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -467,4 +467,6 @@ def _check_arguments(task: Task, iou_type: str, conf, iou, max_det, threads, out
             f"model can be scored with: {', '.join(valid)}"
         )
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise WorkbenchError("--out names an existing file; it must be a folder (created if missing)", path=out_dir)
+        raise WorkbenchError(
+            "--out names an existing file; it must be a folder (created if missing)", path=out_dir
+        )

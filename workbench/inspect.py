@@ -345,7 +345,9 @@ def check_same_network(
         raise WorkbenchError(f"is not a reference of the same network: {problem}", path=reference_path)
 
     if shapes(graph, graph.inputs) != shapes(reference, reference.inputs):
-        fail(f"input shape {shapes(reference, reference.inputs)} vs the model's {shapes(graph, graph.inputs)}")
+        fail(
+            f"input shape {shapes(reference, reference.inputs)} vs the model's {shapes(graph, graph.inputs)}"
+        )
     ours, theirs = sorted(shapes(graph, graph.outputs)), sorted(shapes(reference, reference.outputs))
     if ours != theirs:
         fail(f"output shapes {theirs} vs the model's {ours}")

@@ -365,7 +365,9 @@ def _run_locked(
     # A linear pipeline: once one step must run, every later step runs too.
     first_to_run, why = len(notebooks), None
     for i, nb in enumerate(notebooks):
-        why = "--force" if force else _is_cached(records[nb.stem], expected[nb.stem], run_dir / nb.name, latest)
+        why = (
+            "--force" if force else _is_cached(records[nb.stem], expected[nb.stem], run_dir / nb.name, latest)
+        )
         if why is not None:
             first_to_run = i
             break

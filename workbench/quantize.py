@@ -109,7 +109,9 @@ def quantize(
     export = ExportResult.load(saved_model)
     for part in ("saved_model.pb", "variables/variables.index"):
         if not (Path(saved_model) / part).is_file():
-            raise WorkbenchError(f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model)
+            raise WorkbenchError(
+                f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
+            )
     batches: list[np.ndarray] = []
     if scheme.is_int8:
         if not export.normalized and not allow_unnormalized:

@@ -77,12 +77,16 @@ def run(args) -> int:
         except BaseException as err:
             # WorkbenchError, SIGTERM, Ctrl-C, a bug: if execution started, show it on the pages
             if (run_dir / STATUS_JSON).is_file():
-                page = build_run_report(run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
+                page = build_run_report(
+                    run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget
+                )
                 build_reports_index(reports_dir)
                 if isinstance(err, Interrupted):
                     err.detail = f"run marked failed; {page}"
             raise
-        page = build_run_report(result.run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
+        page = build_run_report(
+            result.run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget
+        )
         index = build_reports_index(reports_dir)
     return _done(args, {**result.to_dict(), "report": str(page), "index": str(index)}, page)
 

@@ -47,7 +47,9 @@ def warn_exif(tagged: list[Path], total: int, exif_transpose: bool) -> None:
             "read in their stored pixel frame, as COCO labels are; if the labels were drawn on the "
             "displayed (rotated) images, pass --exif-transpose"
         )
-    warnings.warn(f"{tagged[0]}: {len(tagged)} of {total} images carry an EXIF orientation; {how}", stacklevel=3)
+    warnings.warn(
+        f"{tagged[0]}: {len(tagged)} of {total} images carry an EXIF orientation; {how}", stacklevel=3
+    )
 
 
 def load_image(path: str | Path, exif_transpose: bool = False) -> np.ndarray:
