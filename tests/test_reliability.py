@@ -549,3 +549,43 @@ def test_concurrent_runs_are_refused_or_wait_then_resume_to_identical_results(ti
     again = untimed((run_dir / "results.csv").read_text())
     pd.testing.assert_frame_equal(untimed(first_csv), again)
     assert not math.isnan(again["ap"].iloc[0]) and again["model_sha256"].str.len().eq(64).all()
+
+
+# ---- smaller items ---------------------------------------------------------------------------------
+def test_inspect_refuses_a_reference_of_another_network(tmp_path, capsys):
+    from tiny_tflite import calibration_images, tiny_models, unrelated_model
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, x in enumerate(calibration_images(2)):
+        Image.fromarray(np.round(x[0] * 255).astype(np.uint8)).save(calib / f"{i}.png")
+    tiny, other = tiny_models(), unrelated_model()
+    args = ["inspect", str(tiny["int8-per-channel"]), "--calib", str(calib), "--json"]
+    assert main([*args, "--reference", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: is not a reference of the same network: output shapes [(1, 8)]" in err
+    assert main([*args, "--reference", str(tiny["fp32"])]) == 0  # the same network still works
+    assert all(s["sqnr_db"] is None or s["sqnr_db"] > 0 for s in json.loads(capsys.readouterr().out)["sqnr"])
+
+
+def test_quantize_names_a_missing_savedmodel(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    args = ["quantize", "--saved-model", str(missing), "--scheme", "fp32", "--out", str(tmp_path / "o.tflite")]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"workbench quantize: error: {missing}: SavedModel folder not found\n"
+
+
+def test_an_error_lands_below_the_progress_bar_not_under_it(clean, tmp_path, capsys):
+    ds, _ = clean
+    images = tmp_path / "images"
+    shutil.copytree(ds.val_images, images)
+    coco = json.loads(Path(ds.val_ann).read_text())
+    _truncate(images / coco["images"][8]["file_name"])  # fails mid-run, with the bar drawn
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    args = ["evaluate", str(CHECKPOINT), "--task", "pose", "--ann", str(ann), "--images", str(images)]
+    assert main([*args, "--imgsz", "256"]) == 2
+    err = capsys.readouterr().err
+    at = err.index("workbench evaluate: error:")
+    assert "evaluate yolov8n-pose-synth.pt" in err[:at] and err[at - 1] == "\n"  # the bar was closed first
+    assert "\r" not in err[at:] and err[at:].count("\n") == 1  # and nothing redraws over the line
