@@ -496,8 +496,10 @@ def _gone(pid: int) -> bool:
 def test_a_killed_forced_rerun_leaves_an_honest_failed_run(tiny_run, signum):
     root, args, run_dir, _ = tiny_run
     proc = _cli([*args, "--force"], root)
-    _wait_for(lambda: _status(run_dir).get("step") == "02_quantize", 120, "step 02 to start")
-    time.sleep(1.0)  # inside the step's kernel
+    # running step 02 in its kernel (status.json still holds the last test's failure until the run starts)
+    _wait_for(lambda: _status(run_dir).get("state") == "running" and _status(run_dir).get("step") == "02_quantize"
+              and _kernels(proc), 120, "step 02 to run in a kernel")  # fmt: skip
+    time.sleep(1.0)
     kernels = _kernels(proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
