@@ -572,7 +572,15 @@ def test_inspect_refuses_a_reference_of_another_network(tmp_path, capsys):
 
 def test_quantize_names_a_missing_savedmodel(tmp_path, capsys):
     missing = tmp_path / "missing"
-    args = ["quantize", "--saved-model", str(missing), "--scheme", "fp32", "--out", str(tmp_path / "o.tflite")]
+    args = [
+        "quantize",
+        "--saved-model",
+        str(missing),
+        "--scheme",
+        "fp32",
+        "--out",
+        str(tmp_path / "o.tflite"),
+    ]
     assert main(args) == 2
     assert capsys.readouterr().err == f"workbench quantize: error: {missing}: SavedModel folder not found\n"
 
