@@ -257,7 +257,7 @@ CONFIG_CASES = [
     ("unknown-scheme", "name: x\nschemes: [int4]\n", "schemes: 'int4' is not one of fp32, fp16, int8-per-channel, int8-per-tensor"),
     ("unknown-key", "name: x\nepoch: 3\n", "unknown config key(s) epoch; valid keys:"),
     ("bad-imgsz", "name: x\nimgsz: [250]\n", "image size 250 must be a multiple of 32"),
-    ("missing-model", "name: x\nmodel: nowhere.pt\n", "model 'nowhere.pt' does not exist"),
+    ("missing-model", "name: x\nmodel: nowhere.pt\n", "'nowhere.pt' not found"),
     ("not-a-mapping", "- a\n- b\n", "must be a mapping"),
 ]  # fmt: skip
 
