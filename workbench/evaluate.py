@@ -240,9 +240,7 @@ def evaluate_protocols(
         ) from None
     protocols = list(protocols)
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
-        raise WorkbenchError(
-            f"protocols must be distinct names among {', '.join(PROTOCOLS)}, got {protocols}"
-        )
+        raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {protocols}")
     iou_type = iou_type or IOU_TYPE_OF_TASK[task]
     if iou_type not in TASK_OF_IOU_TYPE:
         raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")

@@ -50,6 +50,11 @@ def register(sub) -> None:
         metavar="MS",
         help="latency budget for the recommended variant (ms, median)",
     )
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let Ultralytics download weights named in the config but found nowhere locally",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
     parser.set_defaults(func=run)
 
@@ -62,8 +67,11 @@ def run(args) -> int:
     if args.rebuild is not None:
         return _rebuild(args)
 
-    config = RunConfig.from_yaml(args.config)
-    config.validate_paths(source=str(args.config))
+    from workbench.steps import preflight
+
+    config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
+    # weights, data fields and image files are checked before the first notebook starts
+    preflight(config, source=str(args.config))
     notebooks_dir = args.notebooks_dir or resolve_path("notebooks")
     notebooks = sorted(notebooks_dir.glob(NOTEBOOK_GLOB))
     if not notebooks:
