@@ -293,7 +293,7 @@ def test_report_finds_the_repository_notebooks_from_any_folder(tmp_path, monkeyp
 
     monkeypatch.setattr(workbench.pipeline, "run_pipeline", fake_run)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "c.yaml").write_text("name: away\n")
+    (tmp_path / "c.yaml").write_text("name: away\nsynth_preset: easy\nsynth_train: 8\nsynth_val: 16\n")
     assert main(["report", "--config", "c.yaml"]) == 2
     assert "stopped by the test" in capsys.readouterr().err
     assert [p.name for p in seen["notebooks"]][:2] == ["01_retrain.ipynb", "02_quantize.ipynb"]
