@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -529,14 +530,18 @@ def test_concurrent_runs_are_refused_or_wait_then_resume_to_identical_results(ti
     out, err = refused.communicate(timeout=60)
     assert refused.returncode == 2 and f"in use by pid {first.pid}" in err and "--wait" in err, err
     waiting = _cli([*args, "--wait"], root)
-    time.sleep(2.0)
-    assert waiting.poll() is None  # blocked on the lock, not running steps beside the first run
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(waiting.stderr), daemon=True)
+    reader.start()
+    _wait_for(lambda: any("waiting (--wait)" in line for line in lines), 120, "the second run to wait")
+    assert f"in use by pid {first.pid}" in "".join(lines)
+    assert waiting.poll() is None and _status(run_dir)["state"] == "running"  # blocked, not running beside
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=60)
     assert first.returncode == 128 + signal.SIGTERM
-    out, err = waiting.communicate(timeout=900)  # resumes the failed run to completion
-    assert waiting.returncode == 0, err
-    assert "in use by" in err and "waiting (--wait)" in err
+    waiting.wait(timeout=900)  # then resumes the failed run to completion
+    reader.join(timeout=10)
+    assert waiting.returncode == 0, "".join(lines)
     assert _status(run_dir)["state"] == "complete"
 
     # same config twice -> same results.csv, apart from timing columns
