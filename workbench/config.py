@@ -201,11 +201,14 @@ class RunConfig:
         """Raise unless the model, dataset, annotation and image paths this config names exist.
 
         Relative paths are taken from the current directory, then from the repository root (see
-        :func:`resolve_path`). A model ``.yaml`` is not checked: Ultralytics ships those.
+        :func:`resolve_path`). A model ``.yaml`` is not checked: Ultralytics ships those. A model
+        with ``{imgsz}`` in its name is checked for every image size.
         """
         named = [("dataset", self.dataset)] if self.dataset != "synthetic" else []
         named += [(key, getattr(self, key)) for key in ("ann", "images") if getattr(self, key)]
-        if not self.model.endswith((".yaml", ".yml")):
+        if "{imgsz}" in self.model:  # one weights file per image size (ST's SSD .h5 files)
+            named += [("model", self.model.replace("{imgsz}", str(size))) for size in self.imgsz]
+        elif not self.model.endswith((".yaml", ".yml")):
             named.append(("model", self.model))
         for key, value in named:
             if not resolve_path(value).exists():

@@ -31,12 +31,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.config import IOType, RunConfig, Scheme, Task, resolve_path
-from workbench.data.prepare import PreparedDataset, prepare_dataset
+from workbench.data.prepare import PreparedDataset
 from workbench.errors import WorkbenchError
+from workbench.families import family_of
 from workbench.fileio import sha256_file, write_json
 
 RESULTS = "results"
-METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
 # ST's naming: <arch>_<imgsz>_quant_<pc|pt>_<io>_<pose|seg|od>_<dataset>.tflite, and the SSD files.
 _ZOO_YOLO = re.compile(
     r"(?P<arch>.+?)_(?P<imgsz>\d+)_quant_(?P<gran>pc|pt)_(?P<io>[uif]{2})_(?P<task>pose|seg|od)"
@@ -94,7 +94,7 @@ def dataset_for(cfg: RunConfig) -> PreparedDataset:
         from workbench.provenance import dataset_hash
 
         return PreparedDataset.for_evaluation(ann, images, dataset_hash(ann)[:16])
-    return prepare_dataset(cfg)
+    return family_of(cfg.model).dataset(cfg)
 
 
 # ---- 01 retrain -------------------------------------------------------------------------------
@@ -113,26 +113,15 @@ def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
         }
         write_json(_results_path(run_dir, "retrain"), out)
         return out
-    from workbench.train import train_from_config
-
-    start = resolve_path(cfg.model)
-    if not start.exists() and start.suffix == ".pt":
-        raise WorkbenchError("model weights not found (pass a local path: downloads are off)", path=start)
-    out: dict[str, Any] = {"start": str(start), "epochs": cfg.epochs, "dataset": dataset.to_dict()}
-    if cfg.epochs > 0:
-        result = train_from_config(
-            cfg, dataset.data_yaml, start if start.exists() else cfg.model, run_dir / "train"
-        )
-        # Ultralytics' own val of the new weights (conf 0.001, IoU 0.7, 100 dets); 03_evaluate
-        # measures the converted files with the workbench's evaluator.
-        out.update(
-            weights=str(result.weights),
-            train_seconds=result.seconds,
-            val={"map50_95": result.map50_95, "map50": result.map50},
-        )
-    else:
-        out.update(weights=str(start), train_seconds=0.0, val=None)
-    out["weights_sha256"] = sha256_file(out["weights"])
+    family = family_of(cfg.model)
+    out: dict[str, Any] = {
+        "start": cfg.model,
+        "family": family.name,
+        "epochs": cfg.epochs,
+        "dataset": dataset.to_dict(),
+    }
+    out.update(family.retrain(cfg, dataset, run_dir / "train"))
+    out["weights_sha256"] = {str(s): sha256_file(family.weights_for(out["weights"], s)) for s in cfg.imgsz}
     write_json(_results_path(run_dir, "retrain"), out)
     return out
 
@@ -181,7 +170,6 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
 
 def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     """Export the retrained model at each image size and convert it to each scheme."""
-    from workbench.export import export_saved_model
     from workbench.quantize import quantize as convert
 
     run_dir = Path(run_dir)
@@ -190,15 +178,13 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     else:
         retrained = read_step(run_dir, "retrain")
         dataset = dataset_for(cfg)
-        weights = Path(retrained["weights"])
-        model_name = (
-            weights.stem if weights.stem not in ("best", "last") else f"{resolve_path(cfg.model).stem}-ft"
-        )
+        family = family_of(cfg.model)
+        model_name = family.model_name(retrained["weights"], cfg)
         variants = []
         jobs = [(s, scheme) for s in cfg.imgsz for scheme in cfg.schemes]
         bar = tqdm(total=len(jobs) + len(cfg.imgsz), desc="export+quantize")
         for imgsz in cfg.imgsz:
-            saved = export_saved_model(weights, imgsz, run_dir / "saved_models" / str(imgsz))
+            saved = family.export(retrained["weights"], imgsz, run_dir / "saved_models" / str(imgsz))
             bar.update()
             for scheme in cfg.schemes:
                 io = cfg.io if scheme.is_int8 else IOType.FF
