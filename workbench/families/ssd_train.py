@@ -109,7 +109,9 @@ def ssd_loss(scores, offsets, cls_target, box_target):
 
     ``scores`` are the model's softmax probabilities (B, A, C); ``offsets`` (B, A, 4).
     """
-    import tensorflow as tf
+    from workbench.offline import import_tensorflow
+
+    tf = import_tensorflow()
 
     positive = tf.cast(cls_target > 0, tf.float32)
     n_pos = tf.reduce_sum(positive, axis=1)
@@ -187,7 +189,9 @@ def model_anchors(model) -> np.ndarray:
 
 def make_step(model, optimizer):
     """A compiled training step: (x, cls, off) -> (total, conf, loc) before the update."""
-    import tensorflow as tf
+    from workbench.offline import import_tensorflow
+
+    tf = import_tensorflow()
 
     @tf.function(reduce_retracing=True)
     def step(x, cls, off):
@@ -195,7 +199,7 @@ def make_step(model, optimizer):
             scores, offsets = model(x, training=False)[:2]
             total, conf, loc = ssd_loss(scores, offsets, cls, off)
         grads = tape.gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return total, conf, loc
 
     return step
@@ -218,7 +222,9 @@ def fine_tune(
 
     Horizontal flips are the only augmentation; the order of images and flips depends on ``seed``.
     """
-    import tensorflow as tf
+    from workbench.offline import import_tensorflow
+
+    tf = import_tensorflow()
 
     from workbench.families.ssd import SsdFamily, load_ssd
 
