@@ -176,3 +176,16 @@ def test_seg_dataset_gets_a_polygon_copy(tmp_path):
     assert prepared.data_yaml == root / "yolo-seg" / "data.yaml"
     label = next((root / "yolo-seg" / "labels" / "train").glob("*.txt")).read_text().split("\n")[0].split()
     assert len(label) > 5 and len(label) % 2 == 1  # class then x y pairs: a polygon, not a pose row
+
+
+def test_one_weights_file_per_image_size_is_found_by_name(st_weights):
+    from workbench.locations import resolve_model
+
+    source = resolve_model("st_ssd_mobilenet_v1_025_{imgsz}.h5")
+    assert source.kind == "ours" and source.name == "st_ssd_mobilenet_v1_025"
+    assert (
+        get_family("ssd").weights_for(source.path, 192)
+        == st_weights.resolve() / "st_ssd_mobilenet_v1_025_192.h5"
+    )
+    with pytest.raises(WorkbenchError, match="not found for any image size"):
+        resolve_model("no_such_ssd_{imgsz}.h5")

@@ -28,7 +28,7 @@ def test_seg_trains_exports_converts_and_scores_masks(tmp_path):
     )
     family = get_family("yolo")
     dataset = family.dataset(cfg)
-    trained = family.retrain(cfg, dataset, tmp_path / "train")
+    trained = family.retrain(cfg, "yolov8n-seg.yaml", dataset, tmp_path / "train")
     export = family.export(trained["weights"], 128, tmp_path / "saved_model")
     assert export.task == "seg" and export.normalized
     sizes, aps = {}, {}

@@ -74,23 +74,19 @@ class ModelFamily(ABC):
         return METRIC_OF_TASK[Task(task)]
 
     @abstractmethod
-    def dataset(self, cfg: RunConfig) -> PreparedDataset:
+    def dataset(self, cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
         """The config's dataset, checked for what this family and task need to train and score."""
 
     @abstractmethod
-    def retrain(self, cfg: RunConfig, dataset: PreparedDataset, out: Path) -> dict[str, Any]:
-        """Fine-tune (or train) ``cfg.model``; a dict with at least ``weights`` and ``train_seconds``."""
+    def retrain(
+        self, cfg: RunConfig, start: Path | str, dataset: PreparedDataset, out: Path
+    ) -> dict[str, Any]:
+        """Fine-tune (or train) ``start`` for ``cfg.epochs`` into ``out``; a dict with ``weights``,
+        ``train_seconds`` and ``val``. 0 epochs keeps ``start``."""
 
     def weights_for(self, weights: str | Path, imgsz: int) -> Path:
         """The weights file to export at ``imgsz`` (one file for every size unless a family says else)."""
         return Path(weights)
-
-    def model_name(self, weights: str | Path, cfg: RunConfig) -> str:
-        """Short name of the (fine-tuned) model for variant names."""
-        from workbench.config import resolve_path
-
-        stem = Path(str(weights).replace("{imgsz}", "")).stem.rstrip("_-")
-        return stem if stem not in ("best", "last") else f"{resolve_path(cfg.model).stem}-ft"
 
     @abstractmethod
     def export(self, weights: str | Path, imgsz: int, out: Path) -> ExportResult:

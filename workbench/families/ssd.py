@@ -29,14 +29,12 @@ from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily, Preprocessing
 from workbench.families.st_config import StSsdConfig, config_beside, load_st_config
 from workbench.fileio import atomic_path, sha256_file, write_json
+from workbench.locations import IMGSZ_FIELD
 
 if TYPE_CHECKING:
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
     from workbench.export import ExportResult
-
-IMGSZ_FIELD = "{imgsz}"
-ANN_NAMES = ("instances_person.json", "instances.json", "person_keypoints.json")
 
 
 class SsdFamily(ModelFamily):
@@ -60,54 +58,48 @@ class SsdFamily(ModelFamily):
         return self.config_for(weights).preprocessing
 
     # ---- data ---------------------------------------------------------------------------------
-    def dataset(self, cfg: RunConfig) -> PreparedDataset:
-        """A COCO-format folder (``images/`` + ``instances_person.json``) to fine-tune and calibrate
-        on; ``ann``/``images`` name the evaluation set."""
-        from workbench.data.prepare import PreparedDataset
-        from workbench.provenance import dataset_hash
+    def dataset(self, cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
+        """The config's dataset without a YOLO copy: the SSD fine-tunes from the COCO JSON itself
+        (``train_ann`` of a ``coco`` dataset, else ``annotations/train.json`` of the folder)."""
+        from workbench.data.prepare import prepare_dataset
 
         self.check_task(cfg.task, cfg.model)
-        if cfg.dataset == "synthetic":
-            from workbench.data.prepare import prepare_dataset
+        return prepare_dataset(cfg, need_training=False)
 
-            return prepare_dataset(cfg)
-        root = resolve_path(cfg.dataset)
-        train_ann = coco_annotations(root)
-        if not (cfg.ann and cfg.images):
-            raise WorkbenchError(
-                "an SSD config on a COCO folder needs `ann` and `images` (the evaluation set)"
-            )
-        val_ann, val_images = resolve_path(cfg.ann), resolve_path(cfg.images)
-        for path in (val_ann, val_images, root / "images"):
-            if not path.exists():
-                raise WorkbenchError("dataset path not found", path=path)
-        return PreparedDataset(
-            root=root,
-            data_yaml=None,
-            train_images=root / "images",
-            val_images=val_images,
-            val_ann=val_ann,
-            fingerprint=dataset_hash([train_ann, val_ann])[:16],
+    def train_annotations(self, cfg: RunConfig, dataset: PreparedDataset) -> Path:
+        from workbench.locations import resolve_data
+
+        ann = (
+            resolve_data(cfg.train_ann)
+            if cfg.dataset == "coco"
+            else Path(dataset.root) / "annotations" / "train.json"
         )
+        if ann is None or not ann.is_file() or dataset.train_images is None:
+            raise WorkbenchError(
+                "fine-tuning an SSD needs training annotations (train_ann and train_images)", path=ann
+            )
+        return ann
 
     # ---- training -----------------------------------------------------------------------------
-    def retrain(self, cfg: RunConfig, dataset: PreparedDataset, out: Path) -> dict[str, Any]:
+    def retrain(
+        self, cfg: RunConfig, start: Path | str, dataset: PreparedDataset, out: Path
+    ) -> dict[str, Any]:
         """Fine-tune the ``.h5`` of every image size for ``cfg.epochs`` (0 keeps ST's weights)."""
         for imgsz in cfg.imgsz:
-            path = self.weights_for(cfg.model, imgsz)
+            path = self.weights_for(start, imgsz)
             if not path.is_file():
                 raise WorkbenchError(f"SSD weights for imgsz {imgsz} not found", path=path)
         if cfg.epochs == 0:
-            return {"weights": cfg.model, "train_seconds": 0.0, "val": None}
+            return {"weights": str(start), "train_seconds": 0.0, "val": None}
         from workbench.families.ssd_train import fine_tune
 
-        ann = _train_annotations(dataset)
-        stem = Path(cfg.model.replace(IMGSZ_FIELD, "S")).stem.replace("_S", "")
+        ann = self.train_annotations(cfg, dataset)
+        stem = Path(str(start).replace(f"_{IMGSZ_FIELD}", "").replace(IMGSZ_FIELD, "")).stem
         runs, seconds = {}, 0.0
         for imgsz in cfg.imgsz:
-            target = out / f"{stem}-ft_{imgsz}.h5"
+            source, target = self.weights_for(start, imgsz), out / f"{stem}-ft_{imgsz}.h5"
             result = fine_tune(
-                self.weights_for(cfg.model, imgsz),
+                source,
                 ann,
                 dataset.train_images,
                 target,
@@ -116,7 +108,7 @@ class SsdFamily(ModelFamily):
                 seed=cfg.seed,
                 **cfg.train_args,
             )
-            shutil.copyfile(config_beside(self.weights_for(cfg.model, imgsz)), config_beside(target))
+            shutil.copyfile(config_beside(source), config_beside(target))
             runs[str(imgsz)] = result.to_dict()
             seconds += result.seconds
         return {
@@ -231,17 +223,3 @@ def check_ssd_outputs(shapes: list[tuple], path: str | Path) -> None:
             "boxes (A, 4) and anchors (A, 4)",
             path=path,
         )
-
-
-def coco_annotations(root: Path) -> Path:
-    """The COCO box annotations of a dataset folder (``instances_person.json`` first)."""
-    for name in ANN_NAMES:
-        if (root / name).is_file():
-            return root / name
-    if (root / "annotations" / "train.json").is_file():
-        return root / "annotations" / "train.json"
-    raise WorkbenchError(f"no COCO annotations ({', '.join(ANN_NAMES)}) in the dataset folder", path=root)
-
-
-def _train_annotations(dataset: PreparedDataset) -> Path:
-    return coco_annotations(Path(dataset.root))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config import Task, resolve_path
+from workbench.config import Task
 from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily, Preprocessing
 
@@ -27,25 +27,25 @@ class YoloFamily(ModelFamily):
     def claims(self, model: str | Path) -> bool:
         return Path(str(model)).suffix in (".pt", ".yaml", ".yml")
 
-    def dataset(self, cfg: RunConfig) -> PreparedDataset:
-        """The prepared dataset; for seg, checks the masks and writes a YOLO polygon copy to train on."""
+    def dataset(self, cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
+        """The prepared dataset; for seg on a dataset folder (synthetic or custom), checks the masks
+        and writes a YOLO polygon copy to train on (``dataset: coco`` makes its own seg copy)."""
         from workbench.data.prepare import prepare_dataset
 
         self.check_task(cfg.task, cfg.model)
-        prepared = prepare_dataset(cfg)
-        if cfg.task is Task.SEG:
+        prepared = prepare_dataset(cfg, need_training=need_training)
+        if cfg.task is Task.SEG and cfg.dataset != "coco":
             prepared = _with_seg_labels(prepared)
         return prepared
 
-    def retrain(self, cfg: RunConfig, dataset: PreparedDataset, out: Path) -> dict[str, Any]:
+    def retrain(
+        self, cfg: RunConfig, start: Path | str, dataset: PreparedDataset, out: Path
+    ) -> dict[str, Any]:
         from workbench.train import train_from_config
 
-        start = resolve_path(cfg.model)
-        if not start.exists() and start.suffix == ".pt":
-            raise WorkbenchError("model weights not found (pass a local path: downloads are off)", path=start)
         if cfg.epochs == 0:
             return {"weights": str(start), "train_seconds": 0.0, "val": None}
-        result = train_from_config(cfg, dataset.data_yaml, start if start.exists() else cfg.model, out)
+        result = train_from_config(cfg, dataset.data_yaml, start, out)
         # Ultralytics' own val of the new weights (conf 0.001, IoU 0.7, 100 dets); 03_evaluate
         # measures the converted files with the workbench's evaluator.
         return {
