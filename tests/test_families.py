@@ -17,16 +17,16 @@ from workbench.families import family_of, get_family, list_families
 from workbench.families.base import METRIC_OF_TASK
 from workbench.families.ssd_train import encode, match
 from workbench.families.st_config import load_st_config
+from workbench.locations import weights_dir
 from workbench.preprocess import ImageTransform
 
-REPO = Path(__file__).resolve().parent.parent
-ST_WEIGHTS = REPO.parent / "shared" / "weights" / "st"
+ST_WEIGHTS = weights_dir() / "st"  # WORKBENCH_WEIGHTS_DIR
 
 
 @pytest.fixture(scope="module")
 def st_weights() -> Path:
     if not (ST_WEIGHTS / "st_ssd_mobilenet_v1_025_224.h5").is_file():
-        pytest.skip(f"ST's SSD .h5 files not found in {ST_WEIGHTS}")
+        pytest.skip(f"ST's SSD .h5 files not found in {ST_WEIGHTS} (set WORKBENCH_WEIGHTS_DIR)")
     return ST_WEIGHTS
 
 
