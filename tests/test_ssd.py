@@ -88,6 +88,7 @@ def test_our_int8_per_channel_224_scores_within_001_of_st_file(ssd224, zoo_dir):
         assert 0.1 < a and abs(a - b) <= 0.01, (protocol, a, b)
 
 
+@pytest.mark.slow
 def test_one_fine_tuning_step_lowers_the_loss_on_a_fixed_batch(shared_ssd):
     from workbench.offline import import_tensorflow
 

@@ -46,6 +46,7 @@ class FineTuneResult:
     steps: int
     loss_per_epoch: list[float]
     first_batch_loss: float
+    last_batch_loss: float
     seconds: float
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict)
@@ -273,6 +274,7 @@ def fine_tune(
         steps=steps,
         loss_per_epoch=per_epoch,
         first_batch_loss=float(first),
+        last_batch_loss=losses[-1],
         seconds=round(time.perf_counter() - started, 1),
         sha256=sha256_file(out),
     )
