@@ -112,3 +112,34 @@ def test_one_fine_tuning_step_lowers_the_loss_on_a_fixed_batch(shared_ssd):
     after = float(ssd_loss(scores, offsets, tf.constant(cls), tf.constant(off))[0])
     assert before > 0 and conf > 0 and loc > 0
     assert after < before, (before, after)
+
+
+@pytest.mark.slow
+def test_ssd_config_runs_through_the_steps_beside_st_files(shared_ssd, zoo_dir, tmp_path):
+    """configs/ssd-coco-person.yaml, cut down: ST's 192 .h5 as shipped in fp32 and int8-pc, ST's
+    int8 SSD files beside it, 16 images; both protocols fill the table."""
+    import pandas as pd
+
+    from workbench import steps
+    from workbench.config import RunConfig, resolve_path
+
+    cfg = RunConfig.from_yaml(
+        resolve_path("configs/ssd-coco-person.yaml"),
+        imgsz=[192],
+        schemes=["fp32", "int8-per-channel"],
+        epochs=0,
+        calib_images=8,
+        eval_images=16,
+        bench_runs=3,
+    )
+    steps.preflight(cfg)
+    retrained = steps.retrain(cfg, tmp_path)
+    assert [m["family"] for m in retrained["models"]] == ["ssd"]
+    variants = steps.quantize(cfg, tmp_path)
+    assert {v.source for v in variants} == {"ours", "zoo"} and len(variants) == 2 + 3
+    steps.evaluate(cfg, tmp_path)
+    steps.benchmark(cfg, tmp_path)
+    table = steps.compare(cfg, tmp_path).set_index("variant")
+    ours = table.loc["st_ssd_mobilenet_v1_025_192_int8-per-channel_uf"]
+    assert 0.0 < ours["ap"] <= 1.0 and 0.0 < ours["st_ap"] <= 1.0
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 5
