@@ -70,6 +70,8 @@ class ExportResult:
     def load(cls, saved_model: str | Path) -> ExportResult:
         """Read the metadata written beside a SavedModel by :func:`export_saved_model`."""
         meta_path = Path(saved_model) / EXPORT_META
+        if not Path(saved_model).is_dir():
+            raise WorkbenchError("SavedModel folder not found", path=saved_model)
         if not meta_path.is_file():
             raise WorkbenchError(f"no {EXPORT_META}: not exported by `workbench export`", path=saved_model)
         meta = json.loads(meta_path.read_text())

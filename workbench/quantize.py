@@ -119,6 +119,11 @@ def quantize(
     scheme, io = Scheme(scheme), IOType(io)
     io = effective_io(scheme, io)
     export = ExportResult.load(saved_model)
+    for part in ("saved_model.pb", "variables/variables.index"):
+        if not (Path(saved_model) / part).is_file():
+            raise WorkbenchError(
+                f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
+            )
     batches: list[np.ndarray] = []
     if scheme.is_int8:
         if not export.normalized and not allow_unnormalized:
@@ -146,7 +151,14 @@ def quantize(
     tf = import_tensorflow()
 
     started = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    except Exception as err:  # TF raises OSError, DecodeError, ValueError... for a damaged folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WorkbenchError(
+            f"not a loadable SavedModel ({type(err).__name__}: {first}); re-run `workbench export`",
+            path=saved_model,
+        ) from None
     if scheme is Scheme.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

@@ -95,6 +95,9 @@ class TensorSpec:
 
 
 # ---- metadata ------------------------------------------------------------------------------------
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's epoch
+
+
 def _zip_start(data: bytes) -> int | None:
     """Offset where an appended zip archive starts in ``data``, or None if there is none."""
     try:
@@ -161,7 +164,11 @@ def write_tflite_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
         with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:
             for info, blob in kept:
                 zf.writestr(info, blob)
-            zf.writestr(METADATA_NAME, text)
+            # a fixed timestamp: the same model and metadata give the same bytes (and sha256)
+            info = zipfile.ZipInfo(METADATA_NAME, date_time=ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
 
 
 # ---- model ---------------------------------------------------------------------------------------
