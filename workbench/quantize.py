@@ -14,7 +14,8 @@ form), ``ii`` int8 in / int8 out, ``ff`` float in / float out. Float schemes hav
 they are always written as ``ff`` whatever was asked (the result says so).
 
 The representative dataset is a folder of images, preprocessed exactly as evaluation preprocesses
-them (letterbox to the model size, RGB, [0, 1]).
+them: the export's recorded pre-processing (letterbox to the model size, RGB, [0, 1] for YOLO;
+resize and [-1, 1] for ST's SSD, from its config yaml).
 """
 
 from __future__ import annotations
@@ -62,16 +63,27 @@ class QuantizeResult:
         return out
 
 
-def calibration_batches(folder: str | Path, imgsz: int, count: int = DEFAULT_CALIB_COUNT) -> list[np.ndarray]:
-    """Load up to ``count`` images, letterboxed to ``imgsz`` as evaluation does, as (1,S,S,3) float32."""
+def calibration_batches(
+    folder: str | Path,
+    imgsz: int,
+    count: int = DEFAULT_CALIB_COUNT,
+    *,
+    preprocess: str = "letterbox",
+    interpolation: str = "bilinear",
+    input_range: tuple[float, float] | list[float] = (0.0, 1.0),
+) -> list[np.ndarray]:
+    """Up to ``count`` images prepared as evaluation prepares them, as (1,S,S,3) float32 in ``input_range``."""
     from workbench.data.images import list_images, load_image
-    from workbench.preprocess import letterbox
+    from workbench.preprocess import letterbox, resize
 
-    files = list_images(folder, count)
+    lo, hi = (np.float32(v) for v in input_range)
     batches = []
-    for path in files:
-        image, _ = letterbox(load_image(path), (imgsz, imgsz))
-        batches.append((image.astype(np.float32) / 255.0)[None])
+    for path in list_images(folder, count):
+        if preprocess == "letterbox":
+            image, _ = letterbox(load_image(path), (imgsz, imgsz))
+        else:
+            image, _ = resize(load_image(path), (imgsz, imgsz), interpolation)
+        batches.append((lo + image.astype(np.float32) / np.float32(255.0) * (hi - lo))[None])
     return batches
 
 
@@ -126,7 +138,14 @@ def quantize(
             raise WorkbenchError(f"calibration needs at least 1 image, got calib_count {calib_count}")
         if calib is None:
             raise WorkbenchError(f"{scheme.value} needs --calib IMAGES (a folder of calibration images)")
-        batches = calibration_batches(calib, export.imgsz, calib_count)
+        batches = calibration_batches(
+            calib,
+            export.imgsz,
+            calib_count,
+            preprocess=export.preprocess,
+            interpolation=export.interpolation,
+            input_range=export.input_range,
+        )
         log.info("calibrating %s with %d images from %s", scheme.value, len(batches), calib)
 
     tf = import_tensorflow()
@@ -161,8 +180,10 @@ def quantize(
     metadata = dict(export.ultralytics)
     metadata["workbench"] = {
         "normalized": export.normalized,
-        "preprocess": "letterbox",
-        "input_range": [0.0, 1.0],
+        "family": export.family,
+        "preprocess": export.preprocess,
+        "interpolation": export.interpolation,
+        "input_range": export.input_range,
         "task": export.task,
         "imgsz": export.imgsz,
         "kpt_shape": export.kpt_shape,

@@ -243,6 +243,7 @@ class TFLiteModel:
                 f"preprocess must be one of {PREPROCESS_MODES}, got {mode!r}", path=self._path
             )
         self._preprocess_mode = mode
+        self._interpolation = wb.get("interpolation", "bilinear")
         lo, hi = wb.get("input_range", (0.0, 1.0))
         self._input_range = (float(lo), float(hi))
         self.last_invoke_ms: float | None = None
@@ -281,8 +282,10 @@ class TFLiteModel:
     # ---- running ---------------------------------------------------------------------------------
     def preprocess(self, image_rgb_uint8: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
         """Letterbox/resize to the input size; returns float32 (1, H, W, 3) in [0, 1] and the geometry."""
-        fn = letterbox if self._preprocess_mode == "letterbox" else resize
-        image, transform = fn(image_rgb_uint8, self.input_hw)
+        if self._preprocess_mode == "letterbox":
+            image, transform = letterbox(image_rgb_uint8, self.input_hw)
+        else:
+            image, transform = resize(image_rgb_uint8, self.input_hw, self._interpolation)
         return (image.astype(np.float32) / np.float32(255.0))[None], transform
 
     def quantize_input(self, x01: np.ndarray) -> np.ndarray:
