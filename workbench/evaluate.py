@@ -352,7 +352,9 @@ class _TFLiteRunner:
 
     def decode(self, raw: list[np.ndarray], prepared, **kw: Any) -> Detections:
         """``kw``: conf, iou, max_det, classes."""
-        return decode(raw, self.task, prepared[1], normalized=self.normalized, kpt_shape=self.kpt_shape, **kw)
+        return decode(
+            raw, self.task, prepared[1], normalized=self.normalized, nc=self.nc, kpt_shape=self.kpt_shape, **kw
+        )
 
 
 class _UltralyticsRunner:

@@ -28,6 +28,7 @@ from workbench.offline import ensure_calibration_npy, import_tensorflow
 
 EXPORT_META = "workbench_export.json"
 ULTRALYTICS_TASK = {"pose": "pose", "segment": "seg", "detect": "detect"}
+HEADS = ("single", "split")
 
 
 @dataclass
@@ -44,10 +45,14 @@ class ExportResult:
     weights_sha256: str
     seconds: float
     ultralytics: dict[str, Any] = field(default_factory=dict)
+    head: str = "single"
+    equalized: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
             raise ValueError(f"unknown task {self.task!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -87,6 +92,38 @@ def normalized_head() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def split_head() -> Iterator[None]:
+    """Temporarily make Detect/Pose heads stop before the decode, with one output per quantity.
+
+    Outputs, each (1, C, N) over the N anchors of strides 8/16/32 and each with its own int8 scale
+    once quantized: box distances left/top/right/bottom from the anchor in stride units (the DFL
+    expectation, 0..reg_max-1), class scores (sigmoid), and for pose the keypoint offsets
+    (1, 2K, N) before ``(2·v + anchor − 0.5)·stride`` and their visibilities (1, K, N, sigmoid).
+    Every output is then in units of its anchor's stride, so int8 rounding costs the same fraction
+    of a small person as of a large one; :func:`workbench.decode.yolo.assemble_split_head` finishes
+    the decode in float, as NPU deployments do.
+    """
+    from ultralytics.nn.modules import Detect, Pose
+
+    saved = (Detect._inference, Pose._inference)
+
+    def detect_inference(self, x):
+        return self.dfl(x["boxes"]), x["scores"].sigmoid()
+
+    def pose_inference(self, x):
+        bs, (k, d) = x["kpts"].shape[0], self.kpt_shape
+        kpts = x["kpts"].view(bs, k, d, -1)
+        outputs = (*detect_inference(self, x), kpts[:, :, :2].reshape(bs, 2 * k, -1))
+        return (*outputs, kpts[:, :, 2].sigmoid()) if d == 3 else outputs
+
+    Detect._inference, Pose._inference = detect_inference, pose_inference
+    try:
+        yield
+    finally:
+        Detect._inference, Pose._inference = saved
+
+
+@contextlib.contextmanager
 def _working_dir(path: Path) -> Iterator[None]:
     previous = Path.cwd()
     os.chdir(path)
@@ -97,19 +134,29 @@ def _working_dir(path: Path) -> Iterator[None]:
 
 
 def export_saved_model(
-    weights: str | Path, imgsz: int, out: str | Path, *, normalize: bool = True
+    weights: str | Path,
+    imgsz: int,
+    out: str | Path,
+    *,
+    normalize: bool = True,
+    head: str = "single",
+    equalize: bool = False,
 ) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
     The export runs in a scratch folder (Ultralytics writes beside the weights and into the working
     directory) and ``out`` appears only when complete. ``normalize=False`` keeps Ultralytics' pixel
     outputs (fine in float; :func:`workbench.quantize.quantize` refuses them for int8).
+    ``head="split"`` ends the graph before the decode (:func:`split_head`); ``equalize`` applies
+    cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`).
 
     Example:
         >>> export_saved_model("data/weights/yolov8n-pose-synth.pt", 256, "build/sm256")  # doctest: +SKIP
     """
     weights, out = Path(weights).resolve(), Path(out)
     imgsz = validate_imgsz(imgsz)
+    if head not in HEADS:
+        raise WorkbenchError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if not weights.is_file():
         raise WorkbenchError("weights file not found", path=weights)
     from ultralytics import YOLO
@@ -128,8 +175,14 @@ def export_saved_model(
         task = ULTRALYTICS_TASK.get(model.task)
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
-        head = normalized_head() if normalize else contextlib.nullcontext()
-        with _working_dir(scratch), head, _quiet():
+        if head == "split" and task not in ("pose", "detect"):
+            raise WorkbenchError(f"a split head is built for pose and detect models, not {task}", path=weights)
+        if equalize:
+            from workbench.recipes.equalize import equalize_model
+
+            equalize_model(model.model)
+        decode = split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
+        with _working_dir(scratch), decode, _quiet():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
         for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves
             tflite.unlink()
@@ -145,6 +198,8 @@ def export_saved_model(
             weights_sha256=sha256_file(weights),
             seconds=round(time.perf_counter() - started, 1),
             ultralytics=_jsonable(ultra_meta),
+            head=head,
+            equalized=equalize,
         )
         meta = result.to_dict()
         meta.pop("saved_model")
