@@ -176,12 +176,16 @@ def export_saved_model(
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
         if head == "split" and task not in ("pose", "detect"):
-            raise WorkbenchError(f"a split head is built for pose and detect models, not {task}", path=weights)
+            raise WorkbenchError(
+                f"a split head is built for pose and detect models, not {task}", path=weights
+            )
         if equalize:
             from workbench.recipes.equalize import equalize_model
 
             equalize_model(model.model)
-        decode = split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
+        decode = (
+            split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
+        )
         with _working_dir(scratch), decode, _quiet():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
         for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves

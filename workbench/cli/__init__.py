@@ -16,7 +16,9 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 
-VERB_MODULES = ["data", "train", "export", "quantize", "inspect", "bench", "evaluate", "report"]
+VERB_MODULES = [
+    "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,7 +81,9 @@ def assemble_split_head(
         )
     by_channels = {h.shape[0]: h for h in heads}
     if set(by_channels) != set(roles.values()):
-        raise WorkbenchError(f"split-head outputs have {sorted(by_channels)} channels, expected {sorted(roles.values())}")
+        raise WorkbenchError(
+            f"split-head outputs have {sorted(by_channels)} channels, expected {sorted(roles.values())}"
+        )
     part = {role: by_channels[c].T.astype(np.float32) for role, c in roles.items()}
     points, strides = anchor_grid(input_hw)
     scale = np.array([input_hw[1], input_hw[0]], np.float32)
