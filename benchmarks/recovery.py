@@ -107,7 +107,7 @@ def main() -> int:
         quantize(saved, "fp32", fp32_path)
     fp32 = evaluated("fp32", fp32_path)
     img_ids = _image_ids(ann, args.images)
-    boot = ApBootstrap(ann, "keypoints", img_ids=img_ids)
+    boot = ApBootstrap(ann, "keypoints", img_ids=img_ids, n_boot=args.n_boot)
     only = set(args.only.split(",")) if args.only else None
     rows = []
     for key, recipes in VARIANTS:
@@ -126,8 +126,8 @@ def main() -> int:
             (root / "eval" / name / "metrics.json").unlink(missing_ok=True)  # stale once re-converted
         conv = json.loads(record.read_text())
         ev = evaluated(name, path)
-        ap = boot.interval(ev["detections"], n_boot=args.n_boot)
-        diff = boot.difference(ev["detections"], fp32["detections"], n_boot=args.n_boot)
+        ap = boot.interval(ev["detections"])
+        diff = boot.difference(ev["detections"], fp32["detections"])
         rows.append(
             {
                 "variant": name,
@@ -150,7 +150,7 @@ def main() -> int:
         )
         print(f"{name:<32} AP {ev['metrics']['AP']:.3f}  vs fp32 {diff}  all-int8 {conv['all_int8']}")
 
-    fp32_ap = boot.interval(fp32["detections"], n_boot=args.n_boot)
+    fp32_ap = boot.interval(fp32["detections"])
 
     def best(scheme: str) -> dict | None:
         pool = [r for r in rows if r["scheme"] == scheme and r["all_int8"]]
@@ -162,7 +162,6 @@ def main() -> int:
         pt_vs_pc = boot.difference(
             evaluated(best_pt["variant"], root / f"{best_pt['variant']}.tflite")["detections"],
             evaluated(best_pc["variant"], root / f"{best_pc['variant']}.tflite")["detections"],
-            n_boot=args.n_boot,
         )
     targets = {
         "pc_within_0.02_of_fp32": {

@@ -31,6 +31,7 @@ import collections
 import concurrent.futures
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def evaluate(
     progress: bool = True,
     iou_type: str | None = None,
     backend: str = "faster",
+    output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
 ) -> EvalResult:
     """Evaluate ``model_path`` on a COCO dataset and optionally write the results files.
 
@@ -168,6 +170,8 @@ def evaluate(
         iou_type: metric of another task than the model's, e.g. "bbox" to score a pose model's boxes
             on a dataset without keypoints (default: the task's own: keypoints, segm, bbox).
         backend: COCO backend, "faster" or "pycocotools".
+        output_transform: applied to a .tflite's float outputs before decoding (e.g. the
+            diagnosis's int8 rounding of a float model's outputs).
 
     Returns:
         The :class:`EvalResult`.
@@ -214,10 +218,12 @@ def evaluate(
     iou = settings["iou"] if iou is None else float(iou)
 
     runner = (
-        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocol)
+        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocol, output_transform)
         if model_path.suffix == ".tflite"
         else None
     )
+    if output_transform is not None and runner is None:
+        raise WorkbenchError("output_transform applies to .tflite models only", path=model_path)
     runner = runner or _UltralyticsRunner(model_path, task, imgsz)
     category_map = default_category_map(dataset.to_dict(), runner.nc)
     if not category_map:
@@ -308,7 +314,14 @@ class _TFLiteRunner:
     """TFLiteModel + decode; prepares images in worker threads (pure numpy/cv2)."""
 
     def __init__(
-        self, path: Path, task: Task, threads: int, preprocess: str | None, imgsz: int | None, protocol: str
+        self,
+        path: Path,
+        task: Task,
+        threads: int,
+        preprocess: str | None,
+        imgsz: int | None,
+        protocol: str,
+        output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     ):
         import torchvision  # noqa: F401  (the NMS backend; loaded here so decode timings exclude its import)
 
@@ -316,6 +329,7 @@ class _TFLiteRunner:
 
         meta = read_tflite_metadata(path)
         wb = meta.get("workbench", {})
+        self.output_transform = output_transform
         self.model = TFLiteModel(path, threads=threads, preprocess=preprocess or "letterbox")
         zeros = [np.zeros(spec.shape, np.float32) for spec in self.model.outputs]
         self.family = model_family(zeros)
@@ -348,12 +362,19 @@ class _TFLiteRunner:
         return self.model.preprocess(image)
 
     def run(self, prepared, **_: Any) -> list[np.ndarray]:
-        return self.model.run(prepared[0])
+        outputs = self.model.run(prepared[0])
+        return self.output_transform(outputs) if self.output_transform else outputs
 
     def decode(self, raw: list[np.ndarray], prepared, **kw: Any) -> Detections:
         """``kw``: conf, iou, max_det, classes."""
         return decode(
-            raw, self.task, prepared[1], normalized=self.normalized, nc=self.nc, kpt_shape=self.kpt_shape, **kw
+            raw,
+            self.task,
+            prepared[1],
+            normalized=self.normalized,
+            nc=self.nc,
+            kpt_shape=self.kpt_shape,
+            **kw,
         )
 
 

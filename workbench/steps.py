@@ -59,6 +59,8 @@ class Variant:
     path: str
     sha256: str
     size_bytes: int
+    recipe: str = ""  # recovery recipes joined by "+" (workbench.recipes), "" for a plain conversion
+    all_int8: bool | None = None  # every op on 8-bit integers (inspect.is_all_int8); None: not checked
 
     def __post_init__(self) -> None:
         Scheme(self.scheme), IOType(self.io), Task(self.task)
@@ -144,7 +146,7 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
     The name's ``pc``/``pt`` is what was asked for; several ``pc`` files hold per-tensor weights, so
     the scheme recorded is the one :func:`workbench.inspect.weight_granularity` finds.
     """
-    from workbench.inspect import weight_granularity
+    from workbench.inspect import is_all_int8, weight_granularity
     from workbench.tflite_graph import read_graph
 
     variants = []
@@ -156,7 +158,8 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
         file_task = _ZOO_TASK[parts["task"]] if "task" in parts else Task.DETECT
         if task is not None and file_task is not task:
             continue
-        verdict = weight_granularity(read_graph(path)).verdict
+        graph = read_graph(path)
+        verdict = weight_granularity(graph).verdict
         scheme = {"per-channel": Scheme.INT8_PER_CHANNEL, "per-tensor": Scheme.INT8_PER_TENSOR}.get(
             verdict, Scheme.INT8_PER_CHANNEL
         )
@@ -172,6 +175,7 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
                 path=str(path),
                 sha256=sha256_file(path),
                 size_bytes=path.stat().st_size,
+                all_int8=is_all_int8(graph),
             )
         )
     if not variants:
@@ -195,37 +199,43 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
             weights.stem if weights.stem not in ("best", "last") else f"{resolve_path(cfg.model).stem}-ft"
         )
         variants = []
-        jobs = [(s, scheme) for s in cfg.imgsz for scheme in cfg.schemes]
-        bar = tqdm(total=len(jobs) + len(cfg.imgsz), desc="export+quantize")
+        per_size = sum(1 + len(cfg.recipes) * scheme.is_int8 for scheme in cfg.schemes)
+        bar = tqdm(total=(per_size + 1) * len(cfg.imgsz), desc="export+quantize")
         for imgsz in cfg.imgsz:
             saved = export_saved_model(weights, imgsz, run_dir / "saved_models" / str(imgsz))
             bar.update()
             for scheme in cfg.schemes:
                 io = cfg.io if scheme.is_int8 else IOType.FF
-                out = run_dir / "variants" / str(imgsz) / f"{scheme.value}-{io.value}.tflite"
-                result = convert(
-                    saved.saved_model,
-                    scheme,
-                    out,
-                    io=io,
-                    calib=dataset.train_images,
-                    calib_count=cfg.calib_images,
-                )
-                variants.append(
-                    Variant(
-                        name=f"{model_name}_{imgsz}_{scheme.value}_{result.io.value}",
-                        model=model_name,
-                        source="ours",
-                        task=cfg.task.value,
-                        imgsz=imgsz,
-                        scheme=scheme.value,
-                        io=result.io.value,
-                        path=str(out),
-                        sha256=result.sha256,
-                        size_bytes=result.size_bytes,
+                # recipe variants: one more row per recipe entry for each int8 scheme
+                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
+                    tag = f"{scheme.value}{'+' + recipe if recipe else ''}"
+                    out = run_dir / "variants" / str(imgsz) / f"{tag}-{io.value}.tflite"
+                    result = convert(
+                        saved.saved_model,
+                        scheme,
+                        out,
+                        io=io,
+                        calib=dataset.train_images,
+                        calib_count=cfg.calib_images,
+                        recipes=recipe.split("+") if recipe else None,
                     )
-                )
-                bar.update()
+                    variants.append(
+                        Variant(
+                            name=f"{model_name}_{imgsz}_{tag}_{result.io.value}",
+                            model=model_name,
+                            source="ours",
+                            task=cfg.task.value,
+                            imgsz=imgsz,
+                            scheme=scheme.value,
+                            io=result.io.value,
+                            path=str(out),
+                            sha256=result.sha256,
+                            size_bytes=result.size_bytes,
+                            recipe=recipe,
+                            all_int8=result.all_int8,
+                        )
+                    )
+                    bar.update()
         bar.close()
     write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
     return variants
