@@ -9,6 +9,7 @@
    one block of ops kept in float at a time (:class:`~workbench.recipes.selective.SelectiveQuantizer`,
    TF's ``QuantizationDebugger`` denylists); each file is scored on a small image slice (the loop
    is O(blocks) evaluations). "AP recovered" = that file's AP − the all-int8 file's AP on the slice.
+   Every file runs on LiteRT's builtin kernels: XNNPACK refuses some mixed float/int8 graphs.
 3. **Top-k table**: blocks by AP recovered, with the worst per-layer SQNR inside the block
    (:func:`workbench.inspect.layer_sqnr`) and the widest channel-range ratio of its weights (what
    per-tensor weights suffer from).
@@ -279,7 +280,7 @@ def diagnose(
     def ap(path: Path, transform=None) -> float:
         return evaluate(
             path, ann, images, task, max_images=slice_images, threads=threads, progress=False,
-            output_transform=transform,
+            output_transform=transform, xnnpack=False,  # candidates XNNPACK refuses; same kernels for all
         ).AP  # fmt: skip
 
     audit = audit_outputs(model)

@@ -173,8 +173,24 @@ def make_interpreter(path: str | Path, threads: int = 2, **kwargs: Any):
     if not path.is_file():
         raise WorkbenchError("model file not found", path=path)
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
-        interpreter.allocate_tensors()
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            if "XNNPack" not in str(err) or "experimental_op_resolver_type" in kwargs:
+                raise
+            # XNNPACK refuses some graphs that mix float and int8 ops (selective quantization);
+            # LiteRT's builtin kernels run them, more slowly
+            from ai_edge_litert.interpreter import OpResolverType
+
+            warnings.warn(
+                f"{path}: XNNPACK cannot run this graph; using LiteRT's builtin kernels", stacklevel=2
+            )
+            kwargs = dict(
+                kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+            interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WorkbenchError(f"not a loadable TFLite model ({first})", path=path) from None
@@ -192,6 +208,8 @@ class TFLiteModel:
         preserve_all_tensors: keep every intermediate tensor readable after ``run`` (for per-layer
             comparisons); runs the plain builtin kernels without the XNNPACK delegate, which would
             fuse ops and free intermediates.
+        xnnpack: False runs the builtin kernels without the XNNPACK delegate (which refuses some
+            mixed float/int8 graphs that selective quantization makes).
 
     Example:
         >>> # model = TFLiteModel("yolov8n_256_quant_pc_uf_pose_coco-st.tflite")
@@ -206,16 +224,16 @@ class TFLiteModel:
         preprocess: str | None = None,
         *,
         preserve_all_tensors: bool = False,
+        xnnpack: bool = True,
     ):
         self._path = Path(path)
         extra: dict[str, Any] = {}
-        if preserve_all_tensors:
+        if preserve_all_tensors or not xnnpack:
             from ai_edge_litert.interpreter import OpResolverType
 
-            extra = {
-                "experimental_preserve_all_tensors": True,
-                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            }
+            extra = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        if preserve_all_tensors:
+            extra["experimental_preserve_all_tensors"] = True
         self._interpreter = make_interpreter(self._path, threads, **extra)
         self._metadata = read_tflite_metadata(self._path)
         self.threads = int(threads)
