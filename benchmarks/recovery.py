@@ -50,6 +50,8 @@ VARIANTS = [
     ("pc", ("int16x8",)),
     *((s, ("float-fallback",)) for s in SCHEMES),
     *((s, ("split-head", "calib-all")) for s in SCHEMES),
+    *((s, ("split-head", "calib-percentile")) for s in SCHEMES),
+    *((s, ("split-head", "calib-all", "calib-percentile")) for s in SCHEMES),
     ("pt", ("split-head", "equalize")),
     ("pc", ("split-head", "int16x8")),
     *((s, ("split-head", "float-fallback")) for s in SCHEMES),

@@ -9,7 +9,8 @@
    one block of ops kept in float at a time (:class:`~workbench.recipes.selective.SelectiveQuantizer`,
    TF's ``QuantizationDebugger`` denylists); each file is scored on a small image slice (the loop
    is O(blocks) evaluations). "AP recovered" = that file's AP − the all-int8 file's AP on the slice.
-   Every file runs on LiteRT's builtin kernels: XNNPACK refuses some mixed float/int8 graphs.
+   A block whose float version the converter cannot make into a valid file (e.g. an int8
+   CONCATENATION left with mismatched input scales) gets AP NaN and is listed last.
 3. **Top-k table**: blocks by AP recovered, with the worst per-layer SQNR inside the block
    (:func:`workbench.inspect.layer_sqnr`) and the widest channel-range ratio of its weights (what
    per-tensor weights suffer from).
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from workbench.errors import WorkbenchError
 from workbench.recipes.selective import Block, SelectiveQuantizer
 
+log = logging.getLogger(__name__)
 DEFAULT_SLICE = 32
 DEFAULT_BLOCK_SIZE = 16
 STRIDES = (8, 32)
@@ -62,6 +65,7 @@ class BlockSensitivity:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "block"}
+        out.update({k: None for k in ("ap", "ap_recovered") if math.isnan(out[k])})  # JSON has no NaN
         return dict(out, block=self.block.label, first_op=self.block.first_op, nodes=len(self.block.nodes))
 
 
@@ -90,7 +94,11 @@ class Diagnosis:
             raise ValueError("slice_images and block_size must be positive")
 
     def top(self, k: int = 5) -> list[BlockSensitivity]:
-        return sorted(self.blocks, key=lambda b: (-b.ap_recovered, b.block.index))[:k]
+        """Blocks by AP recovered, best first; blocks without a valid file (NaN) last."""
+        return sorted(
+            self.blocks,
+            key=lambda b: (math.isnan(b.ap_recovered), -np.nan_to_num(b.ap_recovered), b.block.index),
+        )[:k]
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("outputs", "blocks")}
@@ -207,8 +215,15 @@ def block_sensitivity(
                 write_tflite_metadata(path, metadata)
             return float(score(path))
 
+        def scored_or_nan(nodes: Sequence[str]) -> float:
+            try:
+                return scored(nodes)
+            except WorkbenchError as err:  # the converter's file does not load
+                log.warning("block left out: %s", err)
+                return math.nan
+
         base = scored([])
-        results = [(b, scored(b.nodes)) for b in tqdm(blocks, desc="float one block at a time")]
+        results = [(b, scored_or_nan(b.nodes)) for b in tqdm(blocks, desc="float one block at a time")]
     return base, results
 
 
@@ -280,7 +295,7 @@ def diagnose(
     def ap(path: Path, transform=None) -> float:
         return evaluate(
             path, ann, images, task, max_images=slice_images, threads=threads, progress=False,
-            output_transform=transform, xnnpack=False,  # candidates XNNPACK refuses; same kernels for all
+            output_transform=transform,
         ).AP  # fmt: skip
 
     audit = audit_outputs(model)

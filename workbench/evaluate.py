@@ -146,7 +146,6 @@ def evaluate(
     iou_type: str | None = None,
     backend: str = "faster",
     output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
-    xnnpack: bool = True,
 ) -> EvalResult:
     """Evaluate ``model_path`` on a COCO dataset and optionally write the results files.
 
@@ -173,7 +172,6 @@ def evaluate(
         backend: COCO backend, "faster" or "pycocotools".
         output_transform: applied to a .tflite's float outputs before decoding (e.g. the
             diagnosis's int8 rounding of a float model's outputs).
-        xnnpack: False runs a .tflite on the builtin kernels (see :class:`~workbench.runtime.TFLiteModel`).
 
     Returns:
         The :class:`EvalResult`.
@@ -220,7 +218,7 @@ def evaluate(
     iou = settings["iou"] if iou is None else float(iou)
 
     runner = (
-        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocol, output_transform, xnnpack)
+        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocol, output_transform)
         if model_path.suffix == ".tflite"
         else None
     )
@@ -324,7 +322,6 @@ class _TFLiteRunner:
         imgsz: int | None,
         protocol: str,
         output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
-        xnnpack: bool = True,
     ):
         import torchvision  # noqa: F401  (the NMS backend; loaded here so decode timings exclude its import)
 
@@ -333,12 +330,12 @@ class _TFLiteRunner:
         meta = read_tflite_metadata(path)
         wb = meta.get("workbench", {})
         self.output_transform = output_transform
-        self.model = TFLiteModel(path, threads=threads, preprocess=preprocess or "letterbox", xnnpack=xnnpack)
+        self.model = TFLiteModel(path, threads=threads, preprocess=preprocess or "letterbox")
         zeros = [np.zeros(spec.shape, np.float32) for spec in self.model.outputs]
         self.family = model_family(zeros)
         mode = preprocess or default_preprocess(meta, self.family, protocol)
         if mode != self.model.preprocess_mode:
-            self.model = TFLiteModel(path, threads=threads, preprocess=mode, xnnpack=xnnpack)
+            self.model = TFLiteModel(path, threads=threads, preprocess=mode)
         h, w = self.model.input_hw
         if imgsz is not None and (h, w) != (imgsz, imgsz):
             raise WorkbenchError(f"model input is {h}x{w}, not the requested imgsz {imgsz}", path=path)

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ class ExportResult:
     ultralytics: dict[str, Any] = field(default_factory=dict)
     head: str = "single"
     equalized: bool = False
+    kpt_clip: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
@@ -92,7 +93,7 @@ def normalized_head() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def split_head() -> Iterator[None]:
+def split_head(kpt_clip: Sequence[float] | None = None) -> Iterator[None]:
     """Temporarily make Detect/Pose heads stop before the decode, with one output per quantity.
 
     Outputs, each (1, C, N) over the N anchors of strides 8/16/32 and each with its own int8 scale
@@ -101,7 +102,8 @@ def split_head() -> Iterator[None]:
     (1, 2K, N) before ``(2·v + anchor − 0.5)·stride`` and their visibilities (1, K, N, sigmoid).
     Every output is then in units of its anchor's stride, so int8 rounding costs the same fraction
     of a small person as of a large one; :func:`workbench.decode.yolo.assemble_split_head` finishes
-    the decode in float, as NPU deployments do.
+    the decode in float, as NPU deployments do. ``kpt_clip`` = (low, high) clamps the keypoint
+    offsets in the graph (the ``calib-percentile`` recipe), so min/max calibration sees that range.
     """
     from ultralytics.nn.modules import Detect, Pose
 
@@ -113,7 +115,8 @@ def split_head() -> Iterator[None]:
     def pose_inference(self, x):
         bs, (k, d) = x["kpts"].shape[0], self.kpt_shape
         kpts = x["kpts"].view(bs, k, d, -1)
-        outputs = (*detect_inference(self, x), kpts[:, :, :2].reshape(bs, 2 * k, -1))
+        xy = kpts[:, :, :2].reshape(bs, 2 * k, -1)
+        outputs = (*detect_inference(self, x), xy if kpt_clip is None else xy.clamp(*kpt_clip))
         return (*outputs, kpts[:, :, 2].sigmoid()) if d == 3 else outputs
 
     Detect._inference, Pose._inference = detect_inference, pose_inference
@@ -121,6 +124,32 @@ def split_head() -> Iterator[None]:
         yield
     finally:
         Detect._inference, Pose._inference = saved
+
+
+def keypoint_offset_percentiles(
+    weights: str | Path, batches: Sequence[Any], percentile: float, equalize: bool = False
+) -> list[float]:
+    """(low, high) percentiles of a pose model's split-head keypoint offsets over ``batches``.
+
+    Runs the float PyTorch model on the calibration inputs ((1, S, S, 3) in [0, 1]); the values
+    are what :func:`split_head`'s ``kpt_clip`` takes.
+    """
+    import numpy as np
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights)).model.float().eval()
+    if equalize:
+        from workbench.recipes.equalize import equalize_model
+
+        equalize_model(model)
+    values = []
+    with torch.no_grad(), split_head():
+        for batch in batches:
+            outputs, _ = model(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))))
+            values.append(outputs[2].numpy().ravel())
+    low, high = np.percentile(np.concatenate(values), [100 - percentile, percentile])
+    return [round(float(low), 4), round(float(high), 4)]
 
 
 @contextlib.contextmanager
@@ -141,6 +170,7 @@ def export_saved_model(
     normalize: bool = True,
     head: str = "single",
     equalize: bool = False,
+    kpt_clip: Sequence[float] | None = None,
 ) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
@@ -204,6 +234,7 @@ def export_saved_model(
             ultralytics=_jsonable(ultra_meta),
             head=head,
             equalized=equalize,
+            kpt_clip=None if kpt_clip is None else [float(v) for v in kpt_clip],
         )
         meta = result.to_dict()
         meta.pop("saved_model")

@@ -135,8 +135,26 @@ def quantize(
         io = IOType.FF  # the converter's 16x8 mode takes float (or int16) I/O, not uint8
     calib_count = plan.calib_count
     export = ExportResult.load(saved_model)
-    if plan.recipes and plan.export_options != {"head": export.head, "equalize": export.equalized}:
-        export = _reexport(export, saved_model, plan.export_options)
+    wanted = {"head": plan.head, "equalize": plan.equalize, "kpt_clip": None}
+    if plan.kpt_percentile is not None:
+        if calib is None or export.task != "pose":
+            raise WorkbenchError(
+                "calib-percentile clamps keypoint offsets: it needs a pose model and --calib IMAGES"
+            )
+        from workbench.export import keypoint_offset_percentiles
+
+        wanted["kpt_clip"] = keypoint_offset_percentiles(
+            export.weights,
+            calibration_batches(calib, export.imgsz, calib_count),
+            plan.kpt_percentile,
+            plan.equalize,
+        )
+    if plan.recipes and wanted != {
+        "head": export.head,
+        "equalize": export.equalized,
+        "kpt_clip": export.kpt_clip,
+    }:
+        export = _reexport(export, saved_model, wanted)
         saved_model = export.saved_model
     batches: list[np.ndarray] = []
     if scheme.is_int8:
@@ -213,14 +231,17 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     from workbench.export import export_saved_model
 
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
+    if options["kpt_clip"] is not None:
+        tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
     folder = Path(saved_model).parent / f"{Path(saved_model).name}{tag}"
     if folder.is_dir():
         cached = ExportResult.load(folder)
-        if (cached.weights_sha256, cached.imgsz, cached.head, cached.equalized) == (
+        if (cached.weights_sha256, cached.imgsz, cached.head, cached.equalized, cached.kpt_clip) == (
             export.weights_sha256,
             export.imgsz,
             options["head"],
             options["equalize"],
+            options["kpt_clip"],
         ):
             return cached
     if not Path(export.weights).is_file():

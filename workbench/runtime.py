@@ -208,8 +208,6 @@ class TFLiteModel:
         preserve_all_tensors: keep every intermediate tensor readable after ``run`` (for per-layer
             comparisons); runs the plain builtin kernels without the XNNPACK delegate, which would
             fuse ops and free intermediates.
-        xnnpack: False runs the builtin kernels without the XNNPACK delegate (which refuses some
-            mixed float/int8 graphs that selective quantization makes).
 
     Example:
         >>> # model = TFLiteModel("yolov8n_256_quant_pc_uf_pose_coco-st.tflite")
@@ -224,16 +222,16 @@ class TFLiteModel:
         preprocess: str | None = None,
         *,
         preserve_all_tensors: bool = False,
-        xnnpack: bool = True,
     ):
         self._path = Path(path)
         extra: dict[str, Any] = {}
-        if preserve_all_tensors or not xnnpack:
+        if preserve_all_tensors:
             from ai_edge_litert.interpreter import OpResolverType
 
-            extra = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-        if preserve_all_tensors:
-            extra["experimental_preserve_all_tensors"] = True
+            extra = {
+                "experimental_preserve_all_tensors": True,
+                "experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            }
         self._interpreter = make_interpreter(self._path, threads, **extra)
         self._metadata = read_tflite_metadata(self._path)
         self.threads = int(threads)

@@ -13,6 +13,8 @@ equalize         cross-layer equalization of consecutive convolutions before exp
                  (exact for ReLU, approximate for SiLU)
 calib-all        calibrate on every image of the calibration folder (min/max, the       yes
                  only range setting the TFLite converter offers)
+calib-percentile clamp the split head's keypoint offsets in the graph at their 99.99th  yes
+                 percentile over the calibration images, so min/max sees that range
 int16x8          int16 activations, int8 weights, whole model                           no
 float-fallback   keep the ``FLOAT_FALLBACK_K`` blocks whose float version best restores no
                  the outputs (SQNR on calibration images) in float
@@ -32,6 +34,7 @@ from workbench.errors import WorkbenchError
 
 FLOAT_FALLBACK_K = 3
 ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
+KPT_PERCENTILE = 99.99
 
 
 @dataclass
@@ -44,16 +47,13 @@ class Plan:
     calib_count: int = 200
     activations: str = "int8"
     float_blocks: int = 0
+    kpt_percentile: float | None = None
 
     def __post_init__(self) -> None:
         if self.activations not in ("int8", "int16"):
             raise ValueError(f"activations must be int8 or int16, got {self.activations!r}")
         if self.calib_count < 1 or self.float_blocks < 0:
             raise ValueError(f"invalid plan: {self}")
-
-    @property
-    def export_options(self) -> dict[str, Any]:
-        return {"head": self.head, "equalize": self.equalize}
 
     def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), recipes=list(self.recipes))
@@ -99,6 +99,14 @@ def _calib_all(plan: Plan) -> None:
     plan.calib_count = ALL_CALIBRATION_IMAGES
 
 
+@register(
+    "calib-percentile",
+    f"clamp split-head keypoint offsets at their {KPT_PERCENTILE}th percentile on the calibration images (needs split-head)",
+)
+def _calib_percentile(plan: Plan) -> None:
+    plan.kpt_percentile = KPT_PERCENTILE
+
+
 @register("int16x8", "int16 activations with int8 weights for the whole model (not all-int8)")
 def _int16x8(plan: Plan) -> None:
     plan.activations = "int16"
@@ -128,6 +136,8 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    if "calib-percentile" in names and "split-head" not in names:
+        raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
     if "int16x8" in names and "float-fallback" in names:
         raise WorkbenchError(
             "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
