@@ -128,7 +128,7 @@ def test_notebook_without_parameters_cell_is_refused(tmp_path):
 
 def test_missing_dataset_or_notebook_is_refused_before_any_work(tmp_path):
     config = CONFIG.replace(dataset=str(tmp_path / "no-such-dataset"))
-    with pytest.raises(WorkbenchError, match="dataset .*no-such-dataset.* does not exist"):
+    with pytest.raises(WorkbenchError, match="dataset .*no-such-dataset.* not found"):
         run_pipeline(config, NOTEBOOKS, tmp_path / "reports")
     with pytest.raises(WorkbenchError, match="04_missing.ipynb: notebook not found"):
         run_pipeline(CONFIG, [*NOTEBOOKS, tmp_path / "04_missing.ipynb"], tmp_path / "reports")

@@ -307,4 +307,18 @@ def test_build_run_report_answers_for_int8_and_compares_schemes(tmp_path, result
         f"Int8 only (what NPUs such as STM32N6 and STM32MP2 run, budget 12 ms): <b>{best['variant']}</b>"
         in html
     )
-    assert "pt_minus_pc" in html and "<td>-0.070</td>" in html
+    # without differences.csv no difference is printed bare: the page says intervals are missing
+    assert "No intervals" in html and "pt_minus_pc" not in html and "-0.070" not in html
+    diffs = pd.DataFrame(
+        [dict(model="yolov8n-pose-synth", imgsz=256, comparison="int8-per-tensor − int8-per-channel",
+              a="a", b="b", metric="ap", estimate=-0.070, low=-0.081, high=-0.059, excludes_zero=True,
+              n_images=450, n_boot=1000),
+         dict(model="yolov8n-pose-synth", imgsz=256, comparison="int8-per-channel − fp32",
+              a="a", b="c", metric="ap", estimate=-0.004, low=-0.012, high=0.005, excludes_zero=False,
+              n_images=450, n_boot=1000)]
+    )  # fmt: skip
+    diffs.to_csv(run / "differences.csv", index=False)
+    html = build_run_report(run, "Demo", {"name": "demo"}).read_text()
+    assert "per-tensor vs per-channel: -0.070 [-0.081, -0.059]." in html
+    assert "int8 per-channel changes AP by -0.004 [-0.012, +0.005] (within noise)" in html
+    assert "same 450 images" in html and "Published figures" in html and "51.12" in html

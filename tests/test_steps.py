@@ -5,14 +5,15 @@ import pandas as pd
 import pytest
 
 from workbench import steps
-from workbench.config import RunConfig, Task
+from workbench.config import RunConfig, Task, resolve_path
 from workbench.errors import WorkbenchError
+from workbench.zoo import zoo_variants
 
 pytestmark = pytest.mark.zoo
 
 
 def test_zoo_variants_take_the_scheme_from_the_weights_not_the_name(zoo_dir):
-    variants = {v.name: v for v in steps.zoo_variants(zoo_dir / "st", Task.POSE)}
+    variants = {v.name: v for v in zoo_variants(zoo_dir / "st", Task.POSE)}
     assert set(variants) == {
         "yolov8n_192_quant_pc_uf_pose_coco-st",
         "yolov8n_256_quant_pc_uf_pose_coco-st",
@@ -28,13 +29,14 @@ def test_zoo_variants_take_the_scheme_from_the_weights_not_the_name(zoo_dir):
 
 def test_zoo_tiny_config_fills_the_results_table(zoo_dir, tiny_coco, tmp_path):
     cfg = RunConfig.from_yaml(
-        steps.resolve_path("configs/zoo-tiny.yaml"),
+        resolve_path("configs/zoo-tiny.yaml"),
         model=str(zoo_dir / "st"),
         ann=str(tiny_coco / "instances_train2017_small.json"),
         images=str(tiny_coco / "train_2017_small"),
         bench_runs=3,
     )
-    assert steps.retrain(cfg, tmp_path)["weights"] is None
+    retrained = steps.retrain(cfg, tmp_path)
+    assert retrained["models"] == [] and retrained["zoo"] == [str(zoo_dir / "st")]
     variants = steps.quantize(cfg, tmp_path)
     assert len(variants) == 8 and {v.task for v in variants} == {"detect"}
     steps.evaluate(cfg, tmp_path)

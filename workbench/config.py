@@ -48,6 +48,7 @@ class IOType(StrEnum):
 
 
 IMGSZ_MIN, IMGSZ_MAX, IMGSZ_STRIDE = 64, 1280, 32
+PROTOCOLS = ("coco", "st")
 TARGETS = (None, "cpu", "npu")
 
 
@@ -81,13 +82,17 @@ class RunConfig:
 
     name: str = "default"
     task: Task = Task.POSE
-    # Weights to start from (.pt, or a model .yaml to train from scratch), or a folder of
-    # ready .tflite files for zoo runs (then train/export/quantize are skipped).
-    model: str = "data/weights/yolov8n-pose-synth.pt"
+    # One entry or a list. Each is weights to start from (a .pt path, or a file name found under
+    # WORKBENCH_WEIGHTS_DIR; a model .yaml trains from scratch), or a folder of ready .tflite
+    # files (e.g. ST's zoo, also found under WORKBENCH_ZOO_DIR), evaluated as shipped beside ours.
+    model: str | list[str] = "data/weights/yolov8n-pose-synth.pt"
+    allow_download: bool = False  # let Ultralytics fetch a weights name found nowhere locally
     imgsz: list[int] = field(default_factory=lambda: [256])
     schemes: list[Scheme] = field(default_factory=lambda: [Scheme.FP32, Scheme.INT8_PER_CHANNEL])
     io: IOType = IOType.UF
-    # Dataset: "synthetic" generates one; otherwise a folder with images/ + annotations/ or a data.yaml.
+    # Dataset: "synthetic" generates one; "coco" takes the COCO files named below (paths as given,
+    # from the repository root, or under WORKBENCH_DATA_DIR); otherwise a folder laid out as the
+    # synthetic set (images/{train,val}, annotations/{train,val}.json, yolo/data.yaml).
     dataset: str = "synthetic"
     synth_train: int = 256
     synth_val: int = 64
@@ -95,13 +100,16 @@ class RunConfig:
     synth_preset: str = "standard"
     ann: str | None = None  # COCO JSON used for evaluation (derived for synthetic data)
     images: str | None = None  # image folder used for evaluation (derived for synthetic data)
+    train_ann: str | None = None  # COCO JSON to fine-tune on (dataset: coco; YOLO copy made in the cache)
+    train_images: str | None = None  # its image folder
+    calib_dir: str | None = None  # calibration images (default: the training images)
     epochs: int = 1
     train_args: dict[str, Any] = field(default_factory=dict)  # extra Ultralytics train arguments
     train_imgsz: int | None = None  # defaults to the largest of imgsz
     batch: int = 8
     calib_images: int = 200
     eval_images: int | None = None  # None: all
-    protocol: str = "coco"
+    protocol: str | list[str] = "coco"  # "coco", "st" or both: each a set of result columns
     latency_budget_ms: float | None = None  # the report recommends the best variant within it
     # Recovery recipes for int8 schemes (workbench.recipes): each entry one recipe or several
     # joined by "+", e.g. ["split-head", "split-head+calib-all"]; each adds a row per int8 scheme.
@@ -131,8 +139,28 @@ class RunConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 0 or (value == 0 and key not in ("epochs", "synth_val")):
                 raise WorkbenchError(f"{key} must be a positive integer, got {value!r}")
-        if self.protocol not in ("coco", "st"):
-            raise WorkbenchError(f"protocol must be 'coco' or 'st', got {self.protocol!r}")
+        protocols = _as_list(self.protocol)
+        if (
+            not protocols
+            or any(p not in PROTOCOLS for p in protocols)
+            or len(set(protocols)) != len(protocols)
+        ):
+            raise WorkbenchError(
+                f"protocol must be one or both of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        models = _as_list(self.model)
+        if not models or not all(isinstance(m, str) and m.strip() for m in models):
+            raise WorkbenchError(
+                f"model must name weights or a zoo folder (or a list of them), got {self.model!r}"
+            )
+        if len(set(models)) != len(models):
+            raise WorkbenchError(f"model lists an entry twice: {self.model!r}")
+        if not isinstance(self.allow_download, bool):
+            raise WorkbenchError(f"allow_download must be true or false, got {self.allow_download!r}")
+        if self.dataset == "coco" and not (self.ann and self.images):
+            raise WorkbenchError("dataset: coco needs `ann` (COCO JSON) and `images` (folder) for evaluation")
+        if bool(self.train_ann) != bool(self.train_images):
+            raise WorkbenchError("train_ann and train_images go together: name both or neither")
         from workbench.recipes import parse_recipes
 
         self.recipes = ["+".join(parse_recipes(str(r).replace("+", ","))) for r in _as_list(self.recipes)]
@@ -140,6 +168,16 @@ class RunConfig:
             raise WorkbenchError(f"recipes must be distinct, non-empty recipe names, got {self.recipes}")
         if self.target not in TARGETS:
             raise WorkbenchError(f"target must be one of {', '.join(map(str, TARGETS))}, got {self.target!r}")
+
+    @property
+    def models(self) -> list[str]:
+        """``model`` as a list (a config may name one model or several)."""
+        return [m.strip() for m in _as_list(self.model)]
+
+    @property
+    def protocols(self) -> list[str]:
+        """``protocol`` as a list; the first is the report's headline AP."""
+        return _as_list(self.protocol)
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
@@ -210,18 +248,28 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
 
     def validate_paths(self, source: str | None = None) -> None:
-        """Raise unless the model, dataset, annotation and image paths this config names exist.
+        """Raise unless every model and dataset path this config names is found.
 
-        Relative paths are taken from the current directory, then from the repository root (see
-        :func:`resolve_path`). A model ``.yaml`` is not checked: Ultralytics ships those.
+        Models resolve through :func:`workbench.locations.resolve_model` (paths, names under
+        WORKBENCH_WEIGHTS_DIR / WORKBENCH_ZOO_DIR); data paths through
+        :func:`workbench.locations.resolve_data` (as given, the repository root, WORKBENCH_DATA_DIR).
         """
-        named = [("dataset", self.dataset)] if self.dataset != "synthetic" else []
-        named += [(key, getattr(self, key)) for key in ("ann", "images") if getattr(self, key)]
-        if not self.model.endswith((".yaml", ".yml")):
-            named.append(("model", self.model))
+        from workbench.locations import resolve_data, resolve_model
+
+        for entry in self.models:
+            try:
+                resolve_model(entry, self.allow_download)
+            except WorkbenchError as err:
+                raise WorkbenchError(err.message, path=source) from None
+        named = [("dataset", self.dataset)] if self.dataset not in ("synthetic", "coco") else []
+        keys = ("ann", "images", "train_ann", "train_images", "calib_dir")
+        named += [(key, getattr(self, key)) for key in keys if getattr(self, key)]
         for key, value in named:
-            if not resolve_path(value).exists():
-                raise WorkbenchError(f"{key} {value!r} does not exist", path=source)
+            if not resolve_data(value).exists():
+                raise WorkbenchError(
+                    f"{key} {value!r} not found (as given, from the repository root, or under WORKBENCH_DATA_DIR)",
+                    path=source,
+                )
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -31,7 +31,7 @@ import collections
 import concurrent.futures
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,51 @@ def evaluate(
         >>> #              "val2017", task="pose", max_images=200)
         >>> # r.AP, r.seconds["invoke"]
     """
+    results = evaluate_protocols(
+        model_path, ann, images, task, (protocol,), imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
+        max_images=max_images, out_dir=None, threads=threads, preprocess=preprocess, progress=progress,
+        iou_type=iou_type, backend=backend, output_transform=output_transform,
+    )  # fmt: skip
+    result = results[protocol]
+    if out_dir is not None:
+        _write(Path(out_dir), result, results.detections[protocol])
+    return result
+
+
+class ProtocolResults(dict):
+    """``{protocol: EvalResult}`` of one pass, with each protocol's COCO results list in ``detections``."""
+
+    def __init__(self, results: dict[str, EvalResult], detections: dict[str, list[dict[str, Any]]]):
+        super().__init__(results)
+        self.detections = detections
+
+
+def evaluate_protocols(
+    model_path: str | Path,
+    ann: str | Path,
+    images: str | Path,
+    task: Task | str,
+    protocols: Sequence[str] = ("coco",),
+    imgsz: int | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int = 100,
+    max_images: int | None = None,
+    out_dir: str | Path | None = None,
+    threads: int = 2,
+    preprocess: str | None = None,
+    progress: bool = True,
+    iou_type: str | None = None,
+    backend: str = "faster",
+    output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+) -> ProtocolResults:
+    """Score one model under several protocols from one inference pass over the images.
+
+    The model runs once per image; each protocol then applies its own NMS settings and metric. The
+    pre-processing is chosen once, by the first protocol (:func:`default_preprocess`), so the
+    protocols differ in NMS and metric only. With ``out_dir``, each protocol's ``detections.json``
+    and ``metrics.json`` land in ``out_dir/<protocol>/``. Arguments as :func:`evaluate`.
+    """
     from workbench.data.coco import load_coco
 
     wall = time.perf_counter()
@@ -190,12 +235,13 @@ def evaluate(
         raise WorkbenchError(
             f"unknown task {task!r}; expected one of {', '.join(t.value for t in Task)}"
         ) from None
-    if protocol not in PROTOCOLS:
-        raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    protocols = list(protocols)
+    if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
+        raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {protocols}")
     iou_type = iou_type or IOU_TYPE_OF_TASK[task]
     if iou_type not in TASK_OF_IOU_TYPE:
         raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
-    if protocol == "st" and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
+    if "st" in protocols and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
         raise WorkbenchError(
             f"protocol 'st' scores pose keypoints and detection boxes only (got task {task.value}, iou_type {iou_type})"
         )
@@ -213,12 +259,8 @@ def evaluate(
     if not entries:
         raise WorkbenchError("has no images to evaluate", path=ann)
 
-    settings = dict(COCO_SETTINGS) if protocol == "coco" else dict(ST_SETTINGS[task])
-    conf = settings["conf"] if conf is None else float(conf)
-    iou = settings["iou"] if iou is None else float(iou)
-
     runner = (
-        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocol, output_transform)
+        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocols[0], output_transform)
         if model_path.suffix == ".tflite"
         else None
     )
@@ -230,68 +272,109 @@ def evaluate(
         raise WorkbenchError(
             f"none of the model's {runner.nc} classes has a category in the ground truth", path=ann
         )
-    if protocol == "coco":
-        evaluator: CocoEvaluator | StEvaluator = CocoEvaluator(dataset, iou_type, backend, category_map)
-    else:
-        evaluator = StEvaluator(dataset, task, ST_EVAL_IOU[runner.family], category_map)
+    scorers = [
+        _Scorer(p, task, iou_type, dataset, category_map, runner, backend, conf, iou, max_det)
+        for p in protocols
+    ]
+    # Ultralytics runs its own NMS inside predict: one protocol's settings at a time.
+    if len(scorers) > 1 and isinstance(runner, _UltralyticsRunner):
+        raise WorkbenchError("an Ultralytics .pt is evaluated under one protocol at a time", path=model_path)
 
-    # Classes without a GT category are dropped before NMS (e.g. an 80-class model on person-only GT).
-    options = {"conf": conf, "iou": iou, "max_det": max_det, "classes": sorted(category_map)}
     seconds = dict.fromkeys(TIMING_KEYS, 0.0)
-    results: list[dict[str, Any]] = []
-    n_det = 0
     bar = tqdm(total=len(entries), desc=f"evaluate {model_path.name}", unit="img", disable=not progress)
     for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runner):
         seconds["load"] += t_load
         seconds["preprocess"] += t_pre
         start = time.perf_counter()
-        raw = runner.run(prepared, **options)
+        raw = runner.run(prepared, **scorers[0].options)
         seconds["invoke"] += time.perf_counter() - start
-        start = time.perf_counter()
-        det = runner.decode(raw, prepared, **options)
-        seconds["decode"] += time.perf_counter() - start
-        start = time.perf_counter()
-        evaluator.update(entry["id"], det)
-        if out_dir is not None:
-            results.extend(det.to_coco(entry["id"], category_map, TASK_OF_IOU_TYPE[iou_type]))
-        seconds["metric"] += time.perf_counter() - start
-        n_det += len(det)
+        for scorer in scorers:
+            scorer.update(entry, raw, prepared, seconds)
         bar.update(1)
     bar.close()
 
-    start = time.perf_counter()
-    metric: MetricResult = evaluator.compute()
-    seconds["metric"] += time.perf_counter() - start
-    seconds["wall"] = time.perf_counter() - wall
-    result = EvalResult(
-        AP=metric.AP,
-        AP50=metric.AP50,
-        AP75=metric.AP75,
-        APm=metric.APm,
-        APl=metric.APl,
-        AR=metric.AR,
-        n_images=len(entries),
-        n_instances=metric.n_gt,
-        n_detections=n_det,
-        seconds=seconds,
-        model=str(model_path),
-        sha256=sha256_file(model_path),
-        task=task.value,
-        protocol=protocol,
-        iou_type=iou_type,
-        imgsz=runner.imgsz,
-        preprocess=runner.preprocess_mode,
-        conf=conf,
-        iou=iou,
-        max_det=max_det,
-        headline=metric.headline,
-        metrics=metric.to_dict(),
-    )
+    results, detections = {}, {}
+    for scorer in scorers:
+        start = time.perf_counter()
+        metric: MetricResult = scorer.evaluator.compute()
+        seconds["metric"] += time.perf_counter() - start
+        results[scorer.protocol] = scorer.result(metric, entries, model_path, runner, seconds, wall)
+        detections[scorer.protocol] = scorer.coco_results
+    out = ProtocolResults(results, detections)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        write_json(out_dir / "detections.json", results, indent=None)
-        write_json(out_dir / "metrics.json", result.to_dict())
-    return result
+        for protocol, result in out.items():
+            _write(Path(out_dir) / protocol, result, detections[protocol])
+    return out
+
+
+def _write(out_dir: Path, result: EvalResult, detections: list[dict[str, Any]]) -> None:
+    write_json(out_dir / "detections.json", detections, indent=None)
+    write_json(out_dir / "metrics.json", result.to_dict())
+
+
+class _Scorer:
+    """One protocol's NMS settings, metric and collected detections over an evaluation pass."""
+
+    def __init__(self, protocol, task, iou_type, dataset, category_map, runner, backend, conf, iou, max_det):
+        settings = dict(COCO_SETTINGS) if protocol == "coco" else dict(ST_SETTINGS[task])
+        self.protocol, self.task, self.iou_type = protocol, task, iou_type
+        self.conf = settings["conf"] if conf is None else float(conf)
+        self.iou = settings["iou"] if iou is None else float(iou)
+        self.max_det = max_det
+        self.runner, self.category_map = runner, category_map
+        if protocol == "coco":
+            self.evaluator: CocoEvaluator | StEvaluator = CocoEvaluator(
+                dataset, iou_type, backend, category_map
+            )
+        else:
+            self.evaluator = StEvaluator(dataset, task, ST_EVAL_IOU[runner.family], category_map)
+        # Classes without a GT category are dropped before NMS (e.g. an 80-class model on person-only GT).
+        self.options = {
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_det": max_det,
+            "classes": sorted(category_map),
+        }
+        self.coco_results: list[dict[str, Any]] = []
+        self.n_det = 0
+
+    def update(self, entry: dict, raw, prepared, seconds: dict[str, float]) -> None:
+        start = time.perf_counter()
+        det = self.runner.decode(raw, prepared, **self.options)
+        seconds["decode"] += time.perf_counter() - start
+        start = time.perf_counter()
+        self.evaluator.update(entry["id"], det)
+        self.coco_results.extend(det.to_coco(entry["id"], self.category_map, TASK_OF_IOU_TYPE[self.iou_type]))
+        seconds["metric"] += time.perf_counter() - start
+        self.n_det += len(det)
+
+    def result(
+        self, metric: MetricResult, entries, model_path: Path, runner, seconds, wall: float
+    ) -> EvalResult:
+        return EvalResult(
+            AP=metric.AP,
+            AP50=metric.AP50,
+            AP75=metric.AP75,
+            APm=metric.APm,
+            APl=metric.APl,
+            AR=metric.AR,
+            n_images=len(entries),
+            n_instances=metric.n_gt,
+            n_detections=self.n_det,
+            seconds=dict(seconds, wall=time.perf_counter() - wall),
+            model=str(model_path),
+            sha256=sha256_file(model_path),
+            task=self.task.value,
+            protocol=self.protocol,
+            iou_type=self.iou_type,
+            imgsz=runner.imgsz,
+            preprocess=runner.preprocess_mode,
+            conf=self.conf,
+            iou=self.iou,
+            max_det=self.max_det,
+            headline=metric.headline,
+            metrics=metric.to_dict(),
+        )
 
 
 # ---- runners: one per model format ---------------------------------------------------------------
@@ -349,8 +432,12 @@ class _TFLiteRunner:
         if self.family == "ssd":
             if task is not Task.DETECT:
                 raise WorkbenchError(f"an SSD model cannot be evaluated as {task.value}", path=path)
-            self.nc = max(spec.shape[2] for spec in self.model.outputs) - 1
+            # scores are the one output not 4 wide (boxes and anchors are); 3 classes + background
+            # would also be 4 wide. Column 0 is the background.
+            wide = [spec.shape[2] for spec in self.model.outputs if spec.shape[2] != 4]
+            self.nc = (wide[0] if wide else 4) - 1
         else:
+            _refuse_other_task(meta, zeros, task, path)
             try:
                 _, _, self.nc, _ = resolve_layout(
                     zeros, task, (h, w), len(names) if names else None, self.kpt_shape
@@ -375,6 +462,32 @@ class _TFLiteRunner:
             nc=self.nc,
             kpt_shape=self.kpt_shape,
             **kw,
+        )
+
+
+def _refuse_other_task(meta: dict[str, Any], outputs: list[np.ndarray], task: Task, path: Path) -> None:
+    """A YOLO file of another task would decode into nonsense (e.g. 51 keypoint channels read as
+    classes, AP 0): refuse it by its metadata, or, for bare files, by COCO pose's 56-channel head."""
+    names = {Task.POSE: "pose", Task.SEG: "segment", Task.DETECT: "detect"}
+    declared = meta.get("task")
+    if declared and declared != names[task]:
+        raise WorkbenchError(
+            f"is a {declared} model, not {task.value} (score its boxes with --task {declared.replace('segment', 'seg')} --iou-type bbox)",
+            path=path,
+        )
+    heads = [o for o in outputs if o.ndim == 3]
+    channels = min(heads[0].shape[1:]) if len(heads) == 1 else None
+    if (
+        task is Task.DETECT
+        and not declared
+        and not meta.get("names")
+        and channels == 4 + 1 + 17 * 3
+        and len(outputs) == 1
+    ):
+        raise WorkbenchError(
+            "has a 56-channel head: COCO pose's layout (4 box + 1 score + 17x3 keypoints), not a detector; "
+            "evaluate it with --task pose (add --iou-type bbox to score its boxes)",
+            path=path,
         )
 
 

@@ -63,3 +63,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_csv(df, path: str | Path) -> Path:
+    """Write a pandas frame as CSV atomically (no index, floats as pandas prints them)."""
+    return write_text(path, df.to_csv(index=False))

@@ -21,51 +21,24 @@ conversion: ``quantize`` lists those files as the variants.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.config import IOType, RunConfig, Scheme, Task, resolve_path
+from workbench.config import IOType, RunConfig, Scheme, Task
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
-from workbench.fileio import sha256_file, write_json
+from workbench.fileio import sha256_file, write_csv, write_json
+from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.variant import Variant
 
 RESULTS = "results"
+DIFFERENCES_CSV = "differences.csv"  # every AP difference the report states, with its interval
 METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
-# ST's naming: <arch>_<imgsz>_quant_<pc|pt>_<io>_<pose|seg|od>_<dataset>.tflite, and the SSD files.
-_ZOO_YOLO = re.compile(
-    r"(?P<arch>.+?)_(?P<imgsz>\d+)_quant_(?P<gran>pc|pt)_(?P<io>[uif]{2})_(?P<task>pose|seg|od)"
-)
-_ZOO_SSD = re.compile(r"(?P<arch>ssd_.+?)_(?P<imgsz>\d+)_int8")
-_ZOO_TASK = {"pose": Task.POSE, "seg": Task.SEG, "od": Task.DETECT}
-
-
-@dataclass
-class Variant:
-    """One model file to evaluate: a model at one image size in one scheme and I/O type."""
-
-    name: str
-    model: str
-    source: str  # "ours" | "zoo"
-    task: str
-    imgsz: int
-    scheme: str
-    io: str
-    path: str
-    sha256: str
-    size_bytes: int
-    recipe: str = ""  # recovery recipes joined by "+" (workbench.recipes), "" for a plain conversion
-    all_int8: bool | None = None  # every op on 8-bit integers (inspect.is_all_int8); None: not checked
-
-    def __post_init__(self) -> None:
-        Scheme(self.scheme), IOType(self.io), Task(self.task)
-        if self.source not in ("ours", "zoo"):
-            raise ValueError(f"source must be 'ours' or 'zoo', got {self.source!r}")
 
 
 def _results_path(run_dir: str | Path, step: str) -> Path:
@@ -80,164 +53,152 @@ def read_step(run_dir: str | Path, step: str) -> Any:
     return json.loads(path.read_text())
 
 
+def model_sources(cfg: RunConfig) -> list[ModelSource]:
+    """The config's models, resolved: our weights (found by name or path) and zoo folders."""
+    return [resolve_model(entry, cfg.allow_download) for entry in cfg.models]
+
+
 def is_zoo(cfg: RunConfig) -> bool:
-    return resolve_path(cfg.model).is_dir()
+    """Whether every model of the config is a folder of ready files (nothing to train or convert)."""
+    return all(source.kind == "zoo" for source in model_sources(cfg))
 
 
-def dataset_for(cfg: RunConfig) -> PreparedDataset:
-    """The config's dataset; zoo runs only need the evaluation annotations and images."""
-    if is_zoo(cfg):
+def dataset_for(cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
+    """The config's dataset; a zoo-only run with ``ann``/``images`` needs nothing else."""
+    if is_zoo(cfg) and cfg.dataset == "synthetic":
         if not (cfg.ann and cfg.images):
             raise WorkbenchError("a zoo run needs `ann` (COCO JSON) and `images` (folder) in its config")
-        ann, images = resolve_path(cfg.ann), resolve_path(cfg.images)
+        ann, images = resolve_data(cfg.ann), resolve_data(cfg.images)
         for path in (ann, images):
             if not path.exists():
                 raise WorkbenchError("dataset path not found", path=path)
         from workbench.provenance import dataset_hash
 
         return PreparedDataset.for_evaluation(ann, images, dataset_hash(ann)[:16])
-    return prepare_dataset(cfg)
+    return prepare_dataset(cfg, need_training=need_training)
+
+
+def preflight(cfg: RunConfig, source: str | None = None) -> None:
+    """Every check that can fail before work starts: paths, weights, the evaluation data's fields
+    and image files. A report calls it before its first notebook."""
+    from workbench.data.coco import load_coco, require_image_files
+
+    cfg.validate_paths(source)
+    dataset = dataset_for(cfg, need_training=False)
+    require_image_files(load_coco(dataset.val_ann, dataset.val_images, task=cfg.task))
 
 
 # ---- 01 retrain -------------------------------------------------------------------------------
 def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Fine-tune ``cfg.model`` (a .pt) for ``cfg.epochs`` on the config's data; 0 epochs keeps it.
+    """Fine-tune each of our models for ``cfg.epochs`` on the config's data; 0 epochs keeps them.
 
-    A model ``.yaml`` trains from scratch with Ultralytics' defaults. Zoo runs skip training.
+    A model ``.yaml`` trains from scratch with Ultralytics' defaults. Zoo folders are evaluated as
+    shipped. Writes ``{"models": [one record per model of ours], "dataset": ...}``.
     """
     run_dir = Path(run_dir)
+    sources = model_sources(cfg)
     dataset = dataset_for(cfg)
-    if is_zoo(cfg):
-        out = {
-            "skipped": "zoo models are evaluated as shipped",
-            "weights": None,
-            "dataset": dataset.to_dict(),
-        }
-        write_json(_results_path(run_dir, "retrain"), out)
-        return out
+    records = []
+    for source in sources:
+        if source.kind == "zoo":
+            continue
+        records.append(_retrain_one(cfg, source, dataset, run_dir))
+    out = {
+        "models": records,
+        "zoo": [str(s.path) for s in sources if s.kind == "zoo"],
+        "dataset": dataset.to_dict(),
+    }
+    write_json(_results_path(run_dir, "retrain"), out)
+    return out
+
+
+def _retrain_one(
+    cfg: RunConfig, source: ModelSource, dataset: PreparedDataset, run_dir: Path
+) -> dict[str, Any]:
+    from workbench.locations import fetch_weights
     from workbench.train import train_from_config
 
-    start = resolve_path(cfg.model)
-    if not start.exists() and start.suffix == ".pt":
-        raise WorkbenchError("model weights not found (pass a local path: downloads are off)", path=start)
-    out: dict[str, Any] = {"start": str(start), "epochs": cfg.epochs, "dataset": dataset.to_dict()}
+    start = source.path if isinstance(source.path, Path) else fetch_weights(source.path)
+    out: dict[str, Any] = {"name": source.name, "start": str(start), "epochs": cfg.epochs}
     if cfg.epochs > 0:
-        result = train_from_config(
-            cfg, dataset.data_yaml, start if start.exists() else cfg.model, run_dir / "train"
-        )
+        result = train_from_config(cfg, dataset.data_yaml, start, run_dir / "train" / source.name)
         # Ultralytics' own val of the new weights (conf 0.001, IoU 0.7, 100 dets); 03_evaluate
         # measures the converted files with the workbench's evaluator.
         out.update(
+            name=f"{source.name}-ft",
             weights=str(result.weights),
             train_seconds=result.seconds,
             val={"map50_95": result.map50_95, "map50": result.map50},
         )
     else:
         out.update(weights=str(start), train_seconds=0.0, val=None)
-    out["weights_sha256"] = sha256_file(out["weights"])
-    write_json(_results_path(run_dir, "retrain"), out)
+    out["weights_sha256"] = sha256_file(out["weights"]) if Path(out["weights"]).is_file() else None
     return out
 
 
 # ---- 02 quantize ------------------------------------------------------------------------------
-def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
-    """ST zoo files in ``folder`` (recursively), parsed from their names; scheme from their weights.
+def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
+    """Export each of our models at each image size and convert it to each scheme; list zoo files."""
+    from workbench.zoo import zoo_variants
 
-    The name's ``pc``/``pt`` is what was asked for; several ``pc`` files hold per-tensor weights, so
-    the scheme recorded is the one :func:`workbench.inspect.weight_granularity` finds.
-    """
-    from workbench.inspect import is_all_int8, weight_granularity
-    from workbench.tflite_graph import read_graph
-
-    variants = []
-    for path in sorted(Path(folder).rglob("*.tflite")):
-        match = _ZOO_YOLO.match(path.stem) or _ZOO_SSD.match(path.stem)
-        if not match:
-            continue
-        parts = match.groupdict()
-        file_task = _ZOO_TASK[parts["task"]] if "task" in parts else Task.DETECT
-        if task is not None and file_task is not task:
-            continue
-        graph = read_graph(path)
-        verdict = weight_granularity(graph).verdict
-        scheme = {"per-channel": Scheme.INT8_PER_CHANNEL, "per-tensor": Scheme.INT8_PER_TENSOR}.get(
-            verdict, Scheme.INT8_PER_CHANNEL
-        )
-        variants.append(
-            Variant(
-                name=path.stem,
-                model=parts["arch"] + ("-st" if path.stem.endswith("-st") else ""),  # ST-retrained
-                source="zoo",
-                task=file_task.value,
-                imgsz=int(parts["imgsz"]),
-                scheme=scheme.value,
-                io=parts.get("io", "uf"),
-                path=str(path),
-                sha256=sha256_file(path),
-                size_bytes=path.stat().st_size,
-                all_int8=is_all_int8(graph),
-            )
-        )
-    if not variants:
-        raise WorkbenchError(f"no zoo .tflite files for task {task.value if task else 'any'}", path=folder)
+    run_dir = Path(run_dir)
+    retrained = read_step(run_dir, "retrain")
+    variants: list[Variant] = []
+    if retrained["models"]:
+        dataset = dataset_for(cfg, need_training=False)
+        rows = len(cfg.schemes) + len(cfg.recipes) * sum(s.is_int8 for s in cfg.schemes)
+        jobs = len(retrained["models"]) * len(cfg.imgsz) * (rows + 1)
+        with tqdm(total=jobs, desc="export+quantize") as bar:
+            for record in retrained["models"]:
+                variants += _convert_model(cfg, record, dataset, run_dir, bar)
+    for folder in retrained["zoo"]:
+        variants += zoo_variants(folder, cfg.task)
+    write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
     return variants
 
 
-def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
-    """Export the retrained model at each image size and convert it to each scheme."""
+def _convert_model(
+    cfg: RunConfig, record: dict, dataset: PreparedDataset, run_dir: Path, bar
+) -> list[Variant]:
     from workbench.export import export_saved_model
     from workbench.quantize import quantize as convert
 
-    run_dir = Path(run_dir)
-    if is_zoo(cfg):
-        variants = zoo_variants(resolve_path(cfg.model), cfg.task)
-    else:
-        retrained = read_step(run_dir, "retrain")
-        dataset = dataset_for(cfg)
-        weights = Path(retrained["weights"])
-        model_name = (
-            weights.stem if weights.stem not in ("best", "last") else f"{resolve_path(cfg.model).stem}-ft"
-        )
-        variants = []
-        per_size = sum(1 + len(cfg.recipes) * scheme.is_int8 for scheme in cfg.schemes)
-        bar = tqdm(total=(per_size + 1) * len(cfg.imgsz), desc="export+quantize")
-        for imgsz in cfg.imgsz:
-            saved = export_saved_model(weights, imgsz, run_dir / "saved_models" / str(imgsz))
-            bar.update()
-            for scheme in cfg.schemes:
-                io = cfg.io if scheme.is_int8 else IOType.FF
-                # recipe variants: one more row per recipe entry for each int8 scheme
-                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
-                    tag = f"{scheme.value}{'+' + recipe if recipe else ''}"
-                    out = run_dir / "variants" / str(imgsz) / f"{tag}-{io.value}.tflite"
-                    result = convert(
-                        saved.saved_model,
-                        scheme,
-                        out,
-                        io=io,
-                        calib=dataset.train_images,
-                        calib_count=cfg.calib_images,
-                        recipes=recipe.split("+") if recipe else None,
+    name, weights = record["name"], Path(record["weights"])
+    variants = []
+    for imgsz in cfg.imgsz:
+        saved = export_saved_model(weights, imgsz, run_dir / "saved_models" / name / str(imgsz))
+        bar.update()
+        for scheme in cfg.schemes:
+            io = cfg.io if scheme.is_int8 else IOType.FF
+            for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:  # one more row per recipe entry
+                tag = scheme.value + (f"+{recipe}" if recipe else "")
+                out = run_dir / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
+                result = convert(
+                    saved.saved_model,
+                    scheme,
+                    out,
+                    io=io,
+                    calib=dataset.calib_images,
+                    calib_count=cfg.calib_images,
+                    recipes=recipe.split("+") if recipe else None,
+                )
+                variants.append(
+                    Variant(
+                        name=f"{name}_{imgsz}_{tag}_{result.io.value}",
+                        model=name,
+                        source="ours",
+                        task=cfg.task.value,
+                        imgsz=imgsz,
+                        scheme=scheme.value,
+                        io=result.io.value,
+                        path=str(out),
+                        sha256=result.sha256,
+                        size_bytes=result.size_bytes,
+                        recipe=recipe,
+                        all_int8=result.all_int8,
                     )
-                    variants.append(
-                        Variant(
-                            name=f"{model_name}_{imgsz}_{tag}_{result.io.value}",
-                            model=model_name,
-                            source="ours",
-                            task=cfg.task.value,
-                            imgsz=imgsz,
-                            scheme=scheme.value,
-                            io=result.io.value,
-                            path=str(out),
-                            sha256=result.sha256,
-                            size_bytes=result.size_bytes,
-                            recipe=recipe,
-                            all_int8=result.all_int8,
-                        )
-                    )
-                    bar.update()
-        bar.close()
-    write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
+                )
+                bar.update()
     return variants
 
 
@@ -247,37 +208,48 @@ def load_variants(run_dir: str | Path) -> list[Variant]:
 
 # ---- 03 evaluate ------------------------------------------------------------------------------
 def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
-    """COCO (or ST) AP of every variant on the evaluation split; one row per variant."""
-    from workbench.evaluate import evaluate as evaluate_model
+    """AP of every variant on the evaluation split under each protocol; one row per variant.
+
+    One inference pass per variant serves every protocol. The first protocol fills ``ap``,
+    ``ap50``, ``ap75`` and ``ar``; ST's protocol adds ``st_ap`` (its headline: pose AP at OKS 0.5
+    with NMS 0.1, detection AP at IoU 0.4 for SSD / 0.5 for YOLO). Detections of each protocol are
+    kept in ``eval/<variant>/<protocol>/`` for the intervals of 05_compare.
+    """
+    from workbench.evaluate import evaluate_protocols
 
     run_dir = Path(run_dir)
-    dataset = dataset_for(cfg)
+    dataset = dataset_for(cfg, need_training=False)
     rows = []
     for variant in tqdm(load_variants(run_dir), desc="evaluate"):
-        result = evaluate_model(
+        results = evaluate_protocols(
             variant.path,
             dataset.val_ann,
             dataset.val_images,
             variant.task,
+            cfg.protocols,
             imgsz=variant.imgsz,
-            protocol=cfg.protocol,
             max_images=cfg.eval_images,
             out_dir=run_dir / "eval" / variant.name,
             threads=cfg.threads,
             progress=False,
         )
-        rows.append(
-            {
-                "variant": variant.name,
-                "metric": result.iou_type,
-                "ap": result.AP,
-                "ap50": result.AP50,
-                "ap75": result.AP75,
-                "ar": result.AR,
-                "n_images": result.n_images,
-                "eval_seconds": result.seconds["wall"],
-            }
-        )
+        first = results[cfg.protocols[0]]
+        row = {
+            "variant": variant.name,
+            "protocol": first.protocol,
+            "metric": first.iou_type,
+            "ap": first.AP,
+            "ap50": first.AP50,
+            "ap75": first.AP75,
+            "ar": first.AR,
+            "n_images": first.n_images,
+            "preprocess": first.preprocess,
+            "eval_seconds": first.seconds["wall"],
+        }
+        if "st" in results:
+            st = results["st"]
+            row["st_ap"] = st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline))
+        rows.append(row)
     write_json(_results_path(run_dir, "evaluate"), rows)
     return pd.DataFrame(rows)
 
@@ -290,15 +262,18 @@ def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
 
     run_dir = Path(run_dir)
     variants = load_variants(run_dir)
-    dataset = dataset_for(cfg)
-    references = {v.imgsz: v.path for v in variants if v.scheme == Scheme.FP32.value}
+    dataset = dataset_for(cfg, need_training=False)
+    # SQNR against our fp32 file of the same model and size; zoo files have no float reference
+    references = {(v.model, v.imgsz): v.path for v in variants if v.scheme == Scheme.FP32.value}
     # interleaved, so the latency ratios between variants survive a busy machine
     timings = bench_models(
         [v.path for v in variants], threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed
     )
     rows = []
     for variant, timing in zip(tqdm(variants, desc="inspect"), timings, strict=True):
-        reference = references.get(variant.imgsz) if variant.scheme != Scheme.FP32.value else None
+        reference = (
+            references.get((variant.model, variant.imgsz)) if variant.scheme != Scheme.FP32.value else None
+        )
         info = inspect_model(
             variant.path,
             reference=reference,
@@ -337,7 +312,15 @@ def compare(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     evaluated = pd.DataFrame(read_step(run_dir, "evaluate"))
     timed = pd.DataFrame(read_step(run_dir, "benchmark"))
     table = variants.merge(evaluated, left_on="name", right_on="variant").merge(timed, on="variant")
-    dataset = dataset_for(cfg)
+    dataset = dataset_for(cfg, need_training=False)
+    if "coco" in cfg.protocols:  # intervals over images for every AP and every AP difference
+        from workbench.differences import ap_differences
+
+        intervals, differences = ap_differences(
+            table, run_dir, dataset.val_ann, n_images=cfg.eval_images, seed=cfg.seed
+        )
+        table = table.merge(intervals, on="variant", how="left")
+        write_csv(differences, run_dir / DIFFERENCES_CSV)
     table = table.rename(columns={"sha256": "model_sha256"}).drop(columns=["name"])
     table["config_hash"] = cfg.hash
     table["dataset_hash"] = dataset.fingerprint

@@ -7,7 +7,12 @@ from workbench.cli import print_json
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export .pt to a float TF SavedModel with normalized outputs")
-    p.add_argument("--weights", required=True, help="local .pt checkpoint")
+    p.add_argument(
+        "--weights", required=True, help=".pt checkpoint: a path, or a file name under WORKBENCH_WEIGHTS_DIR"
+    )
+    p.add_argument(
+        "--allow-download", action="store_true", help="let Ultralytics download a release file of that name"
+    )
     p.add_argument("--imgsz", type=int, required=True)
     p.add_argument("--out", required=True, help="SavedModel folder to write")
     p.add_argument(
@@ -21,8 +26,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from workbench.export import export_saved_model
+    from workbench.locations import fetch_weights, resolve_weights
 
-    result = export_saved_model(args.weights, args.imgsz, args.out, normalize=not args.pixel_outputs)
+    weights = resolve_weights(args.weights, args.allow_download)
+    weights = weights if not isinstance(weights, str) else fetch_weights(weights)
+    result = export_saved_model(weights, args.imgsz, args.out, normalize=not args.pixel_outputs)
     if args.json:
         print_json(result.to_dict())
     else:

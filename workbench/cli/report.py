@@ -42,6 +42,11 @@ def register(sub) -> None:
         metavar="MS",
         help="latency budget for the recommended variant (ms, median)",
     )
+    parser.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let Ultralytics download weights named in the config but found nowhere locally",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
     parser.set_defaults(func=run)
 
@@ -57,9 +62,11 @@ def run(args) -> int:
         return _done(args, {"run_dir": str(run_dir), "report": str(page), "index": str(index)}, page)
 
     from workbench.pipeline import run_pipeline
+    from workbench.steps import preflight
 
-    config = RunConfig.from_yaml(args.config)
-    config.validate_paths(source=str(args.config))
+    config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
+    # weights, data fields and image files are checked before the first notebook starts
+    preflight(config, source=str(args.config))
     notebooks = sorted(args.notebooks_dir.glob(NOTEBOOK_GLOB))
     if not notebooks:
         raise WorkbenchError(f"no pipeline notebooks matching {NOTEBOOK_GLOB}", path=args.notebooks_dir)

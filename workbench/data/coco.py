@@ -371,6 +371,19 @@ def parse_task(task: Task | str) -> Task:
         ) from None
 
 
+def require_image_files(dataset: CocoDataset) -> None:
+    """Raise unless every image the JSON names is a file in the images folder (no decoding: fast)."""
+    if dataset.images_dir is None:
+        raise WorkbenchError("checking images needs the images folder", path=dataset.path)
+    missing = [img["file_name"] for img in dataset.images if not dataset.image_path(img).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise WorkbenchError(
+            f"{len(missing)} of {len(dataset.images)} images named in {dataset.path.name} are missing: {shown}",
+            path=dataset.images_dir,
+        )
+
+
 def verify_images(dataset: CocoDataset) -> None:
     """Decode every image; raise on the first missing, corrupt or wrongly sized one."""
     from workbench.data.images import load_image

@@ -2,7 +2,11 @@
 
 ``dataset: synthetic`` generates the synthetic people set into the project cache, keyed by its
 parameters and the generator version (so a generator change yields a new folder, never a stale
-one). Otherwise ``dataset`` names a folder laid out as the synthetic set is: ``images/{train,val}``,
+one). ``dataset: coco`` takes COCO files as users have them (``ann`` + ``images`` to evaluate,
+``train_ann`` + ``train_images`` to fine-tune, ``calib_dir`` to calibrate), found as given, from
+the repository root or under ``WORKBENCH_DATA_DIR``; the YOLO copy Ultralytics trains on is made
+in the project cache (keyed by the annotation files' content), never beside the user's data.
+Otherwise ``dataset`` names a folder laid out as the synthetic set is: ``images/{train,val}``,
 ``annotations/{train,val}.json`` and ``yolo/data.yaml``.
 """
 
@@ -14,6 +18,7 @@ from typing import Any
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
+from workbench.locations import resolve_data
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import dataset_hash
 
@@ -29,19 +34,27 @@ class PreparedDataset:
     val_ann: Path
     fingerprint: str  # sha256 over the annotation files
     generator_version: str | None = None
+    calib_images: Path | None = None  # calibration images (default: train_images)
 
     def __post_init__(self) -> None:
+        if self.calib_images is None:
+            self.calib_images = self.train_images
+        self._check()
+
+    def _check(self) -> None:
         for name in ("data_yaml", "val_ann"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')}", path=path)
-        for name in ("train_images", "val_images"):
+        for name in ("train_images", "val_images", "calib_images"):
             path = getattr(self, name)
             if path is not None and not path.is_dir():
                 raise WorkbenchError(f"dataset is missing its {name.replace('_', ' ')} folder", path=path)
 
     @classmethod
-    def for_evaluation(cls, ann: Path, images: Path, fingerprint: str) -> PreparedDataset:
+    def for_evaluation(
+        cls, ann: Path, images: Path, fingerprint: str, calib_images: Path | None = None
+    ) -> PreparedDataset:
         """A dataset used only to evaluate (e.g. COCO val2017 for zoo models): no training split."""
         return cls(
             root=images.parent,
@@ -50,6 +63,7 @@ class PreparedDataset:
             val_images=images,
             val_ann=ann,
             fingerprint=fingerprint,
+            calib_images=calib_images,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,8 +80,15 @@ def synthetic_dir(cfg: RunConfig) -> Path:
     return cache_dir() / "datasets" / key
 
 
-def prepare_dataset(cfg: RunConfig, progress: bool = True) -> PreparedDataset:
-    """Generate (or reuse) the synthetic set, or check a dataset folder; return its paths."""
+def prepare_dataset(
+    cfg: RunConfig, progress: bool = True, need_training: bool | None = None
+) -> PreparedDataset:
+    """Generate (or reuse) the synthetic set, or check a dataset folder; return its paths.
+
+    ``need_training`` (default: ``cfg.epochs > 0``) makes a ``coco`` dataset's YOLO copy.
+    """
+    if cfg.dataset == "coco":
+        return prepare_coco(cfg, cfg.epochs > 0 if need_training is None else need_training)
     if cfg.dataset == "synthetic":
         from workbench.data.synth import GENERATOR_VERSION, generate_dataset
 
@@ -90,8 +111,8 @@ def prepare_dataset(cfg: RunConfig, progress: bool = True) -> PreparedDataset:
         if not root.is_dir():
             raise WorkbenchError("dataset folder not found", path=root)
         version = None
-    val_ann = Path(cfg.ann) if cfg.ann else root / "annotations" / "val.json"
-    val_images = Path(cfg.images) if cfg.images else root / "images" / "val"
+    val_ann = resolve_data(cfg.ann) if cfg.ann else root / "annotations" / "val.json"
+    val_images = resolve_data(cfg.images) if cfg.images else root / "images" / "val"
     train_ann = root / "annotations" / "train.json"
     fingerprint_files = [p for p in (train_ann, val_ann) if p.is_file()]
     return PreparedDataset(
@@ -102,4 +123,53 @@ def prepare_dataset(cfg: RunConfig, progress: bool = True) -> PreparedDataset:
         val_ann=val_ann,
         fingerprint=dataset_hash(fingerprint_files)[:16],
         generator_version=version,
+        calib_images=resolve_data(cfg.calib_dir),
     )
+
+
+def prepare_coco(cfg: RunConfig, need_training: bool) -> PreparedDataset:
+    """COCO files as the user has them; a YOLO copy in the cache only when training needs one."""
+    from workbench.data.coco import load_coco, require_image_files
+
+    val_ann, val_images = resolve_data(cfg.ann), resolve_data(cfg.images)
+    train_ann, train_images = resolve_data(cfg.train_ann), resolve_data(cfg.train_images)
+    for path in (val_ann, val_images, train_ann, train_images, resolve_data(cfg.calib_dir)):
+        if path is not None and not path.exists():
+            raise WorkbenchError(
+                "dataset path not found (as given, from the repository root, or under WORKBENCH_DATA_DIR)",
+                path=path,
+            )
+    require_image_files(load_coco(val_ann, val_images, task=cfg.task))
+    fingerprint_files = [p for p in (train_ann, val_ann) if p is not None]
+    fingerprint = dataset_hash(fingerprint_files)[:16]
+    data_yaml = None
+    if need_training:
+        if train_ann is None:
+            raise WorkbenchError(
+                "fine-tuning (epochs > 0) on a coco dataset needs train_ann and train_images"
+            )
+        data_yaml = yolo_copy(train_ann, train_images, val_ann, val_images, cfg.task, fingerprint)
+    return PreparedDataset(
+        root=val_images.parent,
+        data_yaml=data_yaml,
+        train_images=train_images,
+        val_images=val_images,
+        val_ann=val_ann,
+        fingerprint=fingerprint,
+        calib_images=resolve_data(cfg.calib_dir) or train_images,
+    )
+
+
+def yolo_copy(train_ann: Path, train_images: Path, val_ann: Path, val_images: Path, task, key: str) -> Path:
+    """The Ultralytics YOLO copy of a COCO train/val pair, made once in the cache (images linked)."""
+    from workbench.data.coco import load_coco
+    from workbench.data.yolo import coco_to_yolo, write_data_yaml, yolo_class_names
+
+    root = cache_dir() / "datasets" / f"coco-yolo-{task}-{key}"
+    data_yaml = root / "data.yaml"
+    if not data_yaml.is_file():
+        coco_to_yolo(train_ann, train_images, root, task, split="train")
+        coco_to_yolo(val_ann, val_images, root, task, split="val")
+        names = yolo_class_names(load_coco(train_ann))
+        write_data_yaml(root, {"train": "train", "val": "val"}, task, names=names)
+    return data_yaml

@@ -238,7 +238,10 @@ class StEvaluator:
             img = self._images[image_id]
             norm = np.array([img["width"], img["height"]], dtype=np.float64)
             anns = [a for a in self._gt_by_image[image_id] if "keypoints" in a]
-            gt = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), -1, 3)
+            # an image without keypointed persons still has (false-positive) detections to score
+            gt = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(
+                len(anns), len(self.sigmas), 3
+            )
             n_gt += int((gt.reshape(len(anns), -1) != 0).any(1).sum()) if len(anns) else 0
             if not len(det):
                 continue

@@ -28,7 +28,7 @@ import yaml
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
-from workbench.report import plots
+from workbench.report import plots, sections
 from workbench.report.table import (
     RESULTS_CSV,
     load_results,
@@ -59,7 +59,8 @@ img{max-width:100%;border:1px solid #eee} code{background:#f5f5f5;padding:0 .2em
 
 _DISPLAY = {
     "variant": "variant", "source": "source", "imgsz": "imgsz", "scheme": "scheme", "io": "io",
-    "metric": "metric", "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ar": "AR",
+    "metric": "metric", "ap": "AP", "ap_ci": "AP 95 % CI", "ap50": "AP50", "ap75": "AP75", "ar": "AR",
+    "st_ap": "ST AP0.5",
     "latency_ms_median": "median ms", "latency_ms_p90": "p90 ms", "threads": "threads",
     "size_bytes": "flash", "activation_ram_bytes": "act. RAM", "weight_granularity": "weights",
     "worst_sqnr_db": "worst SQNR dB", "worst_sqnr_layer": "worst layer", "recipe": "recipe",
@@ -104,11 +105,16 @@ def results_table_html(df: pd.DataFrame) -> str:
     for metric in df["metric"].unique():
         on_front |= set(pareto_front(df[df["metric"] == metric]).index)
     shown = df.assign(front=["★" if i in on_front else "" for i in df.index])
+    if shown["ap_low"].notna().any():
+        shown["ap_ci"] = [
+            f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "—"
+            for lo, hi in zip(shown["ap_low"], shown["ap_high"], strict=True)
+        ]
     shown = shown.sort_values(["metric", "ap"], ascending=[True, False], na_position="last")
     cols = ["front"] + [c for c in _DISPLAY if c in shown.columns and shown[c].notna().any()]
     shown = shown[cols].rename(columns={**_DISPLAY, "front": "Pareto"})
     formatters = {
-        "AP": _fmt("{:.3f}"), "AP50": _fmt("{:.3f}"), "AP75": _fmt("{:.3f}"), "AR": _fmt("{:.3f}"),
+        "AP": _fmt("{:.3f}"), "AP50": _fmt("{:.3f}"), "ST AP0.5": _fmt("{:.3f}"), "AP75": _fmt("{:.3f}"), "AR": _fmt("{:.3f}"),
         "median ms": _fmt("{:.2f}"), "p90 ms": _fmt("{:.2f}"), "threads": _fmt("{:.0f}"),
         "worst SQNR dB": _fmt("{:.1f}"), "flash": _human_bytes, "act. RAM": _human_bytes,
     }  # fmt: skip
@@ -171,11 +177,12 @@ def _scheme_table_html(df: pd.DataFrame, metric: str) -> str:
     if table.empty:
         return ""
     fractions = [c for c in table.columns if c not in ("model", "imgsz", "pt_over_pc_latency")]
-    formatters = {c: _fmt("{:+.3f}" if "minus" in c else "{:.3f}") for c in fractions}
+    table = table.drop(columns=[c for c in table.columns if "minus" in c])  # stated with intervals above
+    formatters = {c: _fmt("{:.3f}") for c in fractions if c in table.columns}
     formatters["pt_over_pc_latency"] = _fmt("{:.2f}")
     return (
-        "<p>AP by scheme for each model and resolution; <code>pt_minus_pc</code> is what per-tensor "
-        "weights cost over per-channel, <code>int8_pc_minus_fp32</code> what int8 costs at all.</p>"
+        "<p>AP by scheme for each model and resolution (differences, with their intervals, above); "
+        "<code>pt_over_pc_latency</code> is the per-tensor / per-channel latency ratio on this CPU.</p>"
         + table.to_html(index=False, na_rep="—", formatters=formatters, border=0)
     )
 
@@ -297,7 +304,11 @@ def build_run_report(
             body.append(_headline(df, metric, latency_budget_ms))
             body.append(_int8_answer(df, metric, latency_budget_ms, (config or {}).get("target")))
             body.append(_plot_html(drawn[f"frontier_{metric}"]))
-            body.append(f"<h3>Per-channel vs per-tensor ({escape(metric)})</h3>")
+            body.append(f"<h3>What int8 costs here ({escape(metric)})</h3>")
+            body.append(
+                sections.int8_loss_html(sections.read_differences(run_dir), df[df["metric"] == metric])
+            )
+            body.append(f"<h3>AP by scheme ({escape(metric)})</h3>")
             body.append(_scheme_table_html(df, metric))
         body.append("<h2>Results</h2>")
         body.append(
@@ -308,6 +319,8 @@ def build_run_report(
         body.append("<h2>AP by resolution and scheme</h2>")
         for metric in metrics:
             body.append(_plot_html(drawn[f"ap_by_scheme_{metric}"]))
+        body.append("<h2>Published figures (not measured here)</h2>")
+        body.append(sections.published_html(str(df["task"].iloc[0])))
         body.append("<h2>Memory</h2>")
         body.append(_plot_html(drawn["size_and_ram"]))
         body.append("<h2>Quantization damage</h2>")

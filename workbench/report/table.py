@@ -37,7 +37,8 @@ REQUIRED_COLUMNS = (
 )  # fmt: skip
 # Columns that may be absent from a file (filled with NaN) or NaN in a row, e.g. no SQNR for fp32.
 OPTIONAL_COLUMNS = (
-    "path", "model_sha256", "size_bytes", "ap50", "ap75", "ar", "latency_ms_p90", "latency_ms_min",
+    "path", "model_sha256", "size_bytes", "ap50", "ap75", "ar", "ap_low", "ap_high", "ap50_low",
+    "ap50_high", "protocol", "st_ap", "latency_ms_p90", "latency_ms_min",
     "threads", "activation_ram_bytes", "weight_granularity", "worst_sqnr_db", "worst_sqnr_layer",
     "config_hash", "dataset_hash", "packages", "recipe", "all_int8",
 )  # fmt: skip
@@ -45,7 +46,7 @@ RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 SOURCES = ("ours", "zoo")
 METRICS = ("keypoints", "segm", "bbox")
-_FRACTIONS = ("ap", "ap50", "ap75", "ar")
+_FRACTIONS = ("ap", "ap50", "ap75", "ar", "ap_low", "ap_high", "ap50_low", "ap50_high", "st_ap")
 _NON_NEGATIVE = (
     "latency_ms_median",
     "latency_ms_p90",

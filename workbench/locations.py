@@ -1,0 +1,157 @@
+"""Where weights, datasets and zoo files are found: one setting each, and lookup by name.
+
+=================== ========================== =====================================
+setting             default                    holds
+=================== ========================== =====================================
+WORKBENCH_WEIGHTS_DIR ``../shared/weights``    float weights (.pt, .h5), searched recursively
+WORKBENCH_DATA_DIR  ``../shared/data``         COCO-layout datasets (JSON + images/)
+WORKBENCH_ZOO_DIR   ``../shared/zoo``          ST's model-zoo .tflite files
+=================== ========================== =====================================
+
+Defaults are relative to the repository root, so a checkout with ``shared/`` beside it finds them.
+
+A config's ``model: yolo11n-pose.pt`` is resolved by :func:`resolve_weights`: a path that exists;
+else the first file of that name under the weights folder; else, only with ``allow_download``, the
+name handed to Ultralytics, which downloads its own release assets. Offline and not found, the
+error lists every place looked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+from workbench.offline import REPO_ROOT
+
+WEIGHT_SUFFIXES = (".pt", ".h5", ".keras")
+
+
+def _setting(env: str, default: str) -> Path:
+    value = os.environ.get(env)
+    return Path(value).expanduser().resolve() if value else (REPO_ROOT.parent / "shared" / default).resolve()
+
+
+def weights_dir() -> Path:
+    return _setting("WORKBENCH_WEIGHTS_DIR", "weights")
+
+
+def data_dir() -> Path:
+    return _setting("WORKBENCH_DATA_DIR", "data")
+
+
+def zoo_dir() -> Path:
+    return _setting("WORKBENCH_ZOO_DIR", "zoo")
+
+
+def _ultralytics_asset(name: str) -> bool:
+    """Whether Ultralytics publishes ``name`` as a release asset (it downloads those by name)."""
+    try:
+        from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+    except ImportError:  # pragma: no cover - ultralytics is a dependency
+        return False
+    return name in GITHUB_ASSETS_NAMES
+
+
+def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
+    """The weights file ``model`` names: a local path, a file under :func:`weights_dir`, or a download.
+
+    Returns a ``Path`` when the file is here; the bare name (for Ultralytics to download) only when
+    ``allow_download`` is set and Ultralytics knows the name. A model ``.yaml`` (an architecture to
+    train from scratch) is returned as given: Ultralytics ships those.
+
+    Raises:
+        WorkbenchError: not found, listing the places looked (and how to allow a download).
+    """
+    if model.endswith((".yaml", ".yml")):
+        return model
+    from workbench.config import resolve_path
+
+    looked: list[str] = []
+    for candidate in (Path(model).expanduser(), resolve_path(model)):
+        if candidate.exists():
+            return candidate
+        if str(candidate.resolve()) not in looked:
+            looked.append(str(candidate.resolve()))
+    root = weights_dir()
+    name = Path(model).name
+    if root.is_dir():
+        found = sorted(root.rglob(name))
+        if found:
+            return found[0]
+    looked.append(f"{root}/**/{name} (WORKBENCH_WEIGHTS_DIR)")
+    if allow_download and _ultralytics_asset(name):
+        return name
+    hint = (
+        "Ultralytics does not publish a file of that name"
+        if allow_download
+        else "downloads are off (allow_download: true / --allow-download to let Ultralytics fetch its release files)"
+    )
+    raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked)}; {hint}")
+
+
+def fetch_weights(name: str) -> Path:
+    """Download an Ultralytics release file into the project cache (only reached with allow_download)."""
+    from workbench.offline import cache_dir
+
+    target = cache_dir() / "weights" / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        path = Path(attempt_download_asset(str(target)))
+    except Exception as err:  # network and HTTP errors come in many types
+        raise WorkbenchError(f"download of {name!r} failed: {err}", path=target) from None
+    if not path.is_file():
+        raise WorkbenchError(f"download of {name!r} produced no file", path=target)
+    return path
+
+
+def resolve_data(path: str | None) -> Path | None:
+    """A dataset path as given, from the repository root, or under :func:`data_dir` (first that exists).
+
+    A path found nowhere is returned as given from the repository root, for the caller's
+    "not found" error to name.
+    """
+    if path is None:
+        return None
+    from workbench.config import resolve_path
+
+    given = resolve_path(path)
+    if given.exists():
+        return given
+    under_data = data_dir() / path
+    return under_data if under_data.exists() else given
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One ``model:`` entry of a config, resolved: our weights to convert, or a zoo folder."""
+
+    entry: str  # as the config names it
+    kind: str  # "ours": weights the workbench trains/converts; "zoo": ready .tflite files
+    path: Path | str  # the file or folder; a bare name only for an allowed download
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ours", "zoo"):
+            raise ValueError(f"kind must be 'ours' or 'zoo', got {self.kind!r}")
+
+    @property
+    def name(self) -> str:
+        """Model name in variant names: the weights' stem (``yolo11n-pose``)."""
+        return Path(str(self.path)).stem if self.kind == "ours" else Path(str(self.path)).name
+
+
+def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:
+    """Resolve a config's model entry: a folder of .tflite files (as given, from the repository
+    root, or under :func:`zoo_dir`) is a zoo source; anything else is weights
+    (:func:`resolve_weights`)."""
+    from workbench.config import resolve_path
+
+    for candidate in (Path(entry).expanduser(), resolve_path(entry), zoo_dir() / entry):
+        if candidate.is_dir():
+            return ModelSource(entry, "zoo", candidate.resolve())
+    return ModelSource(entry, "ours", resolve_weights(entry, allow_download))
