@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup report test test-fast bench lint lab pretrain clean
+.PHONY: setup report test test-fast bench bench-recovery lint lab pretrain clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup bench-recovery
 	$(BIN)/python benchmarks/run.py
+
+# int8 recovery recipes on yolo11n-pose (needs ../shared weights and data; skips without them)
+bench-recovery: setup
+	$(BIN)/python benchmarks/recovery.py
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks

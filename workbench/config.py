@@ -49,6 +49,7 @@ class IOType(StrEnum):
 
 IMGSZ_MIN, IMGSZ_MAX, IMGSZ_STRIDE = 64, 1280, 32
 PROTOCOLS = ("coco", "st")
+TARGETS = (None, "cpu", "npu")
 
 
 def validate_imgsz(value: Any, source: str | None = None) -> int:
@@ -110,6 +111,10 @@ class RunConfig:
     eval_images: int | None = None  # None: all
     protocol: str | list[str] = "coco"  # "coco", "st" or both: each a set of result columns
     latency_budget_ms: float | None = None  # the report recommends the best variant within it
+    # Recovery recipes for int8 schemes (workbench.recipes): each entry one recipe or several
+    # joined by "+", e.g. ["split-head", "split-head+calib-all"]; each adds a row per int8 scheme.
+    recipes: list[str] = field(default_factory=list)
+    target: str | None = None  # "npu": the report's int8 recommendation prefers all-int8 per-tensor files
     threads: int = 2
     bench_runs: int = 30
     seed: int = 0
@@ -162,6 +167,13 @@ class RunConfig:
             raise WorkbenchError("dataset: coco needs `ann` (COCO JSON) and `images` (folder) for evaluation")
         if bool(self.train_ann) != bool(self.train_images):
             raise WorkbenchError("train_ann and train_images go together: name both or neither")
+        from workbench.recipes import parse_recipes
+
+        self.recipes = ["+".join(parse_recipes(str(r).replace("+", ","))) for r in _as_list(self.recipes)]
+        if "" in self.recipes or len(set(self.recipes)) != len(self.recipes):
+            raise WorkbenchError(f"recipes must be distinct, non-empty recipe names, got {self.recipes}")
+        if self.target not in TARGETS:
+            raise WorkbenchError(f"target must be one of {', '.join(map(str, TARGETS))}, got {self.target!r}")
 
     @property
     def models(self) -> list[str]:

@@ -31,7 +31,7 @@ import collections
 import concurrent.futures
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,7 @@ def evaluate(
     iou_type: str | None = None,
     backend: str = "faster",
     exif_transpose: bool = False,
+    output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
 ) -> EvalResult:
     """Evaluate ``model_path`` on a COCO dataset and optionally write the results files.
 
@@ -174,6 +175,8 @@ def evaluate(
         exif_transpose: show the model each image as displayed (EXIF orientation applied), for
             labels drawn on rotated views; by default images are read in their stored frame, as
             COCO labels are, and tagged images are warned about.
+        output_transform: applied to a .tflite's float outputs before decoding (e.g. the
+            diagnosis's int8 rounding of a float model's outputs).
 
     Returns:
         The :class:`EvalResult`.
@@ -188,6 +191,7 @@ def evaluate(
         model_path, ann, images, task, (protocol,), imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
         max_images=max_images, out_dir=None, threads=threads, preprocess=preprocess, progress=progress,
         iou_type=iou_type, backend=backend, exif_transpose=exif_transpose,
+        output_transform=output_transform,
     )  # fmt: skip
     result = results[protocol]
     if out_dir is not None:
@@ -221,6 +225,7 @@ def evaluate_protocols(
     iou_type: str | None = None,
     backend: str = "faster",
     exif_transpose: bool = False,
+    output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
 ) -> ProtocolResults:
     """Score one model under several protocols from one inference pass over the images.
 
@@ -264,10 +269,12 @@ def evaluate_protocols(
         raise WorkbenchError("has no images to evaluate", path=ann)
 
     runner = (
-        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocols[0])
+        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocols[0], output_transform)
         if model_path.suffix == ".tflite"
         else None
     )
+    if output_transform is not None and runner is None:
+        raise WorkbenchError("output_transform applies to .tflite models only", path=model_path)
     runner = runner or _UltralyticsRunner(model_path, task, imgsz)
     category_map = default_category_map(dataset.to_dict(), runner.nc)
     if not category_map:
@@ -413,7 +420,14 @@ class _TFLiteRunner:
     """TFLiteModel + decode; prepares images in worker threads (pure numpy/cv2)."""
 
     def __init__(
-        self, path: Path, task: Task, threads: int, preprocess: str | None, imgsz: int | None, protocol: str
+        self,
+        path: Path,
+        task: Task,
+        threads: int,
+        preprocess: str | None,
+        imgsz: int | None,
+        protocol: str,
+        output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     ):
         import torchvision  # noqa: F401  (the NMS backend; loaded here so decode timings exclude its import)
 
@@ -421,6 +435,7 @@ class _TFLiteRunner:
 
         meta = read_tflite_metadata(path)
         wb = meta.get("workbench", {})
+        self.output_transform = output_transform
         self.model = TFLiteModel(path, threads=threads, preprocess=preprocess or "letterbox")
         zeros = [np.zeros(spec.shape, np.float32) for spec in self.model.outputs]
         self.family = model_family(zeros)
@@ -457,11 +472,20 @@ class _TFLiteRunner:
         return self.model.preprocess(image)
 
     def run(self, prepared, **_: Any) -> list[np.ndarray]:
-        return self.model.run(prepared[0])
+        outputs = self.model.run(prepared[0])
+        return self.output_transform(outputs) if self.output_transform else outputs
 
     def decode(self, raw: list[np.ndarray], prepared, **kw: Any) -> Detections:
         """``kw``: conf, iou, max_det, classes."""
-        return decode(raw, self.task, prepared[1], normalized=self.normalized, kpt_shape=self.kpt_shape, **kw)
+        return decode(
+            raw,
+            self.task,
+            prepared[1],
+            normalized=self.normalized,
+            nc=self.nc,
+            kpt_shape=self.kpt_shape,
+            **kw,
+        )
 
 
 def _refuse_other_task(meta: dict[str, Any], outputs: list[np.ndarray], task: Task, path: Path) -> None:

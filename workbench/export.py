@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from workbench.offline import ensure_calibration_npy, import_tensorflow
 
 EXPORT_META = "workbench_export.json"
 ULTRALYTICS_TASK = {"pose": "pose", "segment": "seg", "detect": "detect"}
+HEADS = ("single", "split")
 
 
 @dataclass
@@ -49,6 +50,9 @@ class ExportResult:
     preprocess: str = "letterbox"
     interpolation: str = "bilinear"
     input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    head: str = "single"
+    equalized: bool = False
+    kpt_clip: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
@@ -59,6 +63,8 @@ class ExportResult:
         if not lo < hi:
             raise ValueError(f"input_range must be increasing, got {self.input_range}")
         self.input_range = [lo, hi]
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -100,6 +106,71 @@ def normalized_head() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def split_head(kpt_clip: Sequence[float] | None = None) -> Iterator[None]:
+    """Temporarily make Detect/Pose heads stop before the decode, with one output per quantity.
+
+    Outputs, each (1, C, N) over the N anchors of strides 8/16/32 and each with its own int8 scale
+    once quantized: box distances left/top/right/bottom from the anchor in stride units (the DFL
+    expectation, 0..reg_max-1), class scores (sigmoid), and for pose the keypoint offsets
+    (1, 2K, N) before ``(2·v + anchor − 0.5)·stride`` and their visibilities (1, K, N, sigmoid).
+    Every output is then in units of its anchor's stride, so int8 rounding costs the same fraction
+    of a small person as of a large one; :func:`workbench.decode.yolo.assemble_split_head` finishes
+    the decode in float, as NPU deployments do. ``kpt_clip`` = (low, high) clamps the keypoint
+    offsets in the graph (the ``calib-percentile`` recipe), so min/max calibration sees that range.
+    """
+    from ultralytics.nn.modules import Detect, Pose
+
+    saved = (Detect._inference, Pose._inference)
+
+    def detect_inference(self, x):
+        return self.dfl(x["boxes"]), x["scores"].sigmoid()
+
+    def pose_inference(self, x):
+        bs, (k, d) = x["kpts"].shape[0], self.kpt_shape
+        kpts = x["kpts"].view(bs, k, d, -1)
+        xy = kpts[:, :, :2].reshape(bs, 2 * k, -1)
+        outputs = (*detect_inference(self, x), xy if kpt_clip is None else xy.clamp(*kpt_clip))
+        return (*outputs, kpts[:, :, 2].sigmoid()) if d == 3 else outputs
+
+    Detect._inference, Pose._inference = detect_inference, pose_inference
+    try:
+        yield
+    finally:
+        Detect._inference, Pose._inference = saved
+
+
+def keypoint_offset_percentiles(
+    weights: str | Path, batches: Sequence[Any], percentile: float, equalize: bool = False
+) -> list[float]:
+    """(low, high) percentiles of a pose model's split-head keypoint offsets over ``batches``.
+
+    Runs the float PyTorch model on the calibration inputs ((1, S, S, 3) in [0, 1]); the values
+    are what :func:`split_head`'s ``kpt_clip`` takes.
+    """
+    import numpy as np
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights)).model.float().eval()
+    if equalize:
+        from workbench.recipes.equalize import equalize_model
+
+        equalize_model(model)
+    values = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a multi-threaded pool ran 15x slower here beside other jobs on 2 cores
+    try:
+        with torch.no_grad(), split_head():
+            for batch in batches:
+                outputs, _ = model(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))))
+                values.append(outputs[2].numpy().ravel())
+    finally:
+        torch.set_num_threads(threads)
+    low, high = np.percentile(np.concatenate(values), [100 - percentile, percentile])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+@contextlib.contextmanager
 def _working_dir(path: Path) -> Iterator[None]:
     previous = Path.cwd()
     os.chdir(path)
@@ -110,19 +181,30 @@ def _working_dir(path: Path) -> Iterator[None]:
 
 
 def export_saved_model(
-    weights: str | Path, imgsz: int, out: str | Path, *, normalize: bool = True
+    weights: str | Path,
+    imgsz: int,
+    out: str | Path,
+    *,
+    normalize: bool = True,
+    head: str = "single",
+    equalize: bool = False,
+    kpt_clip: Sequence[float] | None = None,
 ) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
     The export runs in a scratch folder (Ultralytics writes beside the weights and into the working
     directory) and ``out`` appears only when complete. ``normalize=False`` keeps Ultralytics' pixel
     outputs (fine in float; :func:`workbench.quantize.quantize` refuses them for int8).
+    ``head="split"`` ends the graph before the decode (:func:`split_head`); ``equalize`` applies
+    cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`).
 
     Example:
         >>> export_saved_model("data/weights/yolov8n-pose-synth.pt", 256, "build/sm256")  # doctest: +SKIP
     """
     weights, out = Path(weights).resolve(), Path(out)
     imgsz = validate_imgsz(imgsz)
+    if head not in HEADS:
+        raise WorkbenchError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if not weights.is_file():
         raise WorkbenchError("weights file not found", path=weights)
     from ultralytics import YOLO
@@ -141,8 +223,18 @@ def export_saved_model(
         task = ULTRALYTICS_TASK.get(model.task)
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
-        head = normalized_head() if normalize else contextlib.nullcontext()
-        with _working_dir(scratch), head, _quiet():
+        if head == "split" and task not in ("pose", "detect"):
+            raise WorkbenchError(
+                f"a split head is built for pose and detect models, not {task}", path=weights
+            )
+        if equalize:
+            from workbench.recipes.equalize import equalize_model
+
+            equalize_model(model.model)
+        decode = (
+            split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
+        )
+        with _working_dir(scratch), decode, _quiet():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
         for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves
             tflite.unlink()
@@ -158,6 +250,9 @@ def export_saved_model(
             weights_sha256=sha256_file(weights),
             seconds=round(time.perf_counter() - started, 1),
             ultralytics=_jsonable(ultra_meta),
+            head=head,
+            equalized=equalize,
+            kpt_clip=None if kpt_clip is None else [float(v) for v in kpt_clip],
         )
         meta = result.to_dict()
         meta.pop("saved_model")

@@ -229,6 +229,33 @@ def weight_granularity(graph: TFLiteGraph) -> WeightGranularity:
     return WeightGranularity(verdict=verdict, **counts)
 
 
+def is_all_int8(graph: TFLiteGraph) -> bool:
+    """True when every op computes on 8-bit integers: what ST's NPUs run.
+
+    Every non-constant tensor an op reads or writes must be int8/uint8, except the float side of
+    the QUANTIZE/DEQUANTIZE ops at the model's own inputs and outputs (a ``uf`` file's float
+    output is a format change). A float op kept by ``float-fallback`` or an int16 activation
+    (``int16x8``) makes it False.
+
+    Example:
+        >>> # is_all_int8(read_graph("int8-per-tensor-uf.tflite"))   # True
+    """
+    boundary = set(graph.inputs) | set(graph.outputs)
+    for op in graph.ops:
+        tensors = [graph.tensors[t] for t in (*op.inputs, *op.outputs) if t >= 0]
+        for t in tensors:
+            if t.is_constant:
+                if op.op in WEIGHT_OPS and t.index == op.inputs[1] and t.dtype not in ("int8", "uint8"):
+                    return False
+                continue
+            if t.dtype in ("int8", "uint8"):
+                continue
+            if op.op in _FORMAT_OPS and t.index in boundary:
+                continue
+            return False
+    return True
+
+
 # ---- activation arena ----------------------------------------------------------------------------
 def activation_arena(graph: TFLiteGraph, alignment: int = 16) -> ArenaEstimate:
     """Peak activation memory of ``graph`` (greedy-by-size packing; method in the module docstring).

@@ -16,14 +16,20 @@ they are always written as ``ff`` whatever was asked (the result says so).
 The representative dataset is a folder of images, preprocessed exactly as evaluation preprocesses
 them: the export's recorded pre-processing (letterbox to the model size, RGB, [0, 1] for YOLO;
 resize and [-1, 1] for ST's SSD, from its config yaml).
+
+Recovery recipes (:mod:`workbench.recipes`) change the conversion: a different export (split head,
+equalization: the SavedModel is re-exported from the weights it records, beside the given one),
+more calibration images, int16 activations, or blocks kept in float. Every file records its
+recipes in its metadata, and each result says whether the file is still all-int8 and what weight
+granularity it has, as :mod:`workbench.inspect` reads them from the file.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ from workbench.offline import import_tensorflow
 
 log = logging.getLogger(__name__)
 DEFAULT_CALIB_COUNT = 200
+FALLBACK_RANK_IMAGES = 8  # calibration images scoring each block for float-fallback
 
 
 @dataclass
@@ -51,11 +58,21 @@ class QuantizeResult:
     sha256: str
     calib_images: int
     seconds: float
+    recipes: list[str] = field(default_factory=list)
+    all_int8: bool = False
+    granularity: str = "float"
+    float_blocks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from workbench.inspect import VERDICTS
+
         self.scheme, self.io = Scheme(self.scheme), IOType(self.io)
         if self.scheme.is_int8 and self.calib_images <= 0:
             raise ValueError("an int8 variant needs calibration images")
+        if self.granularity not in VERDICTS:
+            raise ValueError(f"granularity must be one of {VERDICTS}, got {self.granularity!r}")
+        if self.all_int8 and not self.scheme.is_int8:
+            raise ValueError(f"a {self.scheme.value} file cannot be all-int8")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -101,6 +118,7 @@ def quantize(
     calib: str | Path | None = None,
     calib_count: int = DEFAULT_CALIB_COUNT,
     allow_unnormalized: bool = False,
+    recipes: str | Iterable[str] | None = None,
 ) -> QuantizeResult:
     """Convert ``saved_model`` to ``out`` (.tflite) in ``scheme`` with ``io`` tensor types.
 
@@ -112,18 +130,49 @@ def quantize(
     Ultralytics' keys, so ``YOLO('x.tflite')`` can load float/int8-I/O files, plus ours under
     ``"workbench"`` (normalized outputs, preprocessing, scheme, I/O, calibration count).
 
+    ``recipes`` (names or ``"a,b"``, see :mod:`workbench.recipes`) apply to int8 schemes only.
+
     Example:
         >>> quantize("build/sm256", "int8-per-tensor", "build/256/int8-per-tensor-uf.tflite",
         ...          io="uf", calib="data/synth/images/train", calib_count=100)  # doctest: +SKIP
     """
+    from workbench.recipes import build_plan
+
     scheme, io = Scheme(scheme), IOType(io)
     io = effective_io(scheme, io)
+    plan = build_plan(recipes, calib_count)
+    if plan.recipes and not scheme.is_int8:
+        raise WorkbenchError(f"recipes ({', '.join(plan.recipes)}) apply to int8 schemes, not {scheme.value}")
+    if plan.activations == "int16":
+        io = IOType.FF  # the converter's 16x8 mode takes float (or int16) I/O, not uint8
+    calib_count = plan.calib_count
     export = ExportResult.load(saved_model)
     for part in ("saved_model.pb", "variables/variables.index"):
         if not (Path(saved_model) / part).is_file():
             raise WorkbenchError(
                 f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
             )
+    wanted = {"head": plan.head, "equalize": plan.equalize, "kpt_clip": None}
+    if plan.kpt_percentile is not None:
+        if calib is None or export.task != "pose":
+            raise WorkbenchError(
+                "calib-percentile clamps keypoint offsets: it needs a pose model and --calib IMAGES"
+            )
+        from workbench.export import keypoint_offset_percentiles
+
+        wanted["kpt_clip"] = keypoint_offset_percentiles(
+            export.weights,
+            calibration_batches(calib, export.imgsz, calib_count),
+            plan.kpt_percentile,
+            plan.equalize,
+        )
+    if plan.recipes and wanted != {
+        "head": export.head,
+        "equalize": export.equalized,
+        "kpt_clip": export.kpt_clip,
+    }:
+        export = _reexport(export, saved_model, wanted)
+        saved_model = export.saved_model
     batches: list[np.ndarray] = []
     if scheme.is_int8:
         if not export.normalized and not allow_unnormalized:
@@ -151,31 +200,15 @@ def quantize(
     tf = import_tensorflow()
 
     started = time.perf_counter()
-    try:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    except Exception as err:  # TF raises OSError, DecodeError, ValueError... for a damaged folder
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WorkbenchError(
-            f"not a loadable SavedModel ({type(err).__name__}: {first}); re-run `workbench export`",
-            path=saved_model,
-        ) from None
-    if scheme is Scheme.FP16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif scheme.is_int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: _representative(batches)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = {IOType.UF: tf.uint8, IOType.II: tf.int8, IOType.FF: tf.float32}[io]
-        converter.inference_output_type = tf.int8 if io is IOType.II else tf.float32
-        # ST's zoo switch for per-tensor weights; the default is per-channel
-        converter._experimental_disable_per_channel = scheme is Scheme.INT8_PER_TENSOR
-    try:
-        flatbuffer = converter.convert()
-    except Exception as err:
-        raise WorkbenchError(f"TFLite conversion to {scheme.value} failed: {err}", path=saved_model) from None
+    float_blocks: list[str] = []
+    if plan.float_blocks:
+        flatbuffer, float_blocks = _float_fallback(saved_model, batches, scheme, io, plan.float_blocks)
+    else:
+        flatbuffer = _convert(tf, saved_model, scheme, io, batches, plan.activations)
 
+    from workbench.inspect import is_all_int8, weight_granularity
     from workbench.runtime import write_tflite_metadata
+    from workbench.tflite_graph import read_graph
 
     metadata = dict(export.ultralytics)
     metadata["workbench"] = {
@@ -191,11 +224,15 @@ def quantize(
         "io": io.value,
         "calib_images": len(batches),
         "weights_sha256": export.weights_sha256,
+        "head": export.head,
+        "recipes": list(plan.recipes),
+        "float_blocks": float_blocks,
     }
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(flatbuffer)
         write_tflite_metadata(tmp, metadata)
+    graph = read_graph(out)
     return QuantizeResult(
         path=out,
         scheme=scheme,
@@ -205,7 +242,87 @@ def quantize(
         sha256=sha256_file(out),
         calib_images=len(batches),
         seconds=round(time.perf_counter() - started, 1),
+        recipes=list(plan.recipes),
+        all_int8=scheme.is_int8 and is_all_int8(graph),
+        granularity=weight_granularity(graph).verdict,
+        float_blocks=float_blocks,
     )
+
+
+def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, Any]) -> ExportResult:
+    """The SavedModel with ``options`` (head, equalize), exported from the same weights beside ``saved_model``.
+
+    Reused when a matching one is already there (same weights sha256, size and options).
+    """
+    from workbench.export import export_saved_model
+
+    tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
+    if options["kpt_clip"] is not None:
+        tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
+    folder = Path(saved_model).parent / f"{Path(saved_model).name}{tag}"
+    if folder.is_dir():
+        cached = ExportResult.load(folder)
+        if (cached.weights_sha256, cached.imgsz, cached.head, cached.equalized, cached.kpt_clip) == (
+            export.weights_sha256,
+            export.imgsz,
+            options["head"],
+            options["equalize"],
+            options["kpt_clip"],
+        ):
+            return cached
+    if not Path(export.weights).is_file():
+        raise WorkbenchError(
+            f"the recipe needs a re-export, and the weights this SavedModel came from ({export.weights}) are gone",
+            path=saved_model,
+        )
+    return export_saved_model(export.weights, export.imgsz, folder, normalize=export.normalized, **options)
+
+
+def _convert(
+    tf, saved_model, scheme: Scheme, io: IOType, batches: list[np.ndarray], activations: str
+) -> bytes:
+    """The TFLite converter's plain conversion in ``scheme`` (int16 activations for 16x8)."""
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    except Exception as err:  # TF raises OSError, DecodeError, ValueError... for a damaged folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WorkbenchError(
+            f"not a loadable SavedModel ({type(err).__name__}: {first}); re-run `workbench export`",
+            path=saved_model,
+        ) from None
+    if scheme is Scheme.FP16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif scheme.is_int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _representative(batches)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            if activations == "int16"
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
+        converter.inference_input_type = {IOType.UF: tf.uint8, IOType.II: tf.int8, IOType.FF: tf.float32}[io]
+        converter.inference_output_type = tf.int8 if io is IOType.II else tf.float32
+        # ST's zoo switch for per-tensor weights; the default is per-channel
+        converter._experimental_disable_per_channel = scheme is Scheme.INT8_PER_TENSOR
+    try:
+        return converter.convert()
+    except Exception as err:
+        raise WorkbenchError(f"TFLite conversion to {scheme.value} failed: {err}", path=saved_model) from None
+
+
+def _float_fallback(
+    saved_model, batches: list[np.ndarray], scheme: Scheme, io: IOType, k: int
+) -> tuple[bytes, list[str]]:
+    """Int8 with the ``k`` blocks that best restore the outputs (alone, in float) kept in float."""
+    from workbench.recipes.selective import SelectiveQuantizer
+
+    selective = SelectiveQuantizer(saved_model, batches, per_tensor=scheme is Scheme.INT8_PER_TENSOR)
+    ranked = selective.rank_by_output_sqnr(selective.blocks(), batches[:FALLBACK_RANK_IMAGES])
+    chosen = [block for block, _ in ranked[:k]]
+    log.info("float fallback: %s", "; ".join(b.label for b in chosen))
+    nodes = [n for block in chosen for n in block.nodes]
+    return selective.convert(nodes, io), [b.label for b in chosen]
 
 
 def _representative(batches: list[np.ndarray]) -> Iterator[list[np.ndarray]]:

@@ -180,8 +180,24 @@ def make_interpreter(path: str | Path, threads: int = 2, **kwargs: Any):
     if not path.is_file():
         raise WorkbenchError("model file not found", path=path)
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
-        interpreter.allocate_tensors()
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            if "XNNPack" not in str(err) or "experimental_op_resolver_type" in kwargs:
+                raise
+            # XNNPACK refuses some graphs that mix float and int8 ops (selective quantization);
+            # LiteRT's builtin kernels run them, more slowly
+            from ai_edge_litert.interpreter import OpResolverType
+
+            warnings.warn(
+                f"{path}: XNNPACK cannot run this graph; using LiteRT's builtin kernels", stacklevel=2
+            )
+            kwargs = dict(
+                kwargs, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+            interpreter = Interpreter(model_path=str(path), num_threads=int(threads), **kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WorkbenchError(f"not a loadable TFLite model ({first})", path=path) from None

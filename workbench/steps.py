@@ -150,7 +150,8 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     variants: list[Variant] = []
     if retrained["models"]:
         dataset = dataset_for(cfg, need_training=False)
-        jobs = len(retrained["models"]) * len(cfg.imgsz) * (len(cfg.schemes) + 1)
+        rows = len(cfg.schemes) + len(cfg.recipes) * sum(s.is_int8 for s in cfg.schemes)
+        jobs = len(retrained["models"]) * len(cfg.imgsz) * (rows + 1)
         with tqdm(total=jobs, desc="export+quantize") as bar:
             for record in retrained["models"]:
                 variants += _convert_model(cfg, record, dataset, run_dir, bar)
@@ -173,30 +174,35 @@ def _convert_model(
         bar.update()
         for scheme in cfg.schemes:
             io = cfg.io if scheme.is_int8 else IOType.FF
-            out = run_dir / "variants" / name / str(imgsz) / f"{scheme.value}-{io.value}.tflite"
-            result = convert(
-                saved.saved_model,
-                scheme,
-                out,
-                io=io,
-                calib=dataset.calib_images,
-                calib_count=cfg.calib_images,
-            )
-            variants.append(
-                Variant(
-                    name=f"{name}_{imgsz}_{scheme.value}_{result.io.value}",
-                    model=name,
-                    source="ours",
-                    task=cfg.task.value,
-                    imgsz=imgsz,
-                    scheme=scheme.value,
-                    io=result.io.value,
-                    path=str(out),
-                    sha256=result.sha256,
-                    size_bytes=result.size_bytes,
+            for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:  # one more row per recipe entry
+                tag = scheme.value + (f"+{recipe}" if recipe else "")
+                out = run_dir / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
+                result = convert(
+                    saved.saved_model,
+                    scheme,
+                    out,
+                    io=io,
+                    calib=dataset.calib_images,
+                    calib_count=cfg.calib_images,
+                    recipes=recipe.split("+") if recipe else None,
                 )
-            )
-            bar.update()
+                variants.append(
+                    Variant(
+                        name=f"{name}_{imgsz}_{tag}_{result.io.value}",
+                        model=name,
+                        source="ours",
+                        task=cfg.task.value,
+                        imgsz=imgsz,
+                        scheme=scheme.value,
+                        io=result.io.value,
+                        path=str(out),
+                        sha256=result.sha256,
+                        size_bytes=result.size_bytes,
+                        recipe=recipe,
+                        all_int8=result.all_int8,
+                    )
+                )
+                bar.update()
     return variants
 
 

@@ -23,6 +23,8 @@ class Variant:
     path: str
     sha256: str
     size_bytes: int
+    recipe: str = ""  # recovery recipes joined by "+" (workbench.recipes), "" for a plain conversion
+    all_int8: bool | None = None  # every op on 8-bit integers (inspect.is_all_int8); None: not checked
 
     def __post_init__(self) -> None:
         Scheme(self.scheme), IOType(self.io), Task(self.task)

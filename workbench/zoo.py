@@ -25,7 +25,7 @@ _ZOO_TASK = {"pose": Task.POSE, "seg": Task.SEG, "od": Task.DETECT}
 
 def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
     """ST zoo files in ``folder`` (recursively) for ``task``, one :class:`Variant` each."""
-    from workbench.inspect import weight_granularity
+    from workbench.inspect import is_all_int8, weight_granularity
     from workbench.tflite_graph import read_graph
 
     variants = []
@@ -37,7 +37,8 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
         file_task = _ZOO_TASK[parts["task"]] if "task" in parts else Task.DETECT
         if task is not None and file_task is not task:
             continue
-        verdict = weight_granularity(read_graph(path)).verdict
+        graph = read_graph(path)
+        verdict = weight_granularity(graph).verdict
         scheme = {"per-channel": Scheme.INT8_PER_CHANNEL, "per-tensor": Scheme.INT8_PER_TENSOR}.get(
             verdict, Scheme.INT8_PER_CHANNEL
         )
@@ -53,6 +54,7 @@ def zoo_variants(folder: str | Path, task: Task | None = None) -> list[Variant]:
                 path=str(path),
                 sha256=sha256_file(path),
                 size_bytes=path.stat().st_size,
+                all_int8=is_all_int8(graph),
             )
         )
     if not variants:

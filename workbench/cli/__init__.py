@@ -19,7 +19,9 @@ from typing import Any
 from workbench.errors import WorkbenchError
 from workbench.runlock import Interrupted, signals_as_exceptions
 
-VERB_MODULES = ["data", "train", "export", "quantize", "inspect", "bench", "evaluate", "report"]
+VERB_MODULES = [
+    "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,10 @@ def register(sub) -> None:
         action="store_true",
         help="convert a pixel-output SavedModel to int8 anyway (its scores collapse)",
     )
+    p.add_argument(
+        "--recipe",
+        help="recovery recipe(s) for int8, comma-separated (`workbench recipes` lists them)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -39,12 +43,15 @@ def run(args) -> int:
         calib=args.calib,
         calib_count=args.calib_count,
         allow_unnormalized=args.allow_unnormalized,
+        recipes=args.recipe,
     )
     if args.json:
         print_json(result.to_dict())
     else:
         print(
             f"{result.path}: {result.scheme.value}-{result.io.value}, {result.size_bytes / 1e6:.2f} MB, "
-            f"calibrated on {result.calib_images} images, {result.seconds:.0f} s"
+            f"calibrated on {result.calib_images} images, {result.seconds:.0f} s; "
+            f"weights {result.granularity}, {'all-int8' if result.all_int8 else 'not all-int8'}"
+            + (f", recipes {'+'.join(result.recipes)}" if result.recipes else "")
         )
     return 0

@@ -9,6 +9,10 @@ Layouts (channel-first as exported; the transposed (1, N, C) is accepted too):
 ``N`` is the anchor count, ``sum((H/s) * (W/s) for s in (8, 16, 32))``. Boxes are (cx, cy, w, h),
 either normalized to the input size (our exports and ST's files) or in input pixels (Ultralytics'
 default export); :func:`is_normalized` tells them apart when the metadata does not say.
+
+Split heads (``workbench export`` with the ``split-head`` recipe) end before the decode: box
+distances (1, 4, N), scores (1, nc, N), and for pose keypoint offsets (1, 2K, N) and visibilities
+(1, K, N), all in stride units; :func:`assemble_split_head` decodes them into the one-tensor layout.
 """
 
 from __future__ import annotations
@@ -36,6 +40,65 @@ def anchor_count(input_hw: tuple[int, int]) -> int:
     """
     h, w = input_hw
     return sum((h // s) * (w // s) for s in STRIDES)
+
+
+def anchor_grid(input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor centres (N, 2) in grid cells (x, y; + 0.5) and their strides (N,), as Ultralytics' ``make_anchors``.
+
+    Example:
+        >>> points, strides = anchor_grid((64, 64))
+        >>> points[:2].tolist(), strides[[0, -1]].tolist()
+        ([[0.5, 0.5], [1.5, 0.5]], [8.0, 32.0])
+    """
+    h, w = input_hw
+    points, strides = [], []
+    for s in STRIDES:
+        ys, xs = np.meshgrid(np.arange(h // s) + 0.5, np.arange(w // s) + 0.5, indexing="ij")
+        points.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        strides.append(np.full(xs.size, float(s)))
+    return np.concatenate(points).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def assemble_split_head(
+    heads: Sequence[np.ndarray], input_hw: tuple[int, int], nc: int, kpt_shape: tuple[int, int] | None
+) -> np.ndarray:
+    """Decode a split head's outputs into (N, 4 + nc [+ K*D]) rows normalized to the input size.
+
+    ``heads``: (C, N) arrays in any order, told apart by channel count (4 box distances, ``nc``
+    scores, 2K keypoint offsets, K visibilities); boxes become (cx, cy, w, h) and keypoints
+    (x, y[, v]) as Ultralytics decodes them in its graph.
+    """
+    roles = {"box": 4, "scores": nc}
+    if kpt_shape is not None:
+        k, d = kpt_shape
+        roles["kpt_xy"] = 2 * k
+        if d == 3:
+            roles["kpt_vis"] = k
+    if len(set(roles.values())) != len(roles) or len(heads) != len(roles):
+        raise WorkbenchError(
+            f"cannot tell split-head outputs apart: channel counts {[h.shape[0] for h in heads]} "
+            f"for roles {roles}"
+        )
+    by_channels = {h.shape[0]: h for h in heads}
+    if set(by_channels) != set(roles.values()):
+        raise WorkbenchError(
+            f"split-head outputs have {sorted(by_channels)} channels, expected {sorted(roles.values())}"
+        )
+    part = {role: by_channels[c].T.astype(np.float32) for role, c in roles.items()}
+    points, strides = anchor_grid(input_hw)
+    scale = np.array([input_hw[1], input_hw[0]], np.float32)
+    lt, rb = part["box"][:, :2], part["box"][:, 2:]
+    centre = (points + (rb - lt) / 2) * strides[:, None] / scale
+    size = (lt + rb) * strides[:, None] / scale
+    columns = [centre, size, part["scores"]]
+    if kpt_shape is not None:
+        k, d = kpt_shape
+        offsets = part["kpt_xy"].reshape(-1, k, 2)
+        xy = (offsets * 2.0 + (points[:, None, :] - 0.5)) * strides[:, None, None] / scale
+        if d == 3:
+            xy = np.concatenate([xy, part["kpt_vis"][:, :, None]], axis=2)
+        columns.append(xy.reshape(len(xy), -1))
+    return np.ascontiguousarray(np.concatenate(columns, axis=1), dtype=np.float32)
 
 
 def expected_layout(task: Task | str, input_hw: tuple[int, int]) -> str:
@@ -85,12 +148,24 @@ def resolve_layout(
     heads = [a for a in arrays if a.ndim == 3 and a.shape[0] == 1]
     grids = [a for a in arrays if a.ndim == 4 and a.shape[0] == 1]
     want_grids = 1 if task is Task.SEG else 0
+    n = anchor_count(input_hw)
+    if task is not Task.SEG and len(heads) > 1 and len(heads) == len(arrays):
+        if nc is None:
+            raise layout_error(task, outputs, input_hw, "a split head needs the class count (metadata names)")
+        if task is Task.POSE and kpt_shape is None:
+            raise layout_error(task, outputs, input_hw, "a split pose head needs kpt_shape (metadata)")
+        planes = [h[0] if h.shape[2] == n else h[0].T for h in heads]
+        kpts = (int(kpt_shape[0]), int(kpt_shape[1])) if task is Task.POSE else None
+        try:
+            pred = assemble_split_head(planes, input_hw, nc, kpts)
+        except WorkbenchError as err:
+            raise layout_error(task, outputs, input_hw, err.message) from None
+        return pred, None, nc, kpts
     if len(heads) != 1 or len(grids) != want_grids or len(arrays) != 1 + want_grids:
         raise layout_error(
             task, outputs, input_hw, f"{len(heads)} prediction and {len(grids)} prototype tensors"
         )
     head = heads[0][0]
-    n = anchor_count(input_hw)
     if head.shape[1] == n:
         pred = head.T
     elif head.shape[0] == n:

@@ -63,7 +63,8 @@ _DISPLAY = {
     "st_ap": "ST AP0.5",
     "latency_ms_median": "median ms", "latency_ms_p90": "p90 ms", "threads": "threads",
     "size_bytes": "flash", "activation_ram_bytes": "act. RAM", "weight_granularity": "weights",
-    "worst_sqnr_db": "worst SQNR dB", "worst_sqnr_layer": "worst layer",
+    "worst_sqnr_db": "worst SQNR dB", "worst_sqnr_layer": "worst layer", "recipe": "recipe",
+    "all_int8": "all-int8",
 }  # fmt: skip
 
 
@@ -154,13 +155,15 @@ def _headline(df: pd.DataFrame, metric: str, budget: float | None) -> str:
     )
 
 
-def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None) -> str:
+def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None, target: str | None = None) -> str:
     """The choice among int8 variants only: what NPUs such as STM32N6 and STM32MP2 run."""
     rows = df[(df["metric"] == metric) & df["scheme"].map(lambda s: Scheme(s).is_int8)]
-    best = recommend(rows, budget, metric) if not rows.empty else None
+    best = recommend(rows, budget, metric, target) if not rows.empty else None
     if best is None:
         return ""
     within = f", budget {budget:g} ms" if budget is not None else ""
+    if target == "npu":
+        within += "; target npu: all-int8 per-tensor files preferred"
     return (
         f"<p class='headline'>Int8 only (what NPUs such as STM32N6 and STM32MP2 run{within}): "
         f"<b>{escape(best['variant'])}</b> — AP {best['ap']:.3f} at {best['latency_ms_median']:.2f} ms "
@@ -299,7 +302,7 @@ def build_run_report(
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
             body.append(_headline(df, metric, latency_budget_ms))
-            body.append(_int8_answer(df, metric, latency_budget_ms))
+            body.append(_int8_answer(df, metric, latency_budget_ms, (config or {}).get("target")))
             body.append(_plot_html(drawn[f"frontier_{metric}"]))
             body.append(f"<h3>What int8 costs here ({escape(metric)})</h3>")
             body.append(

@@ -40,7 +40,7 @@ OPTIONAL_COLUMNS = (
     "path", "model_sha256", "size_bytes", "ap50", "ap75", "ar", "ap_low", "ap_high", "ap50_low",
     "ap50_high", "protocol", "st_ap", "latency_ms_p90", "latency_ms_min",
     "threads", "activation_ram_bytes", "weight_granularity", "worst_sqnr_db", "worst_sqnr_layer",
-    "config_hash", "dataset_hash", "packages",
+    "config_hash", "dataset_hash", "packages", "recipe", "all_int8",
 )  # fmt: skip
 RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -123,6 +123,12 @@ def validate_results(df: pd.DataFrame, source: str | Path | None = None) -> pd.D
         bad = out[col].notna() & (out[col] < 0)
         if bad.any():
             raise _row_error(out, bad, f"{col} {out.loc[bad, col].iloc[0]} is negative", source)
+    out["recipe"] = out["recipe"].fillna("").astype(str)
+    flags = out["all_int8"].map(_as_flag)
+    bad = out["all_int8"].notna() & flags.isna()
+    if bad.any():
+        raise _row_error(out, bad, f"all_int8 {out.loc[bad, 'all_int8'].iloc[0]!r} is not true/false", source)
+    out["all_int8"] = flags.astype(object)
     for i, text in out["packages"].items():
         if isinstance(text, str) and text.strip():
             try:
@@ -134,6 +140,14 @@ def validate_results(df: pd.DataFrame, source: str | Path | None = None) -> pd.D
                     f"row {out.at[i, 'variant']!r}: packages is not a JSON object", path=source
                 )
     return out
+
+
+def _as_flag(value) -> bool | None:
+    """True/False from a bool or its CSV spelling; None for missing or anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    return {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}.get(text)
 
 
 def _row_error(df: pd.DataFrame, mask: pd.Series, problem: str, source) -> WorkbenchError:
@@ -191,7 +205,10 @@ def pareto_front(df: pd.DataFrame, x: str = "latency_ms_median", y: str = "ap") 
 
 
 def recommend(
-    df: pd.DataFrame, latency_budget_ms: float | None = None, metric: str | None = None
+    df: pd.DataFrame,
+    latency_budget_ms: float | None = None,
+    metric: str | None = None,
+    target: str | None = None,
 ) -> pd.Series | None:
     """The variant to ship: highest AP on the Pareto front whose median latency fits the budget.
 
@@ -199,11 +216,18 @@ def recommend(
         df: validated results table.
         latency_budget_ms: latency limit; None means no limit (the most accurate front point).
         metric: which metric's rows to compare (default: the table's only or most common metric).
+        target: "npu" compares only all-int8 per-tensor rows when there are any (what ST's NPUs run
+            fastest: ST's card gives 17.6 ms per-tensor vs 102.8 ms per-channel on the MP2), else
+            all-int8 rows; CPU latency cannot show that difference, so it must be asked for.
 
     Returns:
         The chosen row, or None when no row fits the budget.
     """
     rows = df[df["metric"] == (metric or main_metric(df))]
+    if target == "npu":
+        all_int8 = rows[rows["all_int8"].map(lambda v: v is True)]
+        per_tensor = all_int8[all_int8["scheme"] == Scheme.INT8_PER_TENSOR.value]
+        rows = per_tensor if not per_tensor.empty else all_int8
     front = pareto_front(rows)
     if latency_budget_ms is not None:
         front = front[front["latency_ms_median"] <= latency_budget_ms]

@@ -1,0 +1,219 @@
+"""`make bench-recovery`: how much int8 keypoint AP each recovery recipe gets back (issue 9).
+
+yolo11n-pose (``$WORKBENCH_WEIGHTS_DIR/ultralytics/yolo11n-pose.pt``) at 256 on the COCO-Person dev
+set (``$WORKBENCH_DATA_DIR/coco-person-val2017-dev``, 450 val2017 images), calibrated on
+``coco-person-train2017``. For fp32, plain int8 per-channel / per-tensor and every recipe set:
+COCO keypoint AP with a 95 % bootstrap interval over images, and AP − fp32 with a paired interval
+(:mod:`workbench.metrics.bootstrap`). Writes ``benchmarks/results/recovery.json`` with the best
+all-int8 per-channel and per-tensor variants, the CLI line that reproduces each, and the targets:
+
+- best all-int8 per-channel within 0.02 AP of fp32;
+- best all-int8 per-tensor within 0.01 AP of the best all-int8 per-channel.
+
+Converted files are cached in ``.cache/recovery/<weights sha256>/`` (``--force`` rebuilds them).
+Exit status 1 when a target is missed; skips (status 0, a message) when the weights or data are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import workbench  # noqa: F401  (offline environment first)
+from workbench.export import export_saved_model
+from workbench.fileio import sha256_file, write_json
+from workbench.offline import REPO_ROOT, cache_dir
+from workbench.provenance import dataset_hash, package_versions
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+SHARED = REPO_ROOT.parent / "shared"
+WEIGHTS = (
+    Path(os.environ.get("WORKBENCH_WEIGHTS_DIR", SHARED / "weights")) / "ultralytics" / "yolo11n-pose.pt"
+)
+DATA = Path(os.environ.get("WORKBENCH_DATA_DIR", SHARED / "data"))
+DEV = DATA / "coco-person-val2017-dev"
+CALIB = DATA / "coco-person-train2017" / "images"
+IMGSZ = 256
+PC_TO_FP32 = 0.02
+PT_TO_PC = 0.01
+SCHEMES = {"pc": "int8-per-channel", "pt": "int8-per-tensor"}
+# (scheme key, recipes): plain, each recipe alone, and combinations on top of split-head (most telling first).
+VARIANTS = [
+    *((s, ()) for s in SCHEMES),
+    *((s, ("split-head",)) for s in SCHEMES),
+    *((s, ("calib-all",)) for s in SCHEMES),
+    *((s, ("split-head", "calib-percentile")) for s in SCHEMES),
+    ("pt", ("equalize",)),
+    ("pt", ("split-head", "calib-percentile", "equalize")),
+    ("pc", ("split-head", "int16x8")),
+    *((s, ("split-head", "float-fallback")) for s in SCHEMES),
+    ("pc", ("equalize",)),
+    ("pc", ("int16x8",)),
+    *((s, ("float-fallback",)) for s in SCHEMES),
+    *((s, ("split-head", "calib-all", "calib-percentile")) for s in SCHEMES),
+]
+
+
+def cli_line(scheme: str, recipes: tuple[str, ...], calib_count: int) -> str:
+    recipe = f" --recipe {','.join(recipes)}" if recipes else ""
+    return (
+        f"workbench export --weights {WEIGHTS} --imgsz {IMGSZ} --out build/sm{IMGSZ} && "
+        f"workbench quantize --saved-model build/sm{IMGSZ} --scheme {scheme} --io uf --calib {CALIB} "
+        f"--calib-count {calib_count}{recipe} --out m.tflite"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--images", type=int, default=None, help="evaluate the first N dev images (default all)"
+    )
+    parser.add_argument("--calib-count", type=int, default=200)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--only", help="comma-separated variant names to (re)run, e.g. pt+split-head")
+    parser.add_argument("--force", action="store_true", help="re-convert and re-evaluate cached variants")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="report the variants already converted, convert nothing"
+    )
+    args = parser.parse_args()
+    missing = [p for p in (WEIGHTS, DEV / "person_keypoints.json", CALIB) if not p.exists()]
+    if missing:
+        print(f"recovery benchmark skipped: {', '.join(map(str, missing))} not found", file=sys.stderr)
+        return 0
+
+    from workbench.evaluate import evaluate
+    from workbench.metrics.bootstrap import ApBootstrap
+    from workbench.quantize import quantize
+
+    root = cache_dir() / "recovery" / sha256_file(WEIGHTS)[:12] / str(IMGSZ)
+    saved = root / "saved_model"
+    if not saved.is_dir():
+        export_saved_model(WEIGHTS, IMGSZ, saved)
+    ann, images = DEV / "person_keypoints.json", DEV / "images"
+
+    def evaluated(name: str, path: Path) -> dict:
+        out = root / "eval" / name
+        if args.force or not (out / "metrics.json").is_file():
+            evaluate(
+                path, ann, images, "pose", imgsz=IMGSZ, max_images=args.images, out_dir=out, progress=False
+            )
+        return {
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "detections": json.loads((out / "detections.json").read_text()),
+        }
+
+    started = time.perf_counter()
+    fp32_path = root / "fp32.tflite"
+    if args.force or not fp32_path.is_file():
+        quantize(saved, "fp32", fp32_path)
+    fp32 = evaluated("fp32", fp32_path)
+    img_ids = _image_ids(ann, args.images)
+    boot = ApBootstrap(ann, "keypoints", img_ids=img_ids, n_boot=args.n_boot)
+    only = set(args.only.split(",")) if args.only else None
+    rows = []
+    for key, recipes in VARIANTS:
+        scheme = SCHEMES[key]
+        name = key + "".join(f"+{r}" for r in recipes)
+        path = root / f"{name}.tflite"
+        record = root / f"{name}.json"
+        if not record.is_file() and (args.cached_only or (only is not None and name not in only)):
+            continue
+        if not record.is_file() or args.force or (only is not None and name in only):
+            t0 = time.perf_counter()
+            result = quantize(
+                saved, scheme, path, io="uf", calib=CALIB, calib_count=args.calib_count, recipes=recipes
+            )
+            write_json(record, dict(result.to_dict(), convert_seconds=round(time.perf_counter() - t0, 1)))
+            (root / "eval" / name / "metrics.json").unlink(missing_ok=True)  # stale once re-converted
+        conv = json.loads(record.read_text())
+        ev = evaluated(name, path)
+        ap = boot.interval(ev["detections"])
+        diff = boot.difference(ev["detections"], fp32["detections"])
+        rows.append(
+            {
+                "variant": name,
+                "scheme": scheme,
+                "recipes": list(recipes),
+                "all_int8": conv["all_int8"],
+                "granularity": conv["granularity"],
+                "io": conv["io"],
+                "float_blocks": conv.get("float_blocks", []),
+                "calib_images": conv["calib_images"],
+                "AP": round(ev["metrics"]["AP"], 4),
+                "AP_interval": [round(ap.low, 4), round(ap.high, 4)],
+                "minus_fp32": round(diff.estimate, 4),
+                "minus_fp32_interval": [round(diff.low, 4), round(diff.high, 4)],
+                "size_bytes": conv["size_bytes"],
+                "sha256": conv["sha256"],
+                "convert_seconds": conv.get("convert_seconds"),
+                "cli": cli_line(scheme, recipes, args.calib_count),
+            }
+        )
+        print(f"{name:<32} AP {ev['metrics']['AP']:.3f}  vs fp32 {diff}  all-int8 {conv['all_int8']}")
+
+    fp32_ap = boot.interval(fp32["detections"])
+
+    def best(scheme: str) -> dict | None:
+        pool = [r for r in rows if r["scheme"] == scheme and r["all_int8"]]
+        return max(pool, key=lambda r: r["AP"]) if pool else None
+
+    best_pc, best_pt = best(SCHEMES["pc"]), best(SCHEMES["pt"])
+    pt_vs_pc = None
+    if best_pc and best_pt:
+        pt_vs_pc = boot.difference(
+            evaluated(best_pt["variant"], root / f"{best_pt['variant']}.tflite")["detections"],
+            evaluated(best_pc["variant"], root / f"{best_pc['variant']}.tflite")["detections"],
+        )
+    targets = {
+        "pc_within_0.02_of_fp32": {
+            "value": best_pc["minus_fp32"] if best_pc else None,
+            "target": f">= -{PC_TO_FP32}",
+            "met": bool(best_pc and best_pc["minus_fp32"] >= -PC_TO_FP32),
+        },
+        "pt_within_0.01_of_best_pc": {
+            "value": round(pt_vs_pc.estimate, 4) if pt_vs_pc else None,
+            "interval": [round(pt_vs_pc.low, 4), round(pt_vs_pc.high, 4)] if pt_vs_pc else None,
+            "target": f">= -{PT_TO_PC}",
+            "met": bool(pt_vs_pc and pt_vs_pc.estimate >= -PT_TO_PC),
+        },
+    }
+    out = {
+        "model": "yolo11n-pose",
+        "weights_sha256": sha256_file(WEIGHTS),
+        "imgsz": IMGSZ,
+        "dataset": str(DEV),
+        "dataset_hash": dataset_hash(ann)[:16],
+        "n_images": len(img_ids),
+        "metric": "COCO keypoint AP (OKS 0.50:0.95)",
+        "bootstrap": {"n_boot": args.n_boot, "confidence": 0.95, "resampled": "images"},
+        "calibration": str(CALIB),
+        "fp32": {
+            "AP": round(fp32["metrics"]["AP"], 4),
+            "AP_interval": [round(fp32_ap.low, 4), round(fp32_ap.high, 4)],
+        },
+        "variants": rows,
+        "best_all_int8_per_channel": best_pc,
+        "best_all_int8_per_tensor": best_pt,
+        "targets": targets,
+        "seconds": round(time.perf_counter() - started, 1),
+        "packages": package_versions(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(RESULTS / "recovery.json", out)
+    for key, t in targets.items():
+        print(f"target {key}: {t['value']} ({t['target']}) {'met' if t['met'] else 'MISSED'}")
+    return 0 if all(t["met"] for t in targets.values()) else 1
+
+
+def _image_ids(ann: Path, limit: int | None) -> list[int]:
+    """The ids evaluate() scores: the JSON's images in order, the first ``limit`` of them."""
+    images = json.loads(ann.read_text())["images"]
+    return sorted(im["id"] for im in images[:limit])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Diagnosis: output-scale audit, int8 rounding of outputs, and a damaged layer ranked first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.diagnose import OutputAudit, output_role, rounded_outputs
+
+
+def test_output_roles_from_channel_counts():
+    assert output_role(56, 1, 1, (17, 3)) == "head"
+    assert [output_role(c, 4, 1, (17, 3)) for c in (4, 1, 34, 17)] == ["boxes", "scores", "kpt_xy", "kpt_vis"]
+
+
+def test_rounded_outputs_snap_to_the_int8_grid_and_clip():
+    audit = [OutputAudit("o", (1, 2, 3), "head", 0.1, -28, {"coordinates": 25.6})]
+    x = np.array([[[0.04, 0.06, 1.0], [-100.0, 100.0, 0.0]]], np.float32)
+    (y,) = rounded_outputs(audit)([x])
+    np.testing.assert_allclose(y, [[[0.0, 0.1, 1.0], [-10.0, 15.5, 0.0]]], atol=1e-6)
+    other = np.ones((1, 5), np.float32)  # shapes the audit does not know pass through
+    assert rounded_outputs(audit)([other])[0] is other
+
+
+def _damaged_saved_model(folder):
+    """conv → conv ("damaged") → conv: one dead output channel of the middle conv has weights 1000x
+    the others, so one per-tensor weight scale rounds every other channel of that conv to zero."""
+    from workbench.offline import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="first")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="damaged")(x)
+    out = keras.layers.Conv2D(4, 1, name="last")(x)
+    model = keras.Model(inp, out)
+    kernel, bias = model.get_layer("damaged").get_weights()
+    kernel[..., 0] = np.abs(kernel[..., 0]) * 1000.0
+    bias[0] = -1e9  # ReLU keeps that channel at 0: the activation range stays normal
+    model.get_layer("damaged").set_weights([kernel, bias])
+    model.export(str(folder), verbose=False)
+    return folder
+
+
+@pytest.mark.slow
+def test_diagnosis_ranks_a_damaged_layer_first(tmp_path):
+    from tiny_tflite import calibration_images
+
+    from workbench.diagnose import block_sensitivity
+    from workbench.recipes.selective import SelectiveQuantizer
+
+    saved = _damaged_saved_model(tmp_path / "saved")
+    batches = list(calibration_images(8, seed=1))
+    selective = SelectiveQuantizer(saved, batches, per_tensor=True)
+    blocks = selective.blocks(block_size=1)
+    assert len(blocks) >= 3
+    base, scored = block_sensitivity(
+        selective, blocks, lambda path: selective.output_sqnr(path.read_bytes(), batches[:4])
+    )
+    best, best_score = max(scored, key=lambda p: p[1])
+    assert any("damaged" in n for n in best.nodes), [b.label for b, _ in scored]
+    assert best_score > base + 10  # dB: keeping it in float is what restores the output

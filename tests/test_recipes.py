@@ -1,0 +1,178 @@
+"""Recovery recipes: registry, config, the split head's decode, and every recipe's file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.config import RunConfig
+from workbench.errors import WorkbenchError
+from workbench.recipes import RECIPES, build_plan, parse_recipes
+
+
+def test_parse_recipes_orders_validates_and_rejects():
+    assert parse_recipes("calib-all, split-head") == ["split-head", "calib-all"]
+    assert parse_recipes(["split-head", "split-head"]) == ["split-head"]
+    with pytest.raises(WorkbenchError, match="unknown recipe.*nope.*known: split-head"):
+        parse_recipes("nope")
+    with pytest.raises(WorkbenchError, match="cannot be combined"):
+        parse_recipes("int16x8,float-fallback")
+
+
+def test_plan_composes_recipes():
+    plan = build_plan("split-head,calib-all,int16x8", calib_count=50)
+    assert (plan.head, plan.activations, plan.equalize, plan.float_blocks) == ("split", "int16", False, 0)
+    assert plan.calib_count > 50 and plan.recipes == ("split-head", "calib-all", "int16x8")
+    assert build_plan(None, 50).to_dict()["recipes"] == []
+
+
+def test_config_recipes_and_target_are_validated():
+    cfg = RunConfig(recipes=["calib-all+split-head", "int16x8"], target="npu")
+    assert cfg.recipes == ["split-head+calib-all", "int16x8"]
+    assert cfg.hash != RunConfig().hash
+    with pytest.raises(WorkbenchError, match="unknown recipe"):
+        RunConfig(recipes=["magic"])
+    with pytest.raises(WorkbenchError, match="target must be one of"):
+        RunConfig(target="gpu")
+
+
+def test_split_head_assembly_matches_ultralytics_decode():
+    """The float decode of split outputs equals Ultralytics' in-graph decode (normalized)."""
+    import torch
+    from ultralytics.utils.tal import dist2bbox, make_anchors
+
+    from workbench.decode.yolo import assemble_split_head
+
+    h = w = 64
+    feats = [torch.zeros(1, 1, h // s, w // s) for s in (8, 16, 32)]
+    anchors, strides = (a.transpose(0, 1) for a in make_anchors(feats, torch.tensor([8.0, 16.0, 32.0]), 0.5))
+    n = anchors.shape[1]
+    rng = np.random.default_rng(0)
+    dist = rng.uniform(0, 15, (4, n)).astype(np.float32)
+    scores = rng.uniform(0, 1, (1, n)).astype(np.float32)
+    offsets = rng.normal(0, 1, (17, 2, n)).astype(np.float32)
+    vis = rng.uniform(0, 1, (17, n)).astype(np.float32)
+    box = dist2bbox(torch.from_numpy(dist)[None], anchors[None], xywh=True, dim=1)[0] * strides
+    kpt = (torch.from_numpy(offsets) * 2.0 + (anchors - 0.5)) * strides  # (17, 2, n) pixels
+    expected = torch.cat(
+        [box, torch.from_numpy(scores), torch.cat([kpt, torch.from_numpy(vis)[:, None]], 1).reshape(51, n)]
+    )
+    expected = expected.numpy().T.copy()
+    expected[:, [0, 2]] /= w
+    expected[:, [1, 3]] /= h
+    expected[:, 5::3] /= w
+    expected[:, 6::3] /= h
+    planes = [vis, dist, offsets.reshape(34, n), scores]  # any order: told apart by channel count
+    got = assemble_split_head(planes, (h, w), nc=1, kpt_shape=(17, 3))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(WorkbenchError, match="channels"):
+        assemble_split_head([dist, scores, vis[:16], offsets.reshape(34, n)], (h, w), 1, (17, 3))
+
+
+# ---- converted files (slow) ------------------------------------------------------------------------
+# each recipe alone (calib-percentile only exists on top of split-head); equalize also per-tensor
+JOBS = [(n, "int8-per-channel") for n in RECIPES] + [("equalize", "int8-per-tensor")]
+
+
+def _recipe_set(name: str) -> list[str]:
+    return ["split-head", name] if name == "calib-percentile" else [name]
+
+
+@pytest.fixture(scope="module")
+def recipe_files(pose256, synth_eval_set, tmp_path_factory):
+    """Each recipe alone on the synthetic checkpoint at 256 (per-channel; equalize also per-tensor)."""
+    from workbench.quantize import quantize
+
+    root = tmp_path_factory.mktemp("recipes")
+    return {
+        (name, scheme): quantize(
+            pose256["saved_model"],
+            scheme,
+            root / f"{scheme}+{name}.tflite",
+            io="uf",
+            calib=synth_eval_set.train_images,
+            calib_count=16,
+            recipes=_recipe_set(name),
+        )
+        for name, scheme in JOBS
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, scheme", JOBS)
+def test_recipe_file_matches_its_record(recipe_files, name, scheme):
+    from workbench.inspect import is_all_int8, weight_granularity
+    from workbench.runtime import TFLiteModel, read_tflite_metadata
+    from workbench.tflite_graph import read_graph
+
+    result = recipe_files[(name, scheme)]
+    graph = read_graph(result.path)
+    assert result.recipes == _recipe_set(name)
+    assert read_tflite_metadata(result.path)["workbench"]["recipes"] == _recipe_set(name)
+    assert result.all_int8 == is_all_int8(graph)
+    assert result.granularity == weight_granularity(graph).verdict
+    assert result.all_int8 is (name not in ("int16x8", "float-fallback"))
+    expected = {"int8-per-channel": "per-channel", "int8-per-tensor": "per-tensor"}[scheme]
+    assert result.granularity == expected
+    model = TFLiteModel(result.path)
+    outputs = model.run(np.full((1, 256, 256, 3), 0.5, np.float32))
+    assert len(outputs) == (4 if "split-head" in _recipe_set(name) else 1)
+    assert all(np.isfinite(o).all() for o in outputs)
+    if name == "float-fallback":
+        assert len(result.float_blocks) == 3
+
+
+@pytest.fixture(scope="module")
+def split_pc(pose256, synth_eval_set, tmp_path_factory):
+    """The split-head per-channel file alone (its re-export is shared with ``recipe_files``)."""
+    from workbench.quantize import quantize
+
+    return quantize(
+        pose256["saved_model"],
+        "int8-per-channel",
+        tmp_path_factory.mktemp("split") / "split-pc.tflite",
+        io="uf",
+        calib=synth_eval_set.train_images,
+        calib_count=16,
+        recipes=["split-head"],
+    )
+
+
+@pytest.mark.slow
+def test_split_head_detections_equal_single_head_within_quantization(pose256, split_pc, synth_eval_set):
+    """fp32: identical detections; int8: same people, keypoints within the split outputs' steps."""
+    from workbench.data.coco import load_coco
+    from workbench.data.images import load_image
+    from workbench.decode import decode
+    from workbench.diagnose import audit_outputs
+    from workbench.quantize import quantize
+    from workbench.runtime import TFLiteModel
+
+    split = split_pc
+    saved_split = next(p for p in pose256["saved_model"].parent.iterdir() if p.name.endswith("+split-head"))
+    fp32_split = quantize(saved_split, "fp32", split.path.with_name("split-fp32.tflite"))
+    dataset = load_coco(synth_eval_set.val_ann, synth_eval_set.val_images, task="pose")
+
+    images = [load_image(dataset.image_path(e)) for e in dataset.images[:8]]
+    models = {k: TFLiteModel(p) for k, p in {
+        "single": pose256["fp32"], "split": fp32_split.path, "split-int8": split.path,
+    }.items()}  # fmt: skip
+    kw = dict(conf=0.25, iou=0.7, max_det=100, nc=1, kpt_shape=(17, 3), normalized=True)
+    steps = {a.role: a.px_per_step for a in audit_outputs(split.path)}
+    worst_step = max(steps["kpt_xy"].values())
+    errors = []
+    for image in images:
+        det = {}
+        for key, model in models.items():
+            outputs, transform = model(image)
+            det[key] = decode(outputs, "pose", transform, **kw)
+        assert len(det["single"]) == len(det["split"])
+        np.testing.assert_allclose(det["split"].keypoints, det["single"].keypoints, atol=1e-2)
+        if len(det["single"]) and len(det["split-int8"]):
+            # each confident fp32 person: the closest int8 person's worst keypoint error, in input pixels
+            gain = max(image.shape[:2]) / 256  # letterbox: original pixels per input pixel
+            for kp in det["single"].keypoints[det["single"].scores > 0.5]:
+                err = np.abs(det["split-int8"].keypoints[:, :, :2] - kp[None, :, :2]).max(axis=(1, 2)).min()
+                errors.append(err / gain)
+    # a few steps of the coarsest (stride 32) keypoint grid for the typical person
+    assert errors and np.median(errors) <= 4 * worst_step, (np.median(errors), worst_step)

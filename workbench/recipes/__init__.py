@@ -1,0 +1,161 @@
+"""Recovery recipes: named, composable changes to how a SavedModel becomes an int8 .tflite.
+
+Each recipe edits a :class:`Plan` (what to export, how to calibrate, what to keep out of int8);
+``quantize(..., recipes=["split-head", "calib-all"])`` applies them in registry order, so the
+same set gives the same file whatever order it was named in. ``workbench recipes`` lists them.
+
+================ ====================================================================== =========
+recipe           does                                                                   all-int8
+================ ====================================================================== =========
+split-head       end the graph before the decode: boxes/scores/keypoints as separate    yes
+                 outputs in stride units, each with its own scale; decode in float
+equalize         cross-layer equalization of consecutive convolutions before export     yes
+                 (exact for ReLU, approximate for SiLU)
+calib-all        calibrate on every image of the calibration folder (min/max, the       yes
+                 only range setting the TFLite converter offers)
+calib-percentile clamp the split head's keypoint offsets in the graph at their 99.99th  yes
+                 percentile over the calibration images. Measured: no effect — TFLite's
+                 int8 MINIMUM/MAXIMUM keep their input's scale, so the range stays
+int16x8          int16 activations, int8 weights, whole model                           no
+float-fallback   keep the ``FLOAT_FALLBACK_K`` blocks whose float version best restores no
+                 the outputs (SQNR on calibration images) in float
+================ ====================================================================== =========
+
+Whether a file is still all-int8 and its weight granularity are read from the file itself
+(:func:`workbench.recipes.verdict.file_verdict`), not from this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+FLOAT_FALLBACK_K = 3
+ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
+KPT_PERCENTILE = 99.99
+
+
+@dataclass
+class Plan:
+    """What a conversion does once its recipes are applied."""
+
+    recipes: tuple[str, ...] = ()
+    head: str = "single"
+    equalize: bool = False
+    calib_count: int = 200
+    activations: str = "int8"
+    float_blocks: int = 0
+    kpt_percentile: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.activations not in ("int8", "int16"):
+            raise ValueError(f"activations must be int8 or int16, got {self.activations!r}")
+        if self.calib_count < 1 or self.float_blocks < 0:
+            raise ValueError(f"invalid plan: {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(asdict(self), recipes=list(self.recipes))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    apply: Callable[[Plan], None]
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(name: str, summary: str) -> Callable[[Callable[[Plan], None]], Callable[[Plan], None]]:
+    def wrap(fn: Callable[[Plan], None]) -> Callable[[Plan], None]:
+        RECIPES[name] = Recipe(name, summary, fn)
+        return fn
+
+    return wrap
+
+
+@register(
+    "split-head",
+    "boxes, scores, keypoint offsets and visibilities as separate outputs in stride units; decode in float",
+)
+def _split_head(plan: Plan) -> None:
+    plan.head = "split"
+
+
+@register(
+    "equalize", "cross-layer equalization of conv pairs before export (exact for ReLU, approximate for SiLU)"
+)
+def _equalize(plan: Plan) -> None:
+    plan.equalize = True
+
+
+@register(
+    "calib-all", "calibrate on every image of the calibration folder (min/max: the converter's only method)"
+)
+def _calib_all(plan: Plan) -> None:
+    plan.calib_count = ALL_CALIBRATION_IMAGES
+
+
+@register(
+    "calib-percentile",
+    f"clamp split-head keypoint offsets at their {KPT_PERCENTILE}th percentile (needs split-head; measured: no "
+    "effect, TFLite's int8 MINIMUM/MAXIMUM keep their input's scale)",
+)
+def _calib_percentile(plan: Plan) -> None:
+    plan.kpt_percentile = KPT_PERCENTILE
+
+
+@register("int16x8", "int16 activations with int8 weights for the whole model (not all-int8)")
+def _int16x8(plan: Plan) -> None:
+    plan.activations = "int16"
+
+
+@register(
+    "float-fallback",
+    f"keep the {FLOAT_FALLBACK_K} blocks that most restore the outputs in float (not all-int8)",
+)
+def _float_fallback(plan: Plan) -> None:
+    plan.float_blocks = FLOAT_FALLBACK_K
+
+
+def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
+    """Recipe names from ``"a,b"`` or a list, validated, de-duplicated, in registry order.
+
+    Example:
+        >>> parse_recipes("calib-all,split-head")
+        ['split-head', 'calib-all']
+    """
+    if value is None:
+        return []
+    names = (
+        [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    )
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    if "calib-percentile" in names and "split-head" not in names:
+        raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
+    if "int16x8" in names and "float-fallback" in names:
+        raise WorkbenchError(
+            "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
+        )
+    return [n for n in RECIPES if n in names]
+
+
+def build_plan(recipes: str | Iterable[str] | None, calib_count: int) -> Plan:
+    """The :class:`Plan` for ``recipes`` on top of a plain conversion with ``calib_count`` images."""
+    names = parse_recipes(recipes)
+    plan = Plan(recipes=tuple(names), calib_count=calib_count)
+    for name in names:
+        RECIPES[name].apply(plan)
+    return plan
+
+
+def recipe_suffix(recipes: Iterable[str]) -> str:
+    """``"+a+b"`` for variant names, ``""`` without recipes."""
+    return "".join(f"+{r}" for r in recipes)
