@@ -70,12 +70,20 @@ class Difference:
 def _pairs(table: pd.DataFrame) -> list[tuple[str, int, str, str, str]]:
     """(model, imgsz, comparison, variant a, variant b) for every difference the report states."""
     pairs = []
+    recipe = table["recipe"].fillna("").astype(str) if "recipe" in table else pd.Series("", index=table.index)
     for (model, imgsz), rows in table.groupby(["model", "imgsz"], sort=True):
-        by_scheme = {r.scheme: r.variant for r in rows.itertuples()}
+        plain = rows[recipe[rows.index] == ""]
+        by_scheme = {r.scheme: r.variant for r in plain.itertuples()}
         for a, b in SCHEME_PAIRS:
             if a.value in by_scheme and b.value in by_scheme:
                 pairs.append((model, imgsz, f"{a.value} − {b.value}", by_scheme[a.value], by_scheme[b.value]))
-    ours = table[table["source"] == "ours"]
+        # a recovery recipe against fp32 (what is left to recover) and against its plain scheme (what it won)
+        for r in rows[recipe[rows.index] != ""].itertuples():
+            label = f"{r.scheme}+{recipe[r.Index]}"
+            for base in (Scheme.FP32.value, r.scheme):
+                if base in by_scheme:
+                    pairs.append((model, imgsz, f"{label} − {base}", r.variant, by_scheme[base]))
+    ours = table[(table["source"] == "ours") & (recipe == "")]
     for zoo in table[table["source"] == "zoo"].itertuples():
         same = ours[(ours["imgsz"] == zoo.imgsz) & (ours["scheme"] == zoo.scheme)]
         for mine in same.itertuples():
