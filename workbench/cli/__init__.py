@@ -16,7 +16,7 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 
-VERB_MODULES = ["data", "train", "export", "quantize", "inspect", "bench", "evaluate", "report"]
+VERB_MODULES = ["data", "train", "export", "quantize", "inspect", "bench", "evaluate", "report", "sweep"]
 
 
 def build_parser() -> argparse.ArgumentParser:
