@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from workbench.cli import main
-from workbench.sweep import SweepConfig, query, run_sweep
-from workbench.sweep import store
+from workbench.sweep import SweepConfig, query, run_sweep, store
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "weights" / "yolov8n-pose-synth.pt"
 GRID = {
@@ -78,7 +77,9 @@ def test_grid_shares_one_export_and_stores_a_row_per_cell(serial):
     out, summary = serial
     assert (summary.done, summary.cached, summary.failed) == (4, 0, 0)
     assert len(list((out / "saved_models").iterdir())) == 1  # 4 cells, one (model, imgsz)
-    frame = query(out, "select scheme, calib_images, n_images, latency_ms_median, dataset_hash, packages from results")
+    frame = query(
+        out, "select scheme, calib_images, n_images, latency_ms_median, dataset_hash, packages from results"
+    )
     assert len(frame) == 4 and set(frame["n_images"]) == {8}
     assert frame[["latency_ms_median", "dataset_hash", "packages"]].notna().all().all()
 
@@ -87,7 +88,9 @@ def test_grid_shares_one_export_and_stores_a_row_per_cell(serial):
 def test_cluster_gives_the_serial_rows_and_detections(serial, client, tmp_path):
     out, _ = serial
     seed_exports(out, tmp_path / "out")
-    summary = run_sweep(SweepConfig.from_yaml(write_config(tmp_path)), tmp_path / "out", client=client, progress=False)
+    summary = run_sweep(
+        SweepConfig.from_yaml(write_config(tmp_path)), tmp_path / "out", client=client, progress=False
+    )
     assert (summary.done, summary.failed) == (4, 0)
     assert summary.dashboard and summary.dashboard.startswith("http")
     assert rows(tmp_path / "out") == rows(out)  # AP, sha256 of every file, sizes, provenance
@@ -100,7 +103,9 @@ def test_a_raising_cell_is_recorded_failed_while_the_others_finish(serial, clien
     seed_exports(out, tmp_path / "out")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    config = write_config(tmp_path, model=[str(CHECKPOINT), str(broken)], schemes=["int8-per-tensor"], calib_images=2)
+    config = write_config(
+        tmp_path, model=[str(CHECKPOINT), str(broken)], schemes=["int8-per-tensor"], calib_images=2
+    )
     summary = run_sweep(SweepConfig.from_yaml(config), tmp_path / "out", client=client, progress=False)
     assert (summary.done, summary.failed) == (1, 1)
     frame = query(tmp_path / "out", "select model, status, error, ap from results order by model")
@@ -141,7 +146,9 @@ def test_query_prints_the_rows(serial, capsys, tmp_path):
 def test_unreachable_scheduler_fails_in_one_line_within_10_s(tmp_path, capsys):
     config = write_config(tmp_path, synth_train=4, synth_val=4)
     start = time.perf_counter()
-    code = main(["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"])
+    code = main(
+        ["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"]
+    )
     assert code == 2 and time.perf_counter() - start < 10
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unreachable" in err and "127.0.0.1:9" in err
@@ -150,7 +157,11 @@ def test_unreachable_scheduler_fails_in_one_line_within_10_s(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("axis", "values", "named"),
-    [("imgsz", [64, 70], "imgsz=70"), ("schemes", ["fp32", "int4"], "int4"), ("model", [str(CHECKPOINT), "nope.pt"], "nope.pt")],
+    [
+        ("imgsz", [64, 70], "imgsz=70"),
+        ("schemes", ["fp32", "int4"], "int4"),
+        ("model", [str(CHECKPOINT), "nope.pt"], "nope.pt"),
+    ],
 )
 def test_an_invalid_axis_value_is_refused_before_any_task(tmp_path, capsys, axis, values, named):
     config = write_config(tmp_path, **{axis: values})

@@ -267,9 +267,7 @@ def evaluate_models(
         ) from None
     protocols = list(protocols)
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
-        raise WorkbenchError(
-            f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {protocols}"
-        )
+        raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {protocols}")
     iou_type = iou_type or IOU_TYPE_OF_TASK[task]
     if iou_type not in TASK_OF_IOU_TYPE:
         raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
@@ -290,7 +288,9 @@ def evaluate_models(
         if model_path.suffix not in (".tflite", ".pt"):
             raise WorkbenchError("model must be a .tflite or an Ultralytics .pt file", path=model_path)
         if model_path.suffix == ".pt" and len(model_paths) > 1:
-            raise WorkbenchError("an Ultralytics .pt is evaluated alone (it pre-processes itself)", path=model_path)
+            raise WorkbenchError(
+                "an Ultralytics .pt is evaluated alone (it pre-processes itself)", path=model_path
+            )
 
     # Ground truth first: a dataset that cannot score this task fails before any model is opened.
     dataset = load_coco(ann, images, task=TASK_OF_IOU_TYPE[iou_type])

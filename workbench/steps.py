@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.config import IOType, RunConfig, Scheme, Task
+from workbench.config import RunConfig, Scheme, Task
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_csv, write_json
@@ -145,54 +145,14 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     retrained = read_step(run_dir, "retrain")
     variants: list[Variant] = []
     if retrained["models"]:
+        from workbench.sweep.executor import convert_models
+
         dataset = dataset_for(cfg, need_training=False)
-        jobs = len(retrained["models"]) * len(cfg.imgsz) * (len(cfg.schemes) + 1)
-        with tqdm(total=jobs, desc="export+quantize") as bar:
-            for record in retrained["models"]:
-                variants += _convert_model(cfg, record, dataset, run_dir, bar)
+        # a Dask graph: one export per (model, imgsz), the conversions of each depend on it
+        variants += convert_models(cfg, retrained["models"], dataset, run_dir)
     for folder in retrained["zoo"]:
         variants += zoo_variants(folder, cfg.task)
     write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
-    return variants
-
-
-def _convert_model(
-    cfg: RunConfig, record: dict, dataset: PreparedDataset, run_dir: Path, bar
-) -> list[Variant]:
-    from workbench.export import export_saved_model
-    from workbench.quantize import quantize as convert
-
-    name, weights = record["name"], Path(record["weights"])
-    variants = []
-    for imgsz in cfg.imgsz:
-        saved = export_saved_model(weights, imgsz, run_dir / "saved_models" / name / str(imgsz))
-        bar.update()
-        for scheme in cfg.schemes:
-            io = cfg.io if scheme.is_int8 else IOType.FF
-            out = run_dir / "variants" / name / str(imgsz) / f"{scheme.value}-{io.value}.tflite"
-            result = convert(
-                saved.saved_model,
-                scheme,
-                out,
-                io=io,
-                calib=dataset.calib_images,
-                calib_count=cfg.calib_images,
-            )
-            variants.append(
-                Variant(
-                    name=f"{name}_{imgsz}_{scheme.value}_{result.io.value}",
-                    model=name,
-                    source="ours",
-                    task=cfg.task.value,
-                    imgsz=imgsz,
-                    scheme=scheme.value,
-                    io=result.io.value,
-                    path=str(out),
-                    sha256=result.sha256,
-                    size_bytes=result.size_bytes,
-                )
-            )
-            bar.update()
     return variants
 
 
@@ -204,46 +164,18 @@ def load_variants(run_dir: str | Path) -> list[Variant]:
 def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     """AP of every variant on the evaluation split under each protocol; one row per variant.
 
-    One inference pass per variant serves every protocol. The first protocol fills ``ap``,
+    One inference pass per variant serves every protocol; the variants of one (model, imgsz) share
+    the decoded, pre-processed images. The first protocol fills ``ap``,
     ``ap50``, ``ap75`` and ``ar``; ST's protocol adds ``st_ap`` (its headline: pose AP at OKS 0.5
     with NMS 0.1, detection AP at IoU 0.4 for SSD / 0.5 for YOLO). Detections of each protocol are
     kept in ``eval/<variant>/<protocol>/`` for the intervals of 05_compare.
     """
-    from workbench.evaluate import evaluate_protocols
+    from workbench.sweep.executor import evaluate_variants
 
     run_dir = Path(run_dir)
     dataset = dataset_for(cfg, need_training=False)
-    rows = []
-    for variant in tqdm(load_variants(run_dir), desc="evaluate"):
-        results = evaluate_protocols(
-            variant.path,
-            dataset.val_ann,
-            dataset.val_images,
-            variant.task,
-            cfg.protocols,
-            imgsz=variant.imgsz,
-            max_images=cfg.eval_images,
-            out_dir=run_dir / "eval" / variant.name,
-            threads=cfg.threads,
-            progress=False,
-        )
-        first = results[cfg.protocols[0]]
-        row = {
-            "variant": variant.name,
-            "protocol": first.protocol,
-            "metric": first.iou_type,
-            "ap": first.AP,
-            "ap50": first.AP50,
-            "ap75": first.AP75,
-            "ar": first.AR,
-            "n_images": first.n_images,
-            "preprocess": first.preprocess,
-            "eval_seconds": first.seconds["wall"],
-        }
-        if "st" in results:
-            st = results["st"]
-            row["st_ap"] = st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline))
-        rows.append(row)
+    # a Dask graph: the schemes of one (model, imgsz) share one pass over the decoded images
+    rows = evaluate_variants(cfg, load_variants(run_dir), dataset, run_dir)
     write_json(_results_path(run_dir, "evaluate"), rows)
     return pd.DataFrame(rows)
 

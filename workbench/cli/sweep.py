@@ -10,7 +10,9 @@ from workbench.cli import print_json
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of conversions and evaluations on a Dask cluster")
-    p.add_argument("--config", required=True, help="sweep YAML: a RunConfig with lists along axes, and `exclude:`")
+    p.add_argument(
+        "--config", required=True, help="sweep YAML: a RunConfig with lists along axes, and `exclude:`"
+    )
     p.add_argument("--out", help="sweep folder (default: <out_dir>/sweeps/<name>)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     p.add_argument(
@@ -28,7 +30,11 @@ def run(args) -> int:
     from workbench.sweep.cluster import open_client
 
     sweep = SweepConfig.from_yaml(args.config)
-    out = Path(args.out) if args.out else resolve_path(sweep.base.get("out_dir", "reports")) / "sweeps" / sweep.name
+    out = (
+        Path(args.out)
+        if args.out
+        else resolve_path(sweep.base.get("out_dir", "reports")) / "sweeps" / sweep.name
+    )
     if args.query:
         frame = query(out, args.query)
         if args.json:
@@ -49,5 +55,7 @@ def run(args) -> int:
         print_json(summary.to_dict())
     else:
         where = f"; latency timed alone on {summary.latency_host}" if summary.latency_host else ""
-        print(f"{summary}{where}; rows in {out}/results (query: workbench sweep --config {args.config} --query SQL)")
+        print(
+            f"{summary}{where}; rows in {out}/results (query: workbench sweep --config {args.config} --query SQL)"
+        )
     return 1 if summary.failed else 0

@@ -58,7 +58,8 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         n_workers=n,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0",  # any free port: other runs may hold 8787
+        host="127.0.0.1",  # a local cluster listens on loopback only
+        dashboard_address="127.0.0.1:0",  # any free port: other runs may hold 8787
         silence_logs=logging.ERROR,
         env=ONE_THREAD_ENV,
     )

@@ -86,14 +86,18 @@ class SweepConfig:
     def __post_init__(self) -> None:
         for key, values in self.axes.items():
             if key not in AXIS_KEYS:
-                raise WorkbenchError(f"unknown sweep axis {key!r}; axes: {', '.join(AXIS_KEYS)}", path=self.source)
+                raise WorkbenchError(
+                    f"unknown sweep axis {key!r}; axes: {', '.join(AXIS_KEYS)}", path=self.source
+                )
             if not values:
                 raise WorkbenchError(f"axis {key} has no values", path=self.source)
             if len(set(map(str, values))) != len(values):
                 raise WorkbenchError(f"axis {key} lists a value twice: {values}", path=self.source)
         for partial in self.exclude:
             if not isinstance(partial, Mapping) or not partial:
-                raise WorkbenchError(f"exclude entries must be mappings of axis: value, got {partial!r}", path=self.source)
+                raise WorkbenchError(
+                    f"exclude entries must be mappings of axis: value, got {partial!r}", path=self.source
+                )
             for key, value in partial.items():
                 if key not in self.axes:
                     raise WorkbenchError(
@@ -112,7 +116,9 @@ class SweepConfig:
             raise WorkbenchError("exclude must be a list of partial cells", path=source)
         if "dataset" in values and "datasets" not in values:
             values["datasets"] = values.pop("dataset")
-        axes = {a.key: [v for v in _as_list(values.pop(a.key)) if v is not None] for a in AXES if a.key in values}
+        axes = {
+            a.key: [v for v in _as_list(values.pop(a.key)) if v is not None] for a in AXES if a.key in values
+        }
         unknown = sorted(set(values) - set(RunConfig.field_names()))
         if unknown:
             raise WorkbenchError(
@@ -166,7 +172,10 @@ class SweepConfig:
                 raise WorkbenchError(f"cell ({where}): {err.message}", path=self.source) from None
             for name in ("imgsz", "schemes"):
                 if len(getattr(config, name)) != 1:
-                    raise WorkbenchError(f"{name} must be swept as an axis (a list), got {getattr(config, name)}", path=self.source)
+                    raise WorkbenchError(
+                        f"{name} must be swept as an axis (a list), got {getattr(config, name)}",
+                        path=self.source,
+                    )
             model = config.models[0]
             if model not in weights:
                 source = resolve_model(model, config.allow_download)

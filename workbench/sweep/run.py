@@ -34,8 +34,13 @@ class SweepSummary:
     dashboard: str | None = None
 
     def __post_init__(self) -> None:
-        if min(self.done, self.cached, self.failed) < 0 or self.done + self.cached + self.failed != self.cells:
-            raise ValueError(f"done {self.done} + cached {self.cached} + failed {self.failed} != {self.cells} cells")
+        if (
+            min(self.done, self.cached, self.failed) < 0
+            or self.done + self.cached + self.failed != self.cells
+        ):
+            raise ValueError(
+                f"done {self.done} + cached {self.cached} + failed {self.failed} != {self.cells} cells"
+            )
 
     def __str__(self) -> str:
         return f"{self.done} done, {self.cached} cached, {self.failed} failed"
