@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup report test test-fast bench lint pretrain clean
+.PHONY: setup report test test-fast bench lint lab pretrain clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks
 	$(BIN)/ruff format --check workbench tests benchmarks
+
+# JupyterLab on the notebooks with this environment's kernel (the one `make report` executes with).
+lab: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "workbench (.venv)" >/dev/null
+	cd notebooks && ../$(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS)
 
 pretrain: setup
 	$(BIN)/workbench train --config configs/pretrain.yaml

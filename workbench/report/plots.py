@@ -77,6 +77,7 @@ def plot_frontier(
     """AP against median latency for every model × resolution × scheme, with the Pareto front.
 
     Marker shape encodes the scheme, colour the input resolution; zoo models are drawn hollow.
+    Where the table has them, bars show each AP's bootstrap 95 % interval over images.
     The front is drawn as a step line: for any latency, the best AP reachable within it.
 
     Raises:
@@ -97,6 +98,11 @@ def plot_frontier(
             r["latency_ms_median"], r["ap"], s=70, marker=SCHEME_MARKERS[r["scheme"]],
             facecolors="none" if hollow else [colour], edgecolors=[colour], linewidths=1.6, zorder=3,
         )  # fmt: skip
+        if pd.notna(r.get("ap_low")) and pd.notna(r.get("ap_high")):  # bootstrap 95 % interval
+            ax.errorbar(
+                r["latency_ms_median"], r["ap"], yerr=[[r["ap"] - r["ap_low"]], [r["ap_high"] - r["ap"]]],
+                fmt="none", ecolor=colour, alpha=0.35, linewidth=1, zorder=2,
+            )  # fmt: skip
 
     front = pareto_front(rows)
     x_right = rows["latency_ms_median"].max() * 1.05
