@@ -14,6 +14,7 @@ run the same graph, so both write the same files (tests/test_sweep_executor.py c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -34,16 +35,17 @@ def convert_models(
     """Export each model record at each of ``cfg.imgsz`` and convert it to each scheme."""
     from dask import delayed
 
+    where = _folder_tag(run_dir)
     tasks = []
     for record in records:
         name, weights = record["name"], str(record["weights"])
         for imgsz in cfg.imgsz:
             folder = str(run_dir / "saved_models" / name / str(imgsz))
             saved = delayed(_export, pure=True)(
-                weights, imgsz, folder, dask_key_name=f"export-{name}-{imgsz}"
+                weights, imgsz, folder, dask_key_name=f"export-{name}-{imgsz}-{where}"
             )
             for scheme in cfg.schemes:
-                key = f"convert-{name}-{imgsz}-{scheme.value}"
+                key = f"convert-{name}-{imgsz}-{scheme.value}-{where}"
                 tasks.append(
                     delayed(_convert, pure=True)(
                         cfg, name, imgsz, scheme, saved, dataset.calib_images, str(run_dir), dask_key_name=key
@@ -69,7 +71,7 @@ def evaluate_variants(
             dataset,
             str(run_dir),
             threads,
-            dask_key_name=f"evaluate-{'-'.join(map(str, group))}",
+            dask_key_name=f"evaluate-{'-'.join(map(str, group))}-{_folder_tag(run_dir)}",
         )  # fmt: skip
         for group, members in groups.items()
     ]
@@ -103,6 +105,11 @@ def compute(tasks: list, workers: int | None, desc: str) -> list:
         for _ in tqdm(as_completed(futures), total=len(futures), desc=desc):
             pass
         return client.gather(futures)
+
+
+def _folder_tag(run_dir: Path) -> str:
+    """Part of every key: a shared scheduler may hold the same step of another run folder."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ content hash), store each row as it finishes, then time the new files alone.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,17 +110,20 @@ def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: 
 def _run_distributed(todo: list[Cell], datasets, sweep_dir: Path, client, progress: bool) -> list[dict]:
     from distributed import as_completed
 
+    # A cluster may serve several sweep folders: the folder is part of each task's key, so a cell
+    # never takes another folder's result (its files live in that folder).
+    where = hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:8]
     exports, futures = {}, {}
     for cell in todo:
         if cell.export_key not in exports:
             exports[cell.export_key] = client.submit(
                 export_task, _weights(cell), cell.config.imgsz[0], _export_folder(sweep_dir, cell),
-                key=f"export-{cell.export_key}",
+                key=f"export-{cell.export_key}-{where}",
             )  # fmt: skip
         dataset = datasets[str(cell.values.get("datasets"))]
         future = client.submit(
             cell_task, cell, exports[cell.export_key], dataset, str(sweep_dir), CELL_THREADS,
-            key=f"cell-{cell.key}",
+            key=f"cell-{cell.key}-{where}",
         )  # fmt: skip
         futures[future.key] = (future, cell)
     rows = []
