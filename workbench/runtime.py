@@ -161,7 +161,10 @@ def write_tflite_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
         with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:
             for info, blob in kept:
                 zf.writestr(info, blob)
-            zf.writestr(METADATA_NAME, text)
+            # a fixed timestamp: the same model and metadata give the same file bytes
+            entry = zipfile.ZipInfo(METADATA_NAME, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(entry, text)
 
 
 # ---- model ---------------------------------------------------------------------------------------
