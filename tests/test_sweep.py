@@ -143,15 +143,24 @@ def test_query_prints_the_rows(serial, capsys, tmp_path):
     ]  # fmt: skip
 
 
-def test_unreachable_scheduler_fails_in_one_line_within_10_s(tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_scheduler_fails_in_one_line_within_10_s(tmp_path, capsys, kind):
+    import socket
+
     config = write_config(tmp_path, synth_train=4, synth_val=4)
-    start = time.perf_counter()
-    code = main(
-        ["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9"]
-    )
-    assert code == 2 and time.perf_counter() - start < 10
+    with socket.socket() as listener:  # "silent": accepts TCP, never speaks Dask's protocol
+        listener.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            listener.listen()
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        start = time.perf_counter()
+        code = main(
+            ["sweep", "--config", str(config), "--out", str(tmp_path / "out"), "--scheduler", address]
+        )
+        elapsed = time.perf_counter() - start
+    assert code == 2 and elapsed < 10
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "unreachable" in err and "127.0.0.1:9" in err
+    assert len(err.splitlines()) == 1 and "unreachable" in err and address in err
     assert not (tmp_path / "out" / "results").exists()
 
 
@@ -188,3 +197,10 @@ def test_store_refuses_a_row_with_unknown_columns(tmp_path):
     with pytest.raises(WorkbenchError, match="does not know: speed"):
         store.write_row(tmp_path, {"cell": "x", "status": "ok", "speed": 1.0})
     assert not (tmp_path / "results").exists()
+
+
+def test_committed_sweep_configs_expand_to_valid_cells():
+    root = Path(__file__).resolve().parent.parent / "configs" / "sweeps"
+    for path in sorted(root.glob("*.yaml")):
+        cells = SweepConfig.from_yaml(path).cells()
+        assert len({c.key for c in cells}) == len(cells) > 1
