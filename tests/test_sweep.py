@@ -42,6 +42,7 @@ def write_config(folder: Path, **changes) -> Path:
 
 def rows(sweep_dir: Path) -> dict[str, dict]:
     frame = query(sweep_dir, "select * from results order by cell")
+    frame = frame.astype(object).where(frame.notna(), None)  # NaN != NaN; None == None
     return {r["cell"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in frame.to_dict("records")}
 
 

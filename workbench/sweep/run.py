@@ -149,7 +149,7 @@ def _time_alone(cells: list[Cell], sweep: SweepConfig, sweep_dir: Path, client) 
     if not pending:
         return None
     base = cells[0].config
-    args = ([r["path"] for r in pending], base.threads, base.bench_runs, base.seed)
+    args = ([str(sweep_dir / r["path"]) for r in pending], base.threads, base.bench_runs, base.seed)
     if client is None:
         host, timings = _latency(*args)
     else:
@@ -157,7 +157,7 @@ def _time_alone(cells: list[Cell], sweep: SweepConfig, sweep_dir: Path, client) 
         host, timings = client.submit(_latency, *args, workers=[worker], pure=False).result()
     for row, timing in zip(pending, timings, strict=True):
         if timing.sha256 != row["model_sha256"]:
-            raise WorkbenchError("file changed while it was timed", path=row["path"])
+            raise WorkbenchError("file changed while it was timed", path=sweep_dir / row["path"])
         row.update(
             latency_ms_median=timing.median_ms,
             latency_ms_p90=timing.p90_ms,

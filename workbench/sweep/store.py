@@ -2,7 +2,8 @@
 
 Each file is written atomically (a crash leaves a cell's row whole or absent) with one fixed
 schema: results.csv's columns (:data:`workbench.report.table.RESULT_COLUMNS`, provenance included)
-plus the sweep's own (:data:`EXTRA_COLUMNS`). ``results`` is a DuckDB view over all files.
+plus the sweep's own (:data:`EXTRA_COLUMNS`); ``path`` is relative to the sweep folder.
+``results`` is a DuckDB view over all files.
 
 Example:
     >>> # query("reports/sweeps/demo", "select scheme, avg(ap) from results group by scheme")
@@ -72,7 +73,7 @@ def is_cached(sweep_dir: str | Path, cell: str) -> bool:
     row = read_row(sweep_dir, cell)
     if row is None or row["status"] != "ok" or not row["path"]:
         return False
-    path = Path(row["path"])
+    path = Path(sweep_dir) / row["path"]
     return path.is_file() and sha256_file(path) == row["model_sha256"]
 
 

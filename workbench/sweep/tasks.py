@@ -80,7 +80,7 @@ def cell_task(
         "ap75": first.AP75,
         "ar": first.AR,
         "st_ap": st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline)) if st else None,
-        "path": str(out),
+        "path": str(out.relative_to(sweep_dir)),  # the folder may move or be mounted elsewhere
         "model_sha256": converted.sha256,
         "size_bytes": converted.size_bytes,
         "activation_ram_bytes": info.arena.arena_bytes,
