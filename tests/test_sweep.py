@@ -124,7 +124,7 @@ def test_a_killed_sweep_resumes_with_finished_cells_cached(serial, tmp_path):
     (resumed / "results" / f"{lost}.parquet").unlink()  # killed before this row was written
     variant = resumed / "variants" / f"{tampered}.tflite"
     variant.write_bytes(variant.read_bytes()[:-1])  # a file that no longer hashes as stored
-    summary = run_sweep(SweepConfig.from_yaml(write_config(tmp_path)), resumed, progress=False, bench=False)
+    summary = run_sweep(SweepConfig.from_yaml(write_config(tmp_path)), resumed, progress=False)
     assert (summary.done, summary.cached, summary.failed) == (2, 2, 0)
     assert rows(resumed) == before  # the re-run cells reproduce their rows byte for byte
 
