@@ -169,7 +169,9 @@ def test_check_images_reports_missing_corrupt_and_resized_images(tmp_path, capsy
     assert str(image) in err and "cannot decode image" in err
 
     Image.new("RGB", (48, 64)).save(image)  # transposed size: the JSON says 64x48
-    with pytest.raises(WorkbenchError, match=r"p\.jpg: image is 48x64 but pose\.json says 64x48"):
+    with pytest.raises(
+        WorkbenchError, match=r"p\.jpg: image is 48x64 but the annotations \(pose\.json\) say 64x48"
+    ):
         load_coco(path, tmp_path / "imgs", check_images=True)
 
     image.unlink()

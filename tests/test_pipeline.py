@@ -17,6 +17,7 @@ import pytest
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
+from workbench.fileio import sha256_file
 from workbench.pipeline import check_kernel, run_id_for, run_pipeline
 from workbench.report import build_run_report, load_results
 
@@ -25,7 +26,7 @@ CONFIG = RunConfig(name="pipe", imgsz=[256])
 
 
 def executions(run_dir: Path) -> list[str]:
-    log = run_dir / "executions.log"
+    log = run_dir / ".executions.log"  # a dot-file: instrumentation, not a step output
     return log.read_text().split() if log.exists() else []
 
 
@@ -47,10 +48,9 @@ def test_first_run_executes_every_notebook_into_run_folder(completed):
         record = json.loads((run_dir / "steps" / f"{name}.json").read_text())
         assert record["status"] == "done" and record["config_hash"] == CONFIG.hash
         assert record["seconds"] > 0
-    assert json.loads((run_dir / "steps" / "01_write.json").read_text())["outputs"] == [
-        "executions.log",
-        "out_01.json",
-    ]
+    record = json.loads((run_dir / "steps" / "01_write.json").read_text())
+    assert record["outputs"] == ["out_01.json"]
+    assert record["output_sha256"] == {"out_01.json": sha256_file(run_dir / "out_01.json")}
     assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
     # the notebook received the config and ran on this environment's interpreter
     out = json.loads((run_dir / "out_01.json").read_text())

@@ -97,3 +97,22 @@ def tiny_models() -> dict[str, Path]:
         paths[key] = out_dir / f"tiny_{key}.tflite"
         paths[key].write_bytes(_convert(model, scheme, io))
     return paths
+
+
+@functools.lru_cache(maxsize=1)
+def unrelated_model() -> Path:
+    """A different float network with the same input size: conv → max-pool → dense (8 outputs)."""
+    from workbench.offline import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((IMGSZ, IMGSZ, 3), batch_size=1, name="images")
+    x = keras.layers.Conv2D(4, 5, activation="tanh", name="c1")(inp)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(x)
+    out = keras.layers.Dense(8, name="fc")(keras.layers.Flatten(name="flat")(x))
+    path = Path(tempfile.mkdtemp(prefix="wb-tiny-other-")) / "other_fp32.tflite"
+    path.write_bytes(_convert(keras.Model(inp, out), "fp32"))
+    return path

@@ -119,23 +119,29 @@ class RunConfig:
     workers: int | None = None
 
     def __post_init__(self) -> None:
-        try:
-            self.task = Task(self.task)
-            self.io = IOType(self.io)
-            self.schemes = [Scheme(s) for s in _as_list(self.schemes)]
-        except ValueError as err:
-            raise WorkbenchError(f"invalid config value: {err}") from None
+        self.task = _enum(Task, self.task, "task")
+        self.io = _enum(IOType, self.io, "io")
+        self.schemes = [_enum(Scheme, s, "schemes") for s in _as_list(self.schemes)]
         self.imgsz = [validate_imgsz(s) for s in _as_list(self.imgsz)]
         if not self.imgsz:
             raise WorkbenchError("imgsz must name at least one image size")
         if not self.schemes:
             raise WorkbenchError("schemes must name at least one scheme")
+        for key in ("imgsz", "schemes"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise WorkbenchError(f"{key} lists a value twice: {[str(v) for v in values]}")
         if self.train_imgsz is not None:
             self.train_imgsz = validate_imgsz(self.train_imgsz)
         self.synth_imgsz = validate_imgsz(self.synth_imgsz)
         for key in ("epochs", "batch", "calib_images", "threads", "bench_runs", "synth_train", "synth_val"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 0 or (value == 0 and key not in ("epochs", "synth_val")):
+            if (
+                isinstance(value, bool)  # YAML's `true` is an int to Python
+                or not isinstance(value, int)
+                or value < 0
+                or (value == 0 and key not in ("epochs", "synth_val"))
+            ):
                 raise WorkbenchError(f"{key} must be a positive integer, got {value!r}")
         protocols = _as_list(self.protocol)
         if (
@@ -200,9 +206,13 @@ class RunConfig:
         if not path.is_file():
             raise WorkbenchError("config file not found", path=path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
+        if values is None:
+            raise WorkbenchError(
+                "is empty; a config names at least its `name` (see configs/default.yaml)", path=path
+            )
         if not isinstance(values, dict):
             raise WorkbenchError("config must be a mapping of keys to values", path=path)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -276,6 +286,14 @@ def resolve_path(path: str | Path) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return Path(__file__).resolve().parent.parent / path
+
+
+def _enum(kind: type[StrEnum], value: Any, key: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(v.value for v in kind)
+        raise WorkbenchError(f"{key}: {value!r} is not one of {valid}") from None
 
 
 def _as_list(value: Any) -> list:

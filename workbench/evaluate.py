@@ -93,6 +93,7 @@ class EvalResult:
     max_det: int | None = None
     headline: str = "AP"
     metrics: dict[str, Any] = field(default_factory=dict)
+    exif_transpose: bool = False
 
     def __post_init__(self) -> None:
         for key in ("AP", "AP50", "AP75", "APm", "APl", "AR"):
@@ -145,6 +146,7 @@ def evaluate(
     progress: bool = True,
     iou_type: str | None = None,
     backend: str = "faster",
+    exif_transpose: bool = False,
 ) -> EvalResult:
     """Evaluate ``model_path`` on a COCO dataset and optionally write the results files.
 
@@ -169,6 +171,9 @@ def evaluate(
         iou_type: metric of another task than the model's, e.g. "bbox" to score a pose model's boxes
             on a dataset without keypoints (default: the task's own: keypoints, segm, bbox).
         backend: COCO backend, "faster" or "pycocotools".
+        exif_transpose: show the model each image as displayed (EXIF orientation applied), for
+            labels drawn on rotated views; by default images are read in their stored frame, as
+            COCO labels are, and tagged images are warned about.
 
     Returns:
         The :class:`EvalResult`.
@@ -178,10 +183,11 @@ def evaluate(
         >>> #              "val2017", task="pose", max_images=200)
         >>> # r.AP, r.seconds["invoke"]
     """
+    _check_out_dir(out_dir)  # evaluate_protocols below writes nothing itself
     results = evaluate_protocols(
         model_path, ann, images, task, (protocol,), imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
         max_images=max_images, out_dir=None, threads=threads, preprocess=preprocess, progress=progress,
-        iou_type=iou_type, backend=backend,
+        iou_type=iou_type, backend=backend, exif_transpose=exif_transpose,
     )  # fmt: skip
     result = results[protocol]
     if out_dir is not None:
@@ -214,6 +220,7 @@ def evaluate_protocols(
     progress: bool = True,
     iou_type: str | None = None,
     backend: str = "faster",
+    exif_transpose: bool = False,
 ) -> ProtocolResults:
     """Score one model under several protocols from one inference pass over the images.
 
@@ -226,7 +233,7 @@ def evaluate_protocols(
     return evaluate_models(
         [model_path], ann, images, task, protocols, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
         max_images=max_images, out_dirs=out_dirs, threads=threads, preprocess=preprocess,
-        progress=progress, iou_type=iou_type, backend=backend,
+        progress=progress, iou_type=iou_type, backend=backend, exif_transpose=exif_transpose,
     )[0]  # fmt: skip
 
 
@@ -247,6 +254,7 @@ def evaluate_models(
     progress: bool = True,
     iou_type: str | None = None,
     backend: str = "faster",
+    exif_transpose: bool = False,
 ) -> list[ProtocolResults]:
     """:func:`evaluate_protocols` of several models in one pass: each image is decoded and
     pre-processed once and fed to every model (e.g. every scheme of one image size).
@@ -271,6 +279,9 @@ def evaluate_models(
     iou_type = iou_type or IOU_TYPE_OF_TASK[task]
     if iou_type not in TASK_OF_IOU_TYPE:
         raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
+    _check_arguments(task, iou_type, conf, iou, max_det, threads, None)
+    for out_dir in out_dirs or ():
+        _check_out_dir(out_dir)
     if "st" in protocols and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
         raise WorkbenchError(
             f"protocol 'st' scores pose keypoints and detection boxes only (got task {task.value}, iou_type {iou_type})"
@@ -329,7 +340,8 @@ def evaluate_models(
     seconds = [dict.fromkeys(TIMING_KEYS, 0.0) for _ in runners]
     name = model_paths[0].name if len(model_paths) == 1 else f"{len(model_paths)} models"
     bar = tqdm(total=len(entries), desc=f"evaluate {name}", unit="img", disable=not progress)
-    for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runners[0]):
+    tagged: list[Path] = []  # images with an EXIF orientation
+    for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runners[0], exif_transpose, tagged):
         for runner, scorers, spent in zip(runners, all_scorers, seconds, strict=True):
             spent["load"] += t_load
             spent["preprocess"] += t_pre
@@ -340,6 +352,9 @@ def evaluate_models(
                 scorer.update(entry, raw, prepared, spent)
         bar.update(1)
     bar.close()
+    from workbench.data.images import warn_exif
+
+    warn_exif(tagged, len(entries), exif_transpose)
 
     outs = []
     for index, (path, runner, scorers, spent) in enumerate(
@@ -350,7 +365,9 @@ def evaluate_models(
             start = time.perf_counter()
             metric: MetricResult = scorer.evaluator.compute()
             spent["metric"] += time.perf_counter() - start
-            results[scorer.protocol] = scorer.result(metric, entries, path, runner, spent, wall)
+            results[scorer.protocol] = scorer.result(
+                metric, entries, path, runner, spent, wall, exif_transpose
+            )
             detections[scorer.protocol] = scorer.coco_results
         out = ProtocolResults(results, detections)
         if out_dirs is not None:
@@ -402,7 +419,14 @@ class _Scorer:
         self.n_det += len(det)
 
     def result(
-        self, metric: MetricResult, entries, model_path: Path, runner, seconds, wall: float
+        self,
+        metric: MetricResult,
+        entries,
+        model_path: Path,
+        runner,
+        seconds,
+        wall: float,
+        exif_transpose: bool,
     ) -> EvalResult:
         return EvalResult(
             AP=metric.AP,
@@ -427,6 +451,7 @@ class _Scorer:
             max_det=self.max_det,
             headline=metric.headline,
             metrics=metric.to_dict(),
+            exif_transpose=exif_transpose,
         )
 
 
@@ -571,17 +596,27 @@ class _UltralyticsRunner:
         return Detections.from_ultralytics(raw)
 
 
-def _prefetch(entries: list[dict], dataset, runner):
-    """Yield (entry, prepared input, (load s, preprocess s)) in order, loading ahead in threads."""
-    from workbench.data.images import load_image
+def _prefetch(entries: list[dict], dataset, runner, exif_transpose: bool, tagged: list[Path]):
+    """Yield (entry, prepared input, (load s, preprocess s)) in order, loading ahead in threads.
+
+    Paths of images with an EXIF orientation are appended to ``tagged``.
+    """
+    from workbench.data.images import exif_orientation, load_image
 
     def work(entry: dict):
         start = time.perf_counter()
-        image = load_image(dataset.image_path(entry))
+        path = dataset.image_path(entry)
+        image = load_image(path, exif_transpose)
+        rotated = exif_orientation(path) != 1
+        if rotated:
+            tagged.append(path)
         if image.shape[:2] != (entry["height"], entry["width"]):
+            hint = (" (it carries an EXIF orientation: " + ("drop --exif-transpose" if exif_transpose
+                    else "labels in the displayed frame need --exif-transpose") + ")") if rotated else ""  # fmt: skip
             raise WorkbenchError(
-                f"image is {image.shape[1]}x{image.shape[0]} but the annotations say {entry['width']}x{entry['height']}",
-                path=dataset.image_path(entry),
+                f"image is {image.shape[1]}x{image.shape[0]} but the annotations say "
+                f"{entry['width']}x{entry['height']}{hint}",
+                path=path,
             )
         loaded = time.perf_counter()
         prepared = runner.prepare(image)
@@ -601,3 +636,27 @@ def _prefetch(entries: list[dict], dataset, runner):
                 queue.append((nxt, pool.submit(work, nxt)))
             prepared, times = future.result()
             yield entry, prepared, times
+
+
+def _check_arguments(task: Task, iou_type: str, conf, iou, max_det, threads, out_dir) -> None:
+    """Refuse thresholds and counts that would silently give a meaningless AP."""
+    for name, value in (("conf", conf), ("iou", iou)):
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise WorkbenchError(f"--{name} must be a number within [0, 1], got {value!r}")
+    for name, value in (("max-det", max_det), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WorkbenchError(f"--{name} must be an integer of at least 1, got {value!r}")
+    if TASK_OF_IOU_TYPE[iou_type] not in (task, Task.DETECT):
+        valid = sorted({IOU_TYPE_OF_TASK[task], "bbox"})
+        raise WorkbenchError(
+            f"iou_type {iou_type!r} needs a {TASK_OF_IOU_TYPE[iou_type].value} model; a {task.value} "
+            f"model can be scored with: {', '.join(valid)}"
+        )
+    _check_out_dir(out_dir)
+
+
+def _check_out_dir(out_dir) -> None:
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise WorkbenchError(
+            "--out names an existing file; it must be a folder (created if missing)", path=out_dir
+        )

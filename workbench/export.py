@@ -44,10 +44,21 @@ class ExportResult:
     weights_sha256: str
     seconds: float
     ultralytics: dict[str, Any] = field(default_factory=dict)
+    # How images become the model input; quantize calibrates and the runtime feeds the same way.
+    family: str = "yolo"
+    preprocess: str = "letterbox"
+    interpolation: str = "bilinear"
+    input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
             raise ValueError(f"unknown task {self.task!r}")
+        if self.preprocess not in ("letterbox", "resize"):
+            raise ValueError(f"preprocess must be letterbox or resize, got {self.preprocess!r}")
+        lo, hi = (float(v) for v in self.input_range)
+        if not lo < hi:
+            raise ValueError(f"input_range must be increasing, got {self.input_range}")
+        self.input_range = [lo, hi]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -59,6 +70,8 @@ class ExportResult:
     def load(cls, saved_model: str | Path) -> ExportResult:
         """Read the metadata written beside a SavedModel by :func:`export_saved_model`."""
         meta_path = Path(saved_model) / EXPORT_META
+        if not Path(saved_model).is_dir():
+            raise WorkbenchError("SavedModel folder not found", path=saved_model)
         if not meta_path.is_file():
             raise WorkbenchError(f"no {EXPORT_META}: not exported by `workbench export`", path=saved_model)
         meta = json.loads(meta_path.read_text())

@@ -33,6 +33,11 @@ Per-layer SQNR (:func:`layer_sqnr`)
     name where the names agree, otherwise by aligning the two execution orders of (op, output
     shape) (QUANTIZE/DEQUANTIZE ops are format changes and skipped). Per pair over all images:
     ``SQNR = 10·log10(Σ ref² / Σ (ref − q)²)`` dB, worst first.
+
+    The reference must be the same network (:func:`check_same_network`): same input and output
+    shapes, and compute-op sequences at least ``SAME_NETWORK_MIN_SIMILARITY`` alike (difflib ratio;
+    conversions of one network score 1.0, since QUANTIZE/DEQUANTIZE are left out). An unrelated
+    reference would otherwise pair tensors by coincidence and print meaningless (negative) SQNRs.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ WEIGHT_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0, "TRANS
 VERDICTS = ("per-channel", "per-tensor", "mixed", "fp16", "float")
 _INTEGER_WEIGHTS = ("int8", "uint8", "int16")
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
+SAME_NETWORK_MIN_SIMILARITY = 0.9
 
 
 @dataclass
@@ -323,6 +329,39 @@ def match_tensors(graph: TFLiteGraph, reference: TFLiteGraph) -> list[tuple[int,
     return sorted(pairs.items(), key=lambda p: order[p[0]])
 
 
+def check_same_network(
+    graph: TFLiteGraph, reference: TFLiteGraph, reference_path: str | Path | None = None
+) -> float:
+    """Raise unless ``reference`` is the same network as ``graph``; return the op-sequence similarity.
+
+    Example:
+        >>> # check_same_network(read_graph("int8.tflite"), read_graph("fp32.tflite"))   # 1.0
+    """
+
+    def shapes(g: TFLiteGraph, tensors) -> list[tuple[int, ...]]:
+        return [tuple(g.tensors[t].shape) for t in tensors]
+
+    def fail(problem: str) -> None:
+        raise WorkbenchError(f"is not a reference of the same network: {problem}", path=reference_path)
+
+    if shapes(graph, graph.inputs) != shapes(reference, reference.inputs):
+        fail(
+            f"input shape {shapes(reference, reference.inputs)} vs the model's {shapes(graph, graph.inputs)}"
+        )
+    ours, theirs = sorted(shapes(graph, graph.outputs)), sorted(shapes(reference, reference.outputs))
+    if ours != theirs:
+        fail(f"output shapes {theirs} vs the model's {ours}")
+    a = [op.op for op in graph.ops if op.op not in _FORMAT_OPS]
+    b = [op.op for op in reference.ops if op.op not in _FORMAT_OPS]
+    similarity = difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+    if similarity < SAME_NETWORK_MIN_SIMILARITY:
+        fail(
+            f"its {len(b)} compute ops match the model's {len(a)} at only {similarity:.0%} "
+            f"(at least {SAME_NETWORK_MIN_SIMILARITY:.0%} needed)"
+        )
+    return similarity
+
+
 def layer_sqnr(
     model_path: str | Path,
     reference_path: str | Path,
@@ -347,6 +386,7 @@ def layer_sqnr(
             path=reference_path,
         )
     graph, ref_graph = read_graph(model_path), read_graph(reference_path)
+    check_same_network(graph, ref_graph, reference_path)
     pairs = match_tensors(graph, ref_graph)
     if not pairs:
         raise WorkbenchError("no tensors could be matched between model and reference", path=reference_path)
@@ -403,6 +443,7 @@ def inspect_model(
             raise WorkbenchError("per-layer SQNR against a reference needs calibration images (--calib DIR)")
         if calib_count <= 0:
             raise WorkbenchError(f"calib_count must be positive, got {calib_count}")
+        check_same_network(graph, read_graph(reference), reference)
         images = [load_image(p) for p in list_images(calib_images, calib_count)]
         n_images = len(images)
         sqnr = layer_sqnr(path, reference, images, threads=threads)

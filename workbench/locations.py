@@ -26,6 +26,7 @@ from workbench.errors import WorkbenchError
 from workbench.offline import REPO_ROOT
 
 WEIGHT_SUFFIXES = (".pt", ".h5", ".keras")
+IMGSZ_FIELD = "{imgsz}"  # in a weights name: one file per image size (ST's SSD .h5 files)
 
 
 def _setting(env: str, default: str) -> Path:
@@ -66,6 +67,8 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
     """
     if model.endswith((".yaml", ".yml")):
         return model
+    if IMGSZ_FIELD in model:
+        return _resolve_template(model)
     from workbench.config import resolve_path
 
     looked: list[str] = []
@@ -89,6 +92,23 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
         else "downloads are off (allow_download: true / --allow-download to let Ultralytics fetch its release files)"
     )
     raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked)}; {hint}")
+
+
+def _resolve_template(model: str) -> Path:
+    """``…_{imgsz}.h5`` (one file per image size): the template in the first folder holding a match."""
+    from workbench.config import resolve_path
+
+    pattern = Path(model).name.replace(IMGSZ_FIELD, "*")
+    folders = [Path(model).expanduser().parent, resolve_path(model).parent]
+    root = weights_dir()
+    folders += sorted({p.parent for p in root.rglob(pattern)}) if root.is_dir() else []
+    for folder in folders:
+        if any(folder.glob(pattern)):
+            return folder.resolve() / Path(model).name
+    looked = (
+        "; ".join(str(f / pattern) for f in folders[:2]) + f"; {root}/**/{pattern} (WORKBENCH_WEIGHTS_DIR)"
+    )
+    raise WorkbenchError(f"weights {model!r} not found for any image size; looked in: {looked}")
 
 
 def fetch_weights(name: str) -> Path:
@@ -142,7 +162,9 @@ class ModelSource:
     @property
     def name(self) -> str:
         """Model name in variant names: the weights' stem (``yolo11n-pose``)."""
-        return Path(str(self.path)).stem if self.kind == "ours" else Path(str(self.path)).name
+        if self.kind == "zoo":
+            return Path(str(self.path)).name
+        return Path(str(self.path).replace(f"_{IMGSZ_FIELD}", "").replace(IMGSZ_FIELD, "")).stem
 
 
 def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:

@@ -6,6 +6,12 @@ config skips finished steps, resumes from a failed one, and re-runs everything a
 had to run (its outputs may have changed). ``status.json`` says whether the run is running,
 failed (and where) or complete.
 
+A run folder is locked while a run uses it (:func:`~workbench.runlock.run_lock`): a second
+process on the same config is refused (or waits). Before steps re-run, what they produced last
+time (executed notebooks, their HTML, recorded outputs, ``results.csv``) is removed, so a page
+built mid-run or after a failure never shows another run's numbers as current. A cached step's
+recorded outputs are re-hashed: a file changed or truncated since its step finished re-runs it.
+
 Every notebook receives two parameters and must declare them in its ``parameters`` cell:
 ``config`` (the :class:`~workbench.config.RunConfig` as a dict; rebuild it with
 ``RunConfig.from_params({"config": config})``) and ``run_dir`` (the run folder, absolute).
@@ -39,6 +45,7 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_json, write_text
 from workbench.provenance import Provenance
+from workbench.runlock import Interrupted, run_lock, stop_children
 
 STEPS_DIR = "steps"
 STATUS_JSON = "status.json"
@@ -46,6 +53,8 @@ CONFIG_YAML = "config.yaml"
 PROVENANCE_JSON = "provenance.json"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BOOKKEEPING = {STATUS_JSON, "index.html"}
+# Outputs the report builder redraws from results.csv after the run: not hash-checked.
+_REDRAWN = ("plots/",)
 
 ParamsFor = Callable[[str], Mapping[str, Any]]
 
@@ -224,8 +233,17 @@ def _validate_inputs(notebooks: Sequence[Path], params: dict[str, dict[str, Any]
             )
 
 
-def _is_cached(record: dict[str, Any] | None, expected: dict[str, Any], executed: Path) -> str | None:
-    """None if the step can be skipped, else why it must run."""
+def _is_cached(
+    record: dict[str, Any] | None,
+    expected: dict[str, Any],
+    executed: Path,
+    latest: dict[str, str] | None = None,
+) -> str | None:
+    """None if the step can be skipped, else why it must run.
+
+    ``latest`` maps each output to the sha256 its last writer recorded (a later step may rewrite an
+    earlier step's file); default: this record's own checksums.
+    """
     if record is None:
         return "not run yet"
     if record.get("status") != "done":
@@ -238,9 +256,20 @@ def _is_cached(record: dict[str, Any] | None, expected: dict[str, Any], executed
         return "parameters changed"
     if not executed.is_file():
         return "executed notebook missing"
-    missing = [o for o in record.get("outputs", []) if not (executed.parent / o).exists()]
+    outputs = record.get("outputs", [])
+    missing = [o for o in outputs if not (executed.parent / o).exists()]
     if missing:
         return f"output {missing[0]} missing"
+    recorded = record.get("output_sha256")
+    if outputs and not isinstance(recorded, dict):
+        return "outputs recorded without checksums"
+    latest = {**(recorded or {}), **(latest or {})}
+    for output in outputs:
+        if output.startswith(_REDRAWN):
+            continue
+        path = executed.parent / output
+        if path.is_file() and sha256_file(path) != latest.get(output):
+            return f"output {output} changed since its step finished (sha256 differs)"
     return None
 
 
@@ -260,6 +289,7 @@ def run_pipeline(
     params_for: ParamsFor | None = None,
     *,
     kernel_name: str = "python3",
+    wait: bool = False,
 ) -> RunResult:
     """Execute ``notebooks`` in order into ``reports_dir/<run-id>/``, skipping steps already done.
 
@@ -271,6 +301,7 @@ def run_pipeline(
         force: re-run every step even if cached.
         params_for: extra papermill parameters per notebook, called with the notebook's stem.
         kernel_name: Jupyter kernel; must run this environment's python (:func:`check_kernel`).
+        wait: if another process is running this run folder, wait for it instead of failing.
 
     Returns:
         :class:`RunResult` with one :class:`StepResult` per notebook.
@@ -279,11 +310,11 @@ def run_pipeline(
         WorkbenchError: before any work, for a missing notebook, a parameter a notebook does not
             declare, a missing dataset path or a kernel from another environment; during the run,
             for a failing cell (naming the notebook and cell; ``status.json`` then says ``failed``
-            and the partially executed notebook is kept for inspection).
+            and the partially executed notebook is kept for inspection), or when another process
+            holds the run folder (naming it; see ``wait``).
+        Interrupted: SIGTERM/SIGINT during the run (under
+            :func:`~workbench.runlock.signals_as_exceptions`); ``status.json`` then says ``failed``.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     notebooks = [Path(nb) for nb in notebooks]
     if not notebooks:
         raise WorkbenchError("no notebooks to run")
@@ -304,6 +335,21 @@ def run_pipeline(
     _validate_inputs(notebooks, params)
     check_kernel(kernel_name)
 
+    with run_lock(run_dir, wait=wait):
+        return _run_locked(config, notebooks, run_dir, run_id, params, tag, force, kernel_name)
+
+
+def _run_locked(
+    config: RunConfig,
+    notebooks: list[Path],
+    run_dir: Path,
+    run_id: str,
+    params: dict[str, dict[str, Any]],
+    tag: str | None,
+    force: bool,
+    kernel_name: str,
+) -> RunResult:
+    stems = [nb.stem for nb in notebooks]
     steps_dir = run_dir / STEPS_DIR
     steps_dir.mkdir(parents=True, exist_ok=True)
     expected = {
@@ -311,13 +357,16 @@ def run_pipeline(
                   "params_hash": _params_hash(params[nb.stem])}
         for nb in notebooks
     }  # fmt: skip
+    records = {nb.stem: _read_record(steps_dir / f"{nb.stem}.json") for nb in notebooks}
+    latest: dict[str, str] = {}  # output -> sha256 its last writer recorded
+    for record in records.values():
+        if record and isinstance(record.get("output_sha256"), dict):
+            latest.update(record["output_sha256"])
     # A linear pipeline: once one step must run, every later step runs too.
     first_to_run, why = len(notebooks), None
     for i, nb in enumerate(notebooks):
         why = (
-            "--force"
-            if force
-            else _is_cached(_read_record(steps_dir / f"{nb.stem}.json"), expected[nb.stem], run_dir / nb.name)
+            "--force" if force else _is_cached(records[nb.stem], expected[nb.stem], run_dir / nb.name, latest)
         )
         if why is not None:
             first_to_run = i
@@ -327,8 +376,10 @@ def run_pipeline(
         "run_id": run_id, "tag": tag, "config_name": config.name, "config_hash": config.hash,
         "started": _now(), "steps": stems,
     }  # fmt: skip
-    if first_to_run < len(notebooks):
-        (run_dir / "index.html").unlink(missing_ok=True)  # a stale page must not pass for this run's report
+    todo = notebooks[first_to_run:]
+    if todo:
+        write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": todo[0].stem})
+        _invalidate(run_dir, todo, records)
         write_text(run_dir / CONFIG_YAML, config.to_yaml())
         prov = Provenance.collect(config.hash)
         write_json(run_dir / PROVENANCE_JSON, prov.to_dict())
@@ -336,7 +387,6 @@ def run_pipeline(
     results: list[StepResult] = []
     for nb in notebooks[:first_to_run]:
         _say(f"step {nb.stem}: cached (config {config.hash}), use --force to redo")
-        record = _read_record(steps_dir / f"{nb.stem}.json") or {}
         results.append(
             StepResult(
                 nb.stem,
@@ -344,22 +394,61 @@ def run_pipeline(
                 0.0,
                 run_dir / nb.name,
                 run_dir / f"{nb.stem}.html",
-                record.get("outputs", []),
+                (records[nb.stem] or {}).get("outputs", []),
             )
         )
 
-    todo = notebooks[first_to_run:]
     if todo:
         _say(f"step {todo[0].stem}: running ({why})" + (", and every step after it" if len(todo) > 1 else ""))
     for nb in tqdm(todo, desc=run_id, unit="step", file=sys.stderr, disable=not todo):
-        executed = run_dir / nb.name
-        (steps_dir / f"{nb.stem}.json").unlink(missing_ok=True)
-        write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": nb.stem})
+        results.append(_run_step(nb, run_dir, params[nb.stem], expected[nb.stem], status, kernel_name))
+
+    previous = _read_record(run_dir / STATUS_JSON) or {}
+    if todo or previous.get("state") != "complete":
+        write_json(run_dir / STATUS_JSON, {**status, "state": "complete", "step": None, "finished": _now()})
+    return RunResult(run_id, run_dir, config.hash, results)
+
+
+def _invalidate(run_dir: Path, todo: list[Path], records: dict[str, dict[str, Any] | None]) -> None:
+    """Remove what the steps about to run produced last time, so nothing stale passes for current."""
+    from workbench.report.table import RESULTS_CSV
+
+    root = run_dir.resolve()
+    rerun = {nb.stem for nb in todo}
+    kept = {o for stem, r in records.items() if stem not in rerun for o in (r or {}).get("outputs", [])}
+    stale = {run_dir / "index.html", run_dir / RESULTS_CSV}
+    for nb in todo:
+        stale |= {run_dir / STEPS_DIR / f"{nb.stem}.json", run_dir / nb.name, run_dir / f"{nb.stem}.html"}
+        for output in (records.get(nb.stem) or {}).get("outputs", []):
+            path = run_dir / output
+            # a hand-edited record must not reach outside; a cached step's file stays
+            if path.resolve().is_relative_to(root) and output not in kept:
+                stale.add(path)
+    for path in sorted(stale):
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    for folder in sorted({p.parent for p in stale}, key=lambda p: -len(p.parts)):
+        while folder != run_dir and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # emptied output folders (eval/<variant>/, plots/) go too
+            folder = folder.parent
+
+
+def _run_step(
+    nb: Path, run_dir: Path, params: dict[str, Any], expected: dict[str, Any], status: dict[str, Any],
+    kernel_name: str,
+) -> StepResult:  # fmt: skip
+    """Execute one notebook; on any failure or signal, leave status ``failed`` naming the step."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    executed = run_dir / nb.name
+    write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": nb.stem})
+    try:
         before = _snapshot(run_dir)
         started, t0 = _now(), time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(nb), str(executed), parameters=params[nb.stem], kernel_name=kernel_name,
+                str(nb), str(executed), parameters=params, kernel_name=kernel_name,
                 progress_bar=False, cwd=os.getcwd(),
                 # hide the kernel app's own chatter (e.g. its TCP-without-encryption warning on
                 # every start); cell output and errors still land in the notebook
@@ -374,15 +463,6 @@ def run_pipeline(
             )
             _fail(run_dir, status, nb.stem, message, executed)
             raise WorkbenchError(message, path=nb) from None
-        except BaseException as err:  # kernel death, Ctrl-C: still leave an honest status
-            _fail(
-                run_dir,
-                status,
-                nb.stem,
-                f"step {nb.stem} did not finish: {type(err).__name__}: {err}",
-                executed,
-            )
-            raise
         html = _to_html(executed)
         seconds = time.perf_counter() - t0
         after = _snapshot(run_dir)
@@ -391,17 +471,21 @@ def run_pipeline(
             for k, v in after.items()
             if before.get(k) != v and k not in _BOOKKEEPING | {executed.name, html.name}
         )
-        write_json(steps_dir / f"{nb.stem}.json", {
-            "status": "done", **expected[nb.stem], "started": started, "finished": _now(),
-            "seconds": round(seconds, 3), "outputs": outputs,
+        checksums = {k: sha256_file(run_dir / k) for k in outputs}
+        write_json(run_dir / STEPS_DIR / f"{nb.stem}.json", {
+            "status": "done", **expected, "started": started, "finished": _now(),
+            "seconds": round(seconds, 3), "outputs": outputs, "output_sha256": checksums,
         })  # fmt: skip
-        _say(f"step {nb.stem}: done in {seconds:.1f} s")
-        results.append(StepResult(nb.stem, "ran", seconds, executed, html, outputs))
-
-    previous = _read_record(run_dir / STATUS_JSON) or {}
-    if todo or previous.get("state") != "complete":
-        write_json(run_dir / STATUS_JSON, {**status, "state": "complete", "step": None, "finished": _now()})
-    return RunResult(run_id, run_dir, config.hash, results)
+    except WorkbenchError:
+        raise
+    except BaseException as err:  # kernel death, SIGTERM, Ctrl-C: still leave an honest status
+        if isinstance(err, (Interrupted, KeyboardInterrupt)):
+            stop_children()  # the kernel must not keep writing into the folder after we are gone
+        reason = str(err) if isinstance(err, Interrupted) else f"{type(err).__name__}: {err}"
+        _fail(run_dir, status, nb.stem, f"step {nb.stem} did not finish: {reason}", executed)
+        raise
+    _say(f"step {nb.stem}: done in {seconds:.1f} s")
+    return StepResult(nb.stem, "ran", seconds, executed, html, outputs)
 
 
 def _fail(run_dir: Path, status: dict[str, Any], step: str, error: str, executed: Path) -> None:

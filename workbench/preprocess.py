@@ -18,6 +18,8 @@ import numpy as np
 from workbench.errors import WorkbenchError
 
 PAD_VALUE = 114
+# cv2 flags by the names configs use (ST's yaml says ``nearest`` or ``bilinear``).
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,10 @@ def letterbox(
     return out, transform
 
 
-def resize(image_rgb_uint8: np.ndarray, size_hw: int | tuple[int, int]) -> tuple[np.ndarray, ImageTransform]:
-    """Stretch to ``size_hw`` (aspect ratio not kept), bilinear.
+def resize(
+    image_rgb_uint8: np.ndarray, size_hw: int | tuple[int, int], interpolation: str = "bilinear"
+) -> tuple[np.ndarray, ImageTransform]:
+    """Stretch to ``size_hw`` (aspect ratio not kept), bilinear or ``"nearest"`` (ST's SSD training).
 
     Example:
         >>> img, t = resize(np.zeros((100, 200, 3), np.uint8), (50, 50))
@@ -177,6 +181,10 @@ def resize(image_rgb_uint8: np.ndarray, size_hw: int | tuple[int, int]) -> tuple
     image = _check_image(image_rgb_uint8)
     h0, w0 = image.shape[:2]
     new_h, new_w = _size_hw(size_hw)
+    if interpolation not in INTERPOLATIONS:
+        raise WorkbenchError(
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}"
+        )
     if (h0, w0) != (new_h, new_w):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(image, (new_w, new_h), interpolation=INTERPOLATIONS[interpolation])
     return image, ImageTransform((h0, w0), (new_h, new_w), (new_w / w0, new_h / h0), (0.0, 0.0))

@@ -14,7 +14,8 @@ form), ``ii`` int8 in / int8 out, ``ff`` float in / float out. Float schemes hav
 they are always written as ``ff`` whatever was asked (the result says so).
 
 The representative dataset is a folder of images, preprocessed exactly as evaluation preprocesses
-them (letterbox to the model size, RGB, [0, 1]).
+them: the export's recorded pre-processing (letterbox to the model size, RGB, [0, 1] for YOLO;
+resize and [-1, 1] for ST's SSD, from its config yaml).
 """
 
 from __future__ import annotations
@@ -62,16 +63,27 @@ class QuantizeResult:
         return out
 
 
-def calibration_batches(folder: str | Path, imgsz: int, count: int = DEFAULT_CALIB_COUNT) -> list[np.ndarray]:
-    """Load up to ``count`` images, letterboxed to ``imgsz`` as evaluation does, as (1,S,S,3) float32."""
+def calibration_batches(
+    folder: str | Path,
+    imgsz: int,
+    count: int = DEFAULT_CALIB_COUNT,
+    *,
+    preprocess: str = "letterbox",
+    interpolation: str = "bilinear",
+    input_range: tuple[float, float] | list[float] = (0.0, 1.0),
+) -> list[np.ndarray]:
+    """Up to ``count`` images prepared as evaluation prepares them, as (1,S,S,3) float32 in ``input_range``."""
     from workbench.data.images import list_images, load_image
-    from workbench.preprocess import letterbox
+    from workbench.preprocess import letterbox, resize
 
-    files = list_images(folder, count)
+    lo, hi = (np.float32(v) for v in input_range)
     batches = []
-    for path in files:
-        image, _ = letterbox(load_image(path), (imgsz, imgsz))
-        batches.append((image.astype(np.float32) / 255.0)[None])
+    for path in list_images(folder, count):
+        if preprocess == "letterbox":
+            image, _ = letterbox(load_image(path), (imgsz, imgsz))
+        else:
+            image, _ = resize(load_image(path), (imgsz, imgsz), interpolation)
+        batches.append((lo + image.astype(np.float32) / np.float32(255.0) * (hi - lo))[None])
     return batches
 
 
@@ -107,6 +119,11 @@ def quantize(
     scheme, io = Scheme(scheme), IOType(io)
     io = effective_io(scheme, io)
     export = ExportResult.load(saved_model)
+    for part in ("saved_model.pb", "variables/variables.index"):
+        if not (Path(saved_model) / part).is_file():
+            raise WorkbenchError(
+                f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
+            )
     batches: list[np.ndarray] = []
     if scheme.is_int8:
         if not export.normalized and not allow_unnormalized:
@@ -121,13 +138,27 @@ def quantize(
             raise WorkbenchError(f"calibration needs at least 1 image, got calib_count {calib_count}")
         if calib is None:
             raise WorkbenchError(f"{scheme.value} needs --calib IMAGES (a folder of calibration images)")
-        batches = calibration_batches(calib, export.imgsz, calib_count)
+        batches = calibration_batches(
+            calib,
+            export.imgsz,
+            calib_count,
+            preprocess=export.preprocess,
+            interpolation=export.interpolation,
+            input_range=export.input_range,
+        )
         log.info("calibrating %s with %d images from %s", scheme.value, len(batches), calib)
 
     tf = import_tensorflow()
 
     started = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    except Exception as err:  # TF raises OSError, DecodeError, ValueError... for a damaged folder
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WorkbenchError(
+            f"not a loadable SavedModel ({type(err).__name__}: {first}); re-run `workbench export`",
+            path=saved_model,
+        ) from None
     if scheme is Scheme.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -151,8 +182,10 @@ def quantize(
     metadata = {k: v for k, v in export.ultralytics.items() if k != "date"}
     metadata["workbench"] = {
         "normalized": export.normalized,
-        "preprocess": "letterbox",
-        "input_range": [0.0, 1.0],
+        "family": export.family,
+        "preprocess": export.preprocess,
+        "interpolation": export.interpolation,
+        "input_range": export.input_range,
         "task": export.task,
         "imgsz": export.imgsz,
         "kpt_shape": export.kpt_shape,

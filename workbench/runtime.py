@@ -95,6 +95,9 @@ class TensorSpec:
 
 
 # ---- metadata ------------------------------------------------------------------------------------
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's epoch
+
+
 def _zip_start(data: bytes) -> int | None:
     """Offset where an appended zip archive starts in ``data``, or None if there is none."""
     try:
@@ -161,10 +164,11 @@ def write_tflite_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
         with zipfile.ZipFile(tmp, "a", zipfile.ZIP_DEFLATED) as zf:
             for info, blob in kept:
                 zf.writestr(info, blob)
-            # a fixed timestamp: the same model and metadata give the same file bytes
-            entry = zipfile.ZipInfo(METADATA_NAME, date_time=(1980, 1, 1, 0, 0, 0))
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(entry, text)
+            # a fixed timestamp: the same model and metadata give the same bytes (and sha256)
+            info = zipfile.ZipInfo(METADATA_NAME, date_time=ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
 
 
 # ---- model ---------------------------------------------------------------------------------------
@@ -239,6 +243,7 @@ class TFLiteModel:
                 f"preprocess must be one of {PREPROCESS_MODES}, got {mode!r}", path=self._path
             )
         self._preprocess_mode = mode
+        self._interpolation = wb.get("interpolation", "bilinear")
         lo, hi = wb.get("input_range", (0.0, 1.0))
         self._input_range = (float(lo), float(hi))
         self.last_invoke_ms: float | None = None
@@ -277,8 +282,10 @@ class TFLiteModel:
     # ---- running ---------------------------------------------------------------------------------
     def preprocess(self, image_rgb_uint8: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
         """Letterbox/resize to the input size; returns float32 (1, H, W, 3) in [0, 1] and the geometry."""
-        fn = letterbox if self._preprocess_mode == "letterbox" else resize
-        image, transform = fn(image_rgb_uint8, self.input_hw)
+        if self._preprocess_mode == "letterbox":
+            image, transform = letterbox(image_rgb_uint8, self.input_hw)
+        else:
+            image, transform = resize(image_rgb_uint8, self.input_hw, self._interpolation)
         return (image.astype(np.float32) / np.float32(255.0))[None], transform
 
     def quantize_input(self, x01: np.ndarray) -> np.ndarray:

@@ -29,16 +29,17 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.config import RunConfig, Scheme, Task
+from workbench.config import RunConfig, Scheme
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
+from workbench.families import family_of
+from workbench.families.base import METRIC_OF_TASK  # noqa: F401  (the steps' public name for it)
 from workbench.fileio import sha256_file, write_csv, write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
 from workbench.variant import Variant
 
 RESULTS = "results"
 DIFFERENCES_CSV = "differences.csv"  # every AP difference the report states, with its interval
-METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
 
 
 def _results_path(run_dir: str | Path, step: str) -> Path:
@@ -75,7 +76,10 @@ def dataset_for(cfg: RunConfig, need_training: bool | None = None) -> PreparedDa
         from workbench.provenance import dataset_hash
 
         return PreparedDataset.for_evaluation(ann, images, dataset_hash(ann)[:16])
-    return prepare_dataset(cfg, need_training=need_training)
+    ours = [s for s in model_sources(cfg) if s.kind == "ours"]
+    if not ours:
+        return prepare_dataset(cfg, need_training=need_training)
+    return family_of(ours[0].path).dataset(cfg, need_training)
 
 
 def preflight(cfg: RunConfig, source: str | None = None) -> None:
@@ -116,23 +120,23 @@ def _retrain_one(
     cfg: RunConfig, source: ModelSource, dataset: PreparedDataset, run_dir: Path
 ) -> dict[str, Any]:
     from workbench.locations import fetch_weights
-    from workbench.train import train_from_config
 
     start = source.path if isinstance(source.path, Path) else fetch_weights(source.path)
-    out: dict[str, Any] = {"name": source.name, "start": str(start), "epochs": cfg.epochs}
+    family = family_of(start)
+    out: dict[str, Any] = {
+        "name": source.name,
+        "family": family.name,
+        "start": str(start),
+        "epochs": cfg.epochs,
+    }
+    out.update(family.retrain(cfg, start, dataset, run_dir / "train" / source.name))
     if cfg.epochs > 0:
-        result = train_from_config(cfg, dataset.data_yaml, start, run_dir / "train" / source.name)
-        # Ultralytics' own val of the new weights (conf 0.001, IoU 0.7, 100 dets); 03_evaluate
-        # measures the converted files with the workbench's evaluator.
-        out.update(
-            name=f"{source.name}-ft",
-            weights=str(result.weights),
-            train_seconds=result.seconds,
-            val={"map50_95": result.map50_95, "map50": result.map50},
-        )
-    else:
-        out.update(weights=str(start), train_seconds=0.0, val=None)
-    out["weights_sha256"] = sha256_file(out["weights"]) if Path(out["weights"]).is_file() else None
+        out["name"] = f"{source.name}-ft"
+    out["weights_sha256"] = {
+        str(size): sha256_file(path) if path.is_file() else None
+        for size in cfg.imgsz
+        for path in [family.weights_for(out["weights"], size)]
+    }
     return out
 
 

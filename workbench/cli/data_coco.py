@@ -47,6 +47,11 @@ def register(sub) -> None:
     validate.add_argument("ann", type=Path, help="COCO annotation JSON")
     validate.add_argument("--images", type=Path, default=None, help="image folder: also decode every image")
     validate.add_argument("--task", choices=TASKS, default=None, help="also require the task's fields")
+    validate.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        help="check images as displayed (EXIF orientation applied): for labels drawn on rotated views",
+    )
     validate.add_argument("--json", action="store_true", help="print one JSON object")
     validate.set_defaults(func=_validate)
 
@@ -99,7 +104,10 @@ def _coco(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from workbench.data.coco import load_coco
 
-    dataset = load_coco(args.ann, args.images, task=args.task, check_images=args.images is not None)
+    dataset = load_coco(
+        args.ann, args.images, task=args.task, check_images=args.images is not None,
+        exif_transpose=args.exif_transpose,
+    )  # fmt: skip
     summary = {**dataset.summary(), "task": args.task, "images_checked": args.images is not None}
     _report(args, summary, f"{args.ann}: OK, {summary['images']} images, {summary['annotations']} annotations"
                            + (", all images decode" if args.images is not None else ""))  # fmt: skip

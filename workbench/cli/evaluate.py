@@ -36,6 +36,11 @@ def register(sub) -> None:
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
     parser.add_argument("--out", help="folder for detections.json and metrics.json")
+    parser.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        help="apply EXIF orientation (for labels drawn on the displayed, rotated images)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.set_defaults(func=run)
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         preprocess=args.preprocess,
         progress=not args.json,
         iou_type=args.iou_type,
+        exif_transpose=args.exif_transpose,
     )
     if args.json:
         print_json(result.to_dict())

@@ -4,6 +4,11 @@ Examples::
 
     workbench report --config configs/default.yaml --tag baseline
     workbench report --rebuild reports/baseline-3f2a9c1d0e4b
+
+One process per run folder: a second ``workbench report`` on the same config and tag is refused
+(exit 2, naming the process that holds the folder) unless ``--wait`` is given. Any failure,
+including SIGTERM and Ctrl-C, leaves ``status.json`` saying ``failed`` at the step, a FAILED page
+and an updated index.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.runlock import Interrupted, run_lock
 
 NOTEBOOK_GLOB = "0[1-5]_*.ipynb"
 
@@ -33,8 +39,10 @@ def register(sub) -> None:
     parser.add_argument(
         "--notebooks-dir",
         type=Path,
-        default=Path("notebooks"),
-        help=f"folder holding the pipeline notebooks {NOTEBOOK_GLOB} (default: notebooks)",
+        help=f"folder holding the pipeline notebooks {NOTEBOOK_GLOB} (default: the repository's notebooks/)",
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="if another process is running this run folder, wait for it"
     )
     parser.add_argument(
         "--latency-budget",
@@ -52,49 +60,60 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from workbench.config import RunConfig
+    from workbench.config import RunConfig, resolve_path
+    from workbench.pipeline import STATUS_JSON, run_id_for, run_pipeline
     from workbench.report import build_reports_index, build_run_report
 
     if args.rebuild is not None:
-        run_dir = args.rebuild
-        page = build_run_report(run_dir, latency_budget_ms=args.latency_budget)
-        index = build_reports_index(run_dir.resolve().parent)
-        return _done(args, {"run_dir": str(run_dir), "report": str(page), "index": str(index)}, page)
-
-    from workbench.pipeline import run_pipeline
+        return _rebuild(args)
 
     from workbench.steps import preflight
 
     config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
     # weights, data fields and image files are checked before the first notebook starts
     preflight(config, source=str(args.config))
-    notebooks = sorted(args.notebooks_dir.glob(NOTEBOOK_GLOB))
+    notebooks_dir = args.notebooks_dir or resolve_path("notebooks")
+    notebooks = sorted(notebooks_dir.glob(NOTEBOOK_GLOB))
     if not notebooks:
-        raise WorkbenchError(f"no pipeline notebooks matching {NOTEBOOK_GLOB}", path=args.notebooks_dir)
+        raise WorkbenchError(f"no pipeline notebooks matching {NOTEBOOK_GLOB}", path=notebooks_dir)
     reports_dir = args.reports_dir or Path(config.out_dir)
+    run_dir = reports_dir / run_id_for(config, args.tag)
     title = f"{config.name}: {config.task.value}, {', '.join(map(str, config.imgsz))} px"
-    try:
-        result = run_pipeline(config, notebooks, reports_dir, tag=args.tag, force=args.force)
-    except WorkbenchError:
-        # the run folder exists only if execution started; then show the failure on its page
-        run_dir = _existing_run_dir(reports_dir, config, args.tag)
-        if run_dir is not None:
-            build_run_report(run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
-            build_reports_index(reports_dir)
-        raise
-    page = build_run_report(result.run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget)
-    index = build_reports_index(reports_dir)
+    with run_lock(run_dir, wait=args.wait):
+        try:
+            result = run_pipeline(config, notebooks, reports_dir, tag=args.tag, force=args.force)
+        except BaseException as err:
+            # WorkbenchError, SIGTERM, Ctrl-C, a bug: if execution started, show it on the pages
+            if (run_dir / STATUS_JSON).is_file():
+                page = build_run_report(
+                    run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget
+                )
+                build_reports_index(reports_dir)
+                if isinstance(err, Interrupted):
+                    err.detail = f"run marked failed; {page}"
+            raise
+        page = build_run_report(
+            result.run_dir, title, config.to_dict(), latency_budget_ms=args.latency_budget
+        )
+        index = build_reports_index(reports_dir)
     return _done(args, {**result.to_dict(), "report": str(page), "index": str(index)}, page)
 
 
-def _existing_run_dir(reports_dir: Path, config, tag: str | None) -> Path | None:
-    from workbench.pipeline import STATUS_JSON, run_id_for
+def _rebuild(args) -> int:
+    from workbench.pipeline import STATUS_JSON
+    from workbench.report import RESULTS_CSV, build_reports_index, build_run_report
 
-    try:
-        run_dir = reports_dir / run_id_for(config, tag)
-    except WorkbenchError:
-        return None
-    return run_dir if (run_dir / STATUS_JSON).is_file() else None
+    run_dir = args.rebuild
+    if not run_dir.is_dir():
+        raise WorkbenchError("run folder not found", path=run_dir)
+    if not any((run_dir / name).is_file() for name in (STATUS_JSON, RESULTS_CSV)):
+        raise WorkbenchError(
+            f"not a run folder (no {STATUS_JSON} or {RESULTS_CSV}); pass reports/<run-id>", path=run_dir
+        )
+    with run_lock(run_dir, wait=args.wait):
+        page = build_run_report(run_dir, latency_budget_ms=args.latency_budget)
+        index = build_reports_index(run_dir.resolve().parent)
+    return _done(args, {"run_dir": str(run_dir), "report": str(page), "index": str(index)}, page)
 
 
 def _done(args, summary: dict, page: Path) -> int:

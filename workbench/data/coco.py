@@ -39,6 +39,10 @@ PERSON_CATEGORY = {
     "skeleton": COCO_SKELETON,
 }
 REQUIRED_KEYS = ("images", "annotations", "categories")
+VISIBILITY = (0, 1, 2)  # COCO keypoint flags: not labelled, labelled but hidden, visible
+# A box may overhang its image by rounding; beyond this fraction of the image size it is a wrong box
+# (wrong image, or x/y swapped) and is refused.
+BOX_OVERHANG = 0.05
 
 
 @dataclass
@@ -47,7 +51,10 @@ class CocoDataset:
 
     Construction validates the structure; a problem raises :class:`WorkbenchError` naming
     :attr:`path`. Missing ``iscrowd`` defaults to 0 and missing ``area`` to the box area, as the
-    COCO tools need both.
+    COCO tools need both. Refused as well, since each would silently change AP: a box reaching
+    more than 5 % of the image size outside its image, a keypoint visibility outside {0, 1, 2},
+    and a zero or negative ``area`` on a non-crowd annotation with labelled keypoints (OKS divides
+    by the area: every detection of that person would score 0).
 
     Attributes:
         path: the JSON file (used in error messages).
@@ -187,14 +194,14 @@ class CocoDataset:
             if not isinstance(cat, dict) or not _is_int(cat.get("id")):
                 self._fail(f"category #{i} has no integer 'id'")
             cat_ids.add(cat["id"])
-        img_ids = set()
+        img_ids: dict[int, dict] = {}
         for i, img in enumerate(self.images):
             if not isinstance(img, dict) or not _is_int(img.get("id")):
                 self._fail(f"image #{i} has no integer 'id'")
             label = f"image id {img['id']}"
             if img["id"] in img_ids:
                 self._fail(f"duplicate {label}")
-            img_ids.add(img["id"])
+            img_ids[img["id"]] = img
             if not isinstance(img.get("file_name"), str) or not img["file_name"]:
                 self._fail(f"{label} has no 'file_name'")
             for dim in ("width", "height"):
@@ -214,16 +221,26 @@ class CocoDataset:
                 self._fail(f"{label} refers to unknown image_id {ann.get('image_id')!r}")
             if ann.get("category_id") not in cat_ids:
                 self._fail(f"{label} refers to unknown category_id {ann.get('category_id')!r}")
-            self._validate_annotation(ann, label)
+            self._validate_annotation(ann, label, img_ids[ann["image_id"]])
 
-    def _validate_annotation(self, ann: dict, label: str) -> None:
+    def _validate_annotation(self, ann: dict, label: str, img: dict) -> None:
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             self._fail(f"{label}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
         if bbox[2] < 0 or bbox[3] < 0:
             self._fail(f"{label}: bbox {bbox} has negative size")
+        x, y, w, h = bbox
+        width, height = img["width"], img["height"]
+        dx, dy = BOX_OVERHANG * width + 1, BOX_OVERHANG * height + 1
+        if x < -dx or y < -dy or x + w > width + dx or y + h > height + dy:
+            self._fail(
+                f"{label}: bbox {bbox} lies far outside its image id {img['id']} ({img['file_name']}, "
+                f"{width}x{height})"
+            )
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", float(bbox[2] * bbox[3]))
+        if not _is_number(ann["area"]):
+            self._fail(f"{label}: area must be a number, got {ann['area']!r}")
         if "keypoints" in ann:
             kpts = ann["keypoints"]
             k = self.num_keypoints(ann["category_id"])
@@ -238,6 +255,16 @@ class CocoDataset:
                 )
             if expected is None and len(kpts) % 3:
                 self._fail(f"{label}: keypoints has {len(kpts)} values, not a multiple of 3 (x, y, v)")
+            bad = [(k, v) for k, v in enumerate(kpts[2::3]) if v not in VISIBILITY]
+            if bad:
+                k, v = bad[0]
+                self._fail(f"{label}: keypoint {k} has visibility {v!r}, expected 0, 1 or 2")
+            labelled = _labelled(ann)
+            if labelled and not ann["iscrowd"] and ann["area"] <= 0:
+                self._fail(
+                    f"{label}: area {ann['area']} with {labelled} labelled keypoints; OKS divides by the "
+                    "area, so every detection of this person would score 0 (give its segment or box area)"
+                )
         seg = ann.get("segmentation")
         if seg:
             if isinstance(seg, dict):
@@ -285,6 +312,7 @@ def load_coco(
     images_dir: str | Path | None = None,
     task: Task | str | None = None,
     check_images: bool = False,
+    exif_transpose: bool = False,
 ) -> CocoDataset:
     """Load and validate a COCO annotation file.
 
@@ -292,7 +320,9 @@ def load_coco(
         ann_json: the COCO JSON (ground truth, not a results list).
         images_dir: folder the ``file_name`` entries are relative to.
         task: if given, also check the fields that task needs (:func:`require_task_fields`).
-        check_images: decode every image and compare its size with the JSON (needs ``images_dir``).
+        check_images: decode every image and compare its size with the JSON (needs ``images_dir``);
+            warns about images with an EXIF orientation.
+        exif_transpose: with ``check_images``, check images as displayed (see :func:`load_image`).
 
     Returns:
         The validated :class:`CocoDataset`.
@@ -323,7 +353,7 @@ def load_coco(
     if task is not None:
         require_task_fields(dataset, task)
     if check_images:
-        verify_images(dataset)
+        verify_images(dataset, exif_transpose)
     return dataset
 
 
@@ -384,17 +414,26 @@ def require_image_files(dataset: CocoDataset) -> None:
         )
 
 
-def verify_images(dataset: CocoDataset) -> None:
-    """Decode every image; raise on the first missing, corrupt or wrongly sized one."""
-    from workbench.data.images import load_image
+def verify_images(dataset: CocoDataset, exif_transpose: bool = False) -> None:
+    """Decode every image; raise on the first missing, corrupt or wrongly sized one.
+
+    Warns (once) about images with an EXIF orientation, which are read in their stored frame
+    unless ``exif_transpose``.
+    """
+    from workbench.data.images import exif_orientation, load_image, warn_exif
 
     if dataset.images_dir is None:
         raise WorkbenchError("checking images needs the images folder", path=dataset.path)
+    tagged = []
     for img in tqdm(dataset.images, desc="check images", unit="img", leave=False):
         path = dataset.image_path(img)
-        height, width = load_image(path).shape[:2]
+        height, width = load_image(path, exif_transpose).shape[:2]
+        if exif_orientation(path) != 1:
+            tagged.append(path)
         if (width, height) != (img["width"], img["height"]):
             raise WorkbenchError(
-                f"image is {width}x{height} but {dataset.path.name} says {img['width']}x{img['height']}",
+                f"image is {width}x{height} but the annotations ({dataset.path.name}) say "
+                f"{img['width']}x{img['height']}",
                 path=path,
             )
+    warn_exif(tagged, len(dataset.images), exif_transpose)

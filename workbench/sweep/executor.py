@@ -122,9 +122,9 @@ def _client(workers: int | None):
 
 # ---- task functions (run on workers) -------------------------------------------------------------
 def _export(weights: str, imgsz: int, folder: str):
-    from workbench.export import export_saved_model
+    from workbench.families import family_of
 
-    return export_saved_model(Path(weights), imgsz, Path(folder))
+    return family_of(weights).export(weights, imgsz, Path(folder))
 
 
 def _convert(cfg: RunConfig, name: str, imgsz: int, scheme: Scheme, saved, calib, run_dir: str) -> Variant:

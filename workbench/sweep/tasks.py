@@ -22,12 +22,12 @@ METRIC_OF_TASK = {"pose": "keypoints", "seg": "segm", "detect": "bbox"}
 
 def export_task(weights: str, imgsz: int, folder: str) -> ExportResult:
     """Export ``weights`` at ``imgsz`` into ``folder``, or reuse an export already there."""
-    from workbench.export import export_saved_model
+    from workbench.families import family_of
 
     folder_path = Path(folder)
     if (folder_path / EXPORT_META).is_file():
         return ExportResult.load(folder_path)
-    return export_saved_model(weights, imgsz, folder_path)
+    return family_of(weights).export(weights, imgsz, folder_path)
 
 
 def cell_task(

@@ -1,0 +1,107 @@
+"""The ``yolo`` family: Ultralytics pose / seg / detect models (``.pt`` weights or a model ``.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.config import Task
+from workbench.errors import WorkbenchError
+from workbench.families.base import ModelFamily, Preprocessing
+
+if TYPE_CHECKING:
+    from workbench.config import RunConfig
+    from workbench.data.prepare import PreparedDataset
+    from workbench.export import ExportResult
+
+SEG_YOLO_DIR = "yolo-seg"  # the segmentation copy of a dataset's YOLO labels (polygons)
+
+
+class YoloFamily(ModelFamily):
+    """Ultralytics YOLOv8/YOLO11: letterbox to [0, 1], normalized-head SavedModel, YOLO decoder."""
+
+    name = "yolo"
+    tasks = (Task.POSE, Task.SEG, Task.DETECT)
+    decoder = "yolo"
+
+    def claims(self, model: str | Path) -> bool:
+        return Path(str(model)).suffix in (".pt", ".yaml", ".yml")
+
+    def dataset(self, cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
+        """The prepared dataset; for seg on a dataset folder (synthetic or custom), checks the masks
+        and writes a YOLO polygon copy to train on (``dataset: coco`` makes its own seg copy)."""
+        from workbench.data.prepare import prepare_dataset
+
+        self.check_task(cfg.task, cfg.model)
+        prepared = prepare_dataset(cfg, need_training=need_training)
+        if cfg.task is Task.SEG and cfg.dataset != "coco":
+            prepared = _with_seg_labels(prepared)
+        return prepared
+
+    def retrain(
+        self, cfg: RunConfig, start: Path | str, dataset: PreparedDataset, out: Path
+    ) -> dict[str, Any]:
+        from workbench.train import train_from_config
+
+        if cfg.epochs == 0:
+            return {"weights": str(start), "train_seconds": 0.0, "val": None}
+        result = train_from_config(cfg, dataset.data_yaml, start, out)
+        # Ultralytics' own val of the new weights (conf 0.001, IoU 0.7, 100 dets); 03_evaluate
+        # measures the converted files with the workbench's evaluator.
+        return {
+            "weights": str(result.weights),
+            "train_seconds": result.seconds,
+            "val": {"map50_95": result.map50_95, "map50": result.map50},
+        }
+
+    def export(self, weights: str | Path, imgsz: int, out: Path) -> ExportResult:
+        from workbench.export import export_saved_model
+
+        return export_saved_model(weights, imgsz, out)
+
+    def preprocessing(self, weights: str | Path) -> Preprocessing:
+        return Preprocessing("letterbox", "bilinear", (0.0, 1.0))
+
+
+def _with_seg_labels(prepared: PreparedDataset) -> PreparedDataset:
+    """Check that both splits have masks and point ``data_yaml`` at a YOLO segmentation copy.
+
+    The synthetic generator and ``workbench data convert`` write pose labels; Ultralytics' seg
+    trainer reads polygons, so the copy is made once beside them (images symlinked).
+    """
+    import dataclasses
+
+    import yaml
+
+    from workbench.data.coco import load_coco
+    from workbench.data.yolo import coco_to_yolo
+    from workbench.fileio import atomic_path
+
+    root = prepared.root
+    train_ann = root / "annotations" / "train.json"
+    for ann, images in ((prepared.val_ann, prepared.val_images), (train_ann, prepared.train_images)):
+        if ann.is_file():
+            try:
+                load_coco(ann, images, task=Task.SEG)
+            except WorkbenchError as err:
+                raise WorkbenchError(
+                    f"a seg config needs masks: {err.message}", path=err.path or ann
+                ) from None
+    seg_dir = root / SEG_YOLO_DIR
+    if not (seg_dir / "data.yaml").is_file():
+        if not train_ann.is_file():
+            raise WorkbenchError("seg training needs annotations/train.json with masks", path=root)
+        with atomic_path(seg_dir) as tmp:
+            splits = {"train": (train_ann, prepared.train_images)}
+            if prepared.val_ann.is_file():
+                splits["val"] = (prepared.val_ann, prepared.val_images)
+            for split, (ann, images) in splits.items():
+                coco_to_yolo(ann, images, tmp, Task.SEG, split, link="symlink")
+            data = {
+                "path": str(seg_dir.resolve()),
+                "train": "images/train",
+                "val": "images/val" if "val" in splits else "images/train",
+                "names": {0: "person"},
+            }
+            (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return dataclasses.replace(prepared, data_yaml=seg_dir / "data.yaml")
