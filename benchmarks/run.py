@@ -13,6 +13,8 @@ was met, and the provenance (model sha256, CPU, threads, package versions).
    preprocessing behind the interpreter), after a 4-image cold run that pays the process's
    one-time imports (reported as ``cold_start_seconds``).
 3. ``zoo_latency.json``: the ST zoo's pose files, where present (``WORKBENCH_ZOO_DIR``).
+4. ``sweep.json`` (benchmarks/sweep.py): the default report's wall time, the quantize + evaluate
+   speed-up on 2 Dask workers vs serial, per-task costs and the scale-out estimate.
 
 Exit status 1 when a target is missed.
 """
@@ -173,6 +175,10 @@ def main() -> int:
         )
         for name, t in zoo_times.items():
             print(f"zoo {name}: {t.median_ms:.2f} ms")
+    import sweep as sweep_bench  # benchmarks/sweep.py, beside this script
+
+    if sweep_bench.main([]) != 0:
+        missed.append("sweep")
     if missed:
         print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
         return 1

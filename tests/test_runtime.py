@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,19 @@ def test_float_input_range_from_metadata(tiny, tmp_path):
     assert model.preprocess_mode == "resize"
     x = np.linspace(0, 1, 32 * 32 * 3, dtype=np.float32).reshape(1, 32, 32, 3)
     np.testing.assert_allclose(model.quantize_input(x), 2 * x - 1, atol=1e-6)
+
+
+def test_same_metadata_gives_the_same_file_bytes(tiny, tmp_path, monkeypatch):
+    """A zip entry stamped with the wall clock made two conversions of one config differ."""
+    import time
+
+    first, second = (shutil.copy(tiny["fp32"], tmp_path / f"{n}.tflite") for n in ("a", "b"))
+    write_tflite_metadata(first, {"imgsz": [32, 32]})
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(time, "localtime", lambda *_: time.gmtime(later))
+    write_tflite_metadata(second, {"imgsz": [32, 32]})
+    assert Path(first).read_bytes() == Path(second).read_bytes()
 
 
 def test_metadata_round_trip_replaces_and_keeps_model_intact(tiny, tmp_path):

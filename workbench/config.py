@@ -119,6 +119,9 @@ class RunConfig:
     bench_runs: int = 30
     seed: int = 0
     out_dir: str = "reports"
+    # Conversions and evaluations run as a Dask graph on this many local worker processes
+    # (None: one per core; 0: serially in this process). Results do not depend on it.
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         self.task = _enum(Task, self.task, "task")
@@ -161,6 +164,8 @@ class RunConfig:
             )
         if len(set(models)) != len(models):
             raise WorkbenchError(f"model lists an entry twice: {self.model!r}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise WorkbenchError(f"workers must be 0 (serial) or a positive integer, got {self.workers!r}")
         if not isinstance(self.allow_download, bool):
             raise WorkbenchError(f"allow_download must be true or false, got {self.allow_download!r}")
         if self.dataset == "coco" and not (self.ann and self.images):
@@ -246,8 +251,9 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the config (``name`` excluded)."""
-        content = {k: v for k, v in self.to_dict().items() if k != "name"}
+        """12 hex digits of sha256 over the canonical JSON of the config (``name`` and ``workers``,
+        which change no result, excluded)."""
+        content = {k: v for k, v in self.to_dict().items() if k not in ("name", "workers")}
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -234,6 +234,43 @@ def evaluate_protocols(
     protocols differ in NMS and metric only. With ``out_dir``, each protocol's ``detections.json``
     and ``metrics.json`` land in ``out_dir/<protocol>/``. Arguments as :func:`evaluate`.
     """
+    out_dirs = None if out_dir is None else [out_dir]
+    return evaluate_models(
+        [model_path], ann, images, task, protocols, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
+        max_images=max_images, out_dirs=out_dirs, threads=threads, preprocess=preprocess,
+        progress=progress, iou_type=iou_type, backend=backend, exif_transpose=exif_transpose,
+        output_transform=output_transform,
+    )[0]  # fmt: skip
+
+
+def evaluate_models(
+    model_paths: Sequence[str | Path],
+    ann: str | Path,
+    images: str | Path,
+    task: Task | str,
+    protocols: Sequence[str] = ("coco",),
+    imgsz: int | None = None,
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int = 100,
+    max_images: int | None = None,
+    out_dirs: Sequence[str | Path] | None = None,
+    threads: int = 2,
+    preprocess: str | None = None,
+    progress: bool = True,
+    iou_type: str | None = None,
+    backend: str = "faster",
+    exif_transpose: bool = False,
+    output_transform: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+) -> list[ProtocolResults]:
+    """:func:`evaluate_protocols` of several models in one pass: each image is decoded and
+    pre-processed once and fed to every model (e.g. every scheme of one image size).
+
+    The models must share input size and pre-processing (float and int8 files of one export do:
+    inputs are prepared in [0, 1] and quantized per model), so each model's scores are exactly
+    those of its own pass. ``load`` and ``preprocess`` seconds are shared, and ``wall`` is the
+    whole pass, in every model's result. ``out_dirs``: one folder per model, or None.
+    """
     from workbench.data.coco import load_coco
 
     wall = time.perf_counter()
@@ -249,18 +286,29 @@ def evaluate_protocols(
     iou_type = iou_type or IOU_TYPE_OF_TASK[task]
     if iou_type not in TASK_OF_IOU_TYPE:
         raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
-    _check_arguments(task, iou_type, conf, iou, max_det, threads, out_dir)
+    _check_arguments(task, iou_type, conf, iou, max_det, threads, None)
+    for out_dir in out_dirs or ():
+        _check_out_dir(out_dir)
     if "st" in protocols and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
         raise WorkbenchError(
             f"protocol 'st' scores pose keypoints and detection boxes only (got task {task.value}, iou_type {iou_type})"
         )
     if max_images is not None and max_images < 1:
         raise WorkbenchError(f"max_images must be at least 1, got {max_images}")
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise WorkbenchError("model file not found", path=model_path)
-    if model_path.suffix not in (".tflite", ".pt"):
-        raise WorkbenchError("model must be a .tflite or an Ultralytics .pt file", path=model_path)
+    model_paths = [Path(p) for p in model_paths]
+    if not model_paths:
+        raise WorkbenchError("no model to evaluate")
+    if out_dirs is not None and len(out_dirs) != len(model_paths):
+        raise WorkbenchError(f"{len(out_dirs)} output folders for {len(model_paths)} models")
+    for model_path in model_paths:
+        if not model_path.is_file():
+            raise WorkbenchError("model file not found", path=model_path)
+        if model_path.suffix not in (".tflite", ".pt"):
+            raise WorkbenchError("model must be a .tflite or an Ultralytics .pt file", path=model_path)
+        if model_path.suffix == ".pt" and len(model_paths) > 1:
+            raise WorkbenchError(
+                "an Ultralytics .pt is evaluated alone (it pre-processes itself)", path=model_path
+            )
 
     # Ground truth first: a dataset that cannot score this task fails before any model is opened.
     dataset = load_coco(ann, images, task=TASK_OF_IOU_TYPE[iou_type])
@@ -268,58 +316,74 @@ def evaluate_protocols(
     if not entries:
         raise WorkbenchError("has no images to evaluate", path=ann)
 
-    runner = (
-        _TFLiteRunner(model_path, task, threads, preprocess, imgsz, protocols[0], output_transform)
-        if model_path.suffix == ".tflite"
-        else None
-    )
-    if output_transform is not None and runner is None:
-        raise WorkbenchError("output_transform applies to .tflite models only", path=model_path)
-    runner = runner or _UltralyticsRunner(model_path, task, imgsz)
-    category_map = default_category_map(dataset.to_dict(), runner.nc)
-    if not category_map:
-        raise WorkbenchError(
-            f"none of the model's {runner.nc} classes has a category in the ground truth", path=ann
-        )
-    scorers = [
-        _Scorer(p, task, iou_type, dataset, category_map, runner, backend, conf, iou, max_det)
-        for p in protocols
+    runners = [
+        _TFLiteRunner(path, task, threads, preprocess, imgsz, protocols[0], output_transform)
+        if path.suffix == ".tflite"
+        else _UltralyticsRunner(path, task, imgsz)
+        for path in model_paths
     ]
-    # Ultralytics runs its own NMS inside predict: one protocol's settings at a time.
-    if len(scorers) > 1 and isinstance(runner, _UltralyticsRunner):
-        raise WorkbenchError("an Ultralytics .pt is evaluated under one protocol at a time", path=model_path)
+    if output_transform is not None and any(p.suffix != ".tflite" for p in model_paths):
+        raise WorkbenchError("output_transform applies to .tflite models only", path=model_paths[0])
+    inputs = {(r.preprocess_mode, getattr(getattr(r, "model", None), "input_hw", None)) for r in runners}
+    if len(inputs) > 1:
+        raise WorkbenchError(
+            f"models of one pass must share input size and pre-processing, got {sorted(map(str, inputs))}",
+            path=model_paths[0],
+        )
+    all_scorers = []
+    for path, runner in zip(model_paths, runners, strict=True):
+        category_map = default_category_map(dataset.to_dict(), runner.nc)
+        if not category_map:
+            raise WorkbenchError(
+                f"none of the model's {runner.nc} classes has a category in the ground truth", path=ann
+            )
+        scorers = [
+            _Scorer(p, task, iou_type, dataset, category_map, runner, backend, conf, iou, max_det)
+            for p in protocols
+        ]
+        # Ultralytics runs its own NMS inside predict: one protocol's settings at a time.
+        if len(scorers) > 1 and isinstance(runner, _UltralyticsRunner):
+            raise WorkbenchError("an Ultralytics .pt is evaluated under one protocol at a time", path=path)
+        all_scorers.append(scorers)
 
-    seconds = dict.fromkeys(TIMING_KEYS, 0.0)
-    bar = tqdm(total=len(entries), desc=f"evaluate {model_path.name}", unit="img", disable=not progress)
+    seconds = [dict.fromkeys(TIMING_KEYS, 0.0) for _ in runners]
+    name = model_paths[0].name if len(model_paths) == 1 else f"{len(model_paths)} models"
+    bar = tqdm(total=len(entries), desc=f"evaluate {name}", unit="img", disable=not progress)
     tagged: list[Path] = []  # images with an EXIF orientation
-    for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runner, exif_transpose, tagged):
-        seconds["load"] += t_load
-        seconds["preprocess"] += t_pre
-        start = time.perf_counter()
-        raw = runner.run(prepared, **scorers[0].options)
-        seconds["invoke"] += time.perf_counter() - start
-        for scorer in scorers:
-            scorer.update(entry, raw, prepared, seconds)
+    for entry, prepared, (t_load, t_pre) in _prefetch(entries, dataset, runners[0], exif_transpose, tagged):
+        for runner, scorers, spent in zip(runners, all_scorers, seconds, strict=True):
+            spent["load"] += t_load
+            spent["preprocess"] += t_pre
+            start = time.perf_counter()
+            raw = runner.run(prepared, **scorers[0].options)
+            spent["invoke"] += time.perf_counter() - start
+            for scorer in scorers:
+                scorer.update(entry, raw, prepared, spent)
         bar.update(1)
     bar.close()
     from workbench.data.images import warn_exif
 
     warn_exif(tagged, len(entries), exif_transpose)
 
-    results, detections = {}, {}
-    for scorer in scorers:
-        start = time.perf_counter()
-        metric: MetricResult = scorer.evaluator.compute()
-        seconds["metric"] += time.perf_counter() - start
-        results[scorer.protocol] = scorer.result(
-            metric, entries, model_path, runner, seconds, wall, exif_transpose
-        )
-        detections[scorer.protocol] = scorer.coco_results
-    out = ProtocolResults(results, detections)
-    if out_dir is not None:
-        for protocol, result in out.items():
-            _write(Path(out_dir) / protocol, result, detections[protocol])
-    return out
+    outs = []
+    for index, (path, runner, scorers, spent) in enumerate(
+        zip(model_paths, runners, all_scorers, seconds, strict=True)
+    ):
+        results, detections = {}, {}
+        for scorer in scorers:
+            start = time.perf_counter()
+            metric: MetricResult = scorer.evaluator.compute()
+            spent["metric"] += time.perf_counter() - start
+            results[scorer.protocol] = scorer.result(
+                metric, entries, path, runner, spent, wall, exif_transpose
+            )
+            detections[scorer.protocol] = scorer.coco_results
+        out = ProtocolResults(results, detections)
+        if out_dirs is not None:
+            for protocol, result in out.items():
+                _write(Path(out_dirs[index]) / protocol, result, detections[protocol])
+        outs.append(out)
+    return outs
 
 
 def _write(out_dir: Path, result: EvalResult, detections: list[dict[str, Any]]) -> None:

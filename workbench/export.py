@@ -234,6 +234,12 @@ def export_saved_model(
         decode = (
             split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
         )
+        # onnx2tf builds a tf_keras model whose layer names come from process-wide counters: reset
+        # them, or a second export in one process names its tensors differently (same numbers,
+        # other .tflite bytes) and a file's hash would depend on what the process did before.
+        import tf_keras
+
+        tf_keras.backend.clear_session()
         with _working_dir(scratch), decode, _quiet():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
         for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves

@@ -210,7 +210,9 @@ def quantize(
     from workbench.runtime import write_tflite_metadata
     from workbench.tflite_graph import read_graph
 
-    metadata = dict(export.ultralytics)
+    # Ultralytics' export time would make two conversions of one config differ; the file's
+    # provenance is its weights' sha256 (below) and the run's config.
+    metadata = {k: v for k, v in export.ultralytics.items() if k != "date"}
     metadata["workbench"] = {
         "normalized": export.normalized,
         "family": export.family,

@@ -214,46 +214,18 @@ def load_variants(run_dir: str | Path) -> list[Variant]:
 def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     """AP of every variant on the evaluation split under each protocol; one row per variant.
 
-    One inference pass per variant serves every protocol. The first protocol fills ``ap``,
+    One inference pass per variant serves every protocol; the variants of one (model, imgsz) share
+    the decoded, pre-processed images. The first protocol fills ``ap``,
     ``ap50``, ``ap75`` and ``ar``; ST's protocol adds ``st_ap`` (its headline: pose AP at OKS 0.5
     with NMS 0.1, detection AP at IoU 0.4 for SSD / 0.5 for YOLO). Detections of each protocol are
     kept in ``eval/<variant>/<protocol>/`` for the intervals of 05_compare.
     """
-    from workbench.evaluate import evaluate_protocols
+    from workbench.sweep.executor import evaluate_variants
 
     run_dir = Path(run_dir)
     dataset = dataset_for(cfg, need_training=False)
-    rows = []
-    for variant in tqdm(load_variants(run_dir), desc="evaluate"):
-        results = evaluate_protocols(
-            variant.path,
-            dataset.val_ann,
-            dataset.val_images,
-            variant.task,
-            cfg.protocols,
-            imgsz=variant.imgsz,
-            max_images=cfg.eval_images,
-            out_dir=run_dir / "eval" / variant.name,
-            threads=cfg.threads,
-            progress=False,
-        )
-        first = results[cfg.protocols[0]]
-        row = {
-            "variant": variant.name,
-            "protocol": first.protocol,
-            "metric": first.iou_type,
-            "ap": first.AP,
-            "ap50": first.AP50,
-            "ap75": first.AP75,
-            "ar": first.AR,
-            "n_images": first.n_images,
-            "preprocess": first.preprocess,
-            "eval_seconds": first.seconds["wall"],
-        }
-        if "st" in results:
-            st = results["st"]
-            row["st_ap"] = st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline))
-        rows.append(row)
+    # a Dask graph: the schemes of one (model, imgsz) share one pass over the decoded images
+    rows = evaluate_variants(cfg, load_variants(run_dir), dataset, run_dir)
     write_json(_results_path(run_dir, "evaluate"), rows)
     return pd.DataFrame(rows)
 

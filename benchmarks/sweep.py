@@ -1,0 +1,152 @@
+"""`make bench` (called by benchmarks/run.py): the report's executor, written to
+benchmarks/results/sweep.json.
+
+1. ``report_wall_seconds``: ``workbench report --config configs/default.yaml`` end to end in a
+   fresh reports folder, after set-up (the synthetic set is generated first; target <= 180 s on
+   2 cores).
+2. ``speedup``: steps.quantize + steps.evaluate of that config, serially (``workers: 0``) and on
+   a 2-worker LocalCluster, in this one run from the same retrained weights (target >= 1.7x).
+3. ``per_task_seconds`` from the serial run (Dask callbacks time every task) and the scale-out
+   estimate they give for the issue's grid: 2693 COCO-Person val images x 240 cells (2 models x 3
+   sizes x 4 schemes x 5 recipes x 2 calibration sizes) on 1, 8 and 64 workers.
+
+Timings on a shared machine are inflated: the file records the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import workbench  # noqa: F401  (offline environment first)
+from workbench import steps
+from workbench.config import RunConfig
+from workbench.fileio import write_json
+from workbench.offline import REPO_ROOT
+from workbench.provenance import package_versions
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+REPORT_TARGET_S = 180.0
+SPEEDUP_TARGET = 1.7
+GRID = {"images": 2693, "models": 2, "sizes": 3, "cells": 240, "workers": (1, 8, 64)}
+
+
+def time_report(config: Path) -> float:
+    with tempfile.TemporaryDirectory() as reports:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "workbench", "report", "--config", str(config), "--reports-dir", reports],
+            check=True,
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        return time.perf_counter() - start
+
+
+def time_phase(cfg: RunConfig, run_dir: Path, trained: Path) -> tuple[float, dict[str, float]]:
+    """quantize + evaluate wall seconds, and each task's seconds when run serially."""
+    from dask.callbacks import Callback
+
+    (run_dir / "results").mkdir(parents=True)
+    shutil.copy(trained, run_dir / "results" / "retrain.json")
+    starts: dict[str, float] = {}
+    spent: dict[str, float] = {}
+
+    def pretask(key, *_):
+        starts[key] = time.perf_counter()
+
+    def posttask(key, *_):
+        spent[key] = time.perf_counter() - starts[key]
+
+    start = time.perf_counter()
+    with Callback(pretask=pretask, posttask=posttask):  # only the synchronous scheduler calls them
+        steps.quantize(cfg, run_dir)
+        steps.evaluate(cfg, run_dir)
+    return time.perf_counter() - start, spent
+
+
+def scale_out(t_export: float, t_convert: float, t_image: float, workers: int) -> float:
+    """Wall seconds of the issue's grid on ``workers``: exports first (one per model and size, each
+    a dependency of its 40 cells), then cells (convert + every image) in rounds of ``workers``."""
+    exports = GRID["models"] * GRID["sizes"]
+    cell = t_convert + GRID["images"] * t_image
+    return math.ceil(exports / workers) * t_export + math.ceil(GRID["cells"] / workers) * cell
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "default.yaml")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-report", action="store_true", help="only the speed-up and per-task costs")
+    args = parser.parse_args(argv)
+    cfg = RunConfig.from_yaml(args.config)
+    steps.dataset_for(cfg)  # set-up, untimed: the synthetic set is generated once and cached
+    load_before = os.getloadavg()
+    report_s = None if args.skip_report else time_report(args.config)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        steps.retrain(cfg, tmp / "trained")  # set-up, untimed: both phases convert these weights
+        trained = tmp / "trained" / "results" / "retrain.json"
+        serial_s, spent = time_phase(cfg.replace(workers=0), tmp / "serial", trained)
+        graph_s, _ = time_phase(cfg.replace(workers=args.workers), tmp / "graph", trained)
+        variants = steps.load_variants(tmp / "serial")
+
+    def mean(prefix: str) -> float:
+        values = [v for k, v in spent.items() if k.startswith(prefix)]
+        return sum(values) / len(values)
+
+    n_images = cfg.synth_val if cfg.eval_images is None else min(cfg.synth_val, cfg.eval_images)
+    per_variant_image = sum(v for k, v in spent.items() if k.startswith("evaluate-")) / (
+        len(variants) * n_images
+    )
+    t_export, t_convert = mean("export-"), mean("convert-")
+    estimate = {
+        str(w): round(scale_out(t_export, t_convert, per_variant_image, w), 1) for w in GRID["workers"]
+    }
+    speedup = serial_s / graph_s
+    result = {
+        "config": str(
+            args.config.relative_to(REPO_ROOT) if args.config.is_relative_to(REPO_ROOT) else args.config
+        ),
+        "config_hash": cfg.hash,
+        "variants": len(variants),
+        "report_wall_seconds": None if report_s is None else round(report_s, 1),
+        "report_target_seconds": REPORT_TARGET_S,
+        "report_met": None if report_s is None else report_s <= REPORT_TARGET_S,
+        "quantize_evaluate_serial_seconds": round(serial_s, 1),
+        "quantize_evaluate_workers_seconds": round(graph_s, 1),
+        "workers": args.workers,
+        "speedup": round(speedup, 2),
+        "speedup_target": SPEEDUP_TARGET,
+        "speedup_met": speedup >= SPEEDUP_TARGET,
+        "per_task_seconds": {k: round(v, 2) for k, v in sorted(spent.items())},
+        "mean_export_seconds": round(t_export, 2),
+        "mean_convert_seconds": round(t_convert, 2),
+        "evaluate_seconds_per_variant_image": round(per_variant_image, 4),
+        "scale_out_estimate_seconds": estimate,
+        "scale_out_grid": {k: list(v) if isinstance(v, tuple) else v for k, v in GRID.items()},
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(RESULTS / "sweep.json", result)
+    report = "skipped" if report_s is None else f"{report_s:.0f} s (target {REPORT_TARGET_S:.0f})"
+    print(
+        f"sweep: report {report}; quantize+evaluate {serial_s:.0f} s serial, {graph_s:.0f} s on "
+        f"{args.workers} workers = {speedup:.2f}x (target {SPEEDUP_TARGET}); scale-out estimate {estimate}"
+    )
+    return 0 if result["speedup_met"] and result["report_met"] is not False else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The report's quantize and evaluate steps on a 2-worker LocalCluster write what the serial run
+writes: the same .tflite bytes, the same detections, the same AP."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from workbench import steps
+from workbench.config import RunConfig
+
+CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "weights" / "yolov8n-pose-synth.pt"
+
+
+def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:
+    cfg = RunConfig(
+        model=str(CHECKPOINT),
+        imgsz=[64],
+        schemes=["fp32", "int8-per-channel", "int8-per-tensor"],
+        synth_preset="easy",
+        synth_train=8,
+        synth_val=8,
+        synth_imgsz=96,
+        epochs=0,
+        calib_images=4,
+        threads=2,  # the serial run's interpreters use 2 threads, the workers' 1
+        workers=workers,
+    )
+    steps.retrain(cfg, run_dir)
+    return steps.quantize(cfg, run_dir), steps.evaluate(cfg, run_dir).to_dict("records")
+
+
+def file_hashes(run_dir: Path) -> dict[str, str]:
+    files = sorted(run_dir.glob("variants/**/*.tflite")) + sorted(run_dir.glob("eval/**/detections.json"))
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.slow
+def test_cluster_steps_write_the_serial_files(tmp_path):
+    serial_variants, serial_rows = run_steps(tmp_path / "serial", workers=0)
+    graph_variants, graph_rows = run_steps(tmp_path / "graph", workers=2)
+    assert [v.sha256 for v in graph_variants] == [v.sha256 for v in serial_variants]
+    hashes = file_hashes(tmp_path / "serial")
+    assert len(hashes) == 6 and file_hashes(tmp_path / "graph") == hashes
+    drop = {"eval_seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in graph_rows] == [
+        {k: v for k, v in r.items() if k not in drop} for r in serial_rows
+    ]
+    assert all(r["n_images"] == 8 for r in serial_rows)

@@ -1,0 +1,135 @@
+"""The report's evaluations as a local Dask graph (``steps.evaluate`` delegates here), on the
+same cluster code as ``workbench sweep``. The report's conversions stay serial in
+``steps.quantize`` (they carry the recovery recipes; on 2 cores the graph measured 0.9-1.2x).
+
+- evaluate: one task per (model, imgsz) of ours, which runs every scheme's file over the images
+  in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
+  once); one task per zoo file.
+
+``cfg.workers`` picks the executor: ``None`` a LocalCluster with one process per core (or the
+scheduler in ``WORKBENCH_SCHEDULER``), ``0`` Dask's synchronous scheduler in this process. Both
+run the same graph, so both write the same files (tests/test_sweep_executor.py checks the bytes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from workbench.config import RunConfig
+from workbench.data.prepare import PreparedDataset
+from workbench.variant import Variant
+
+SCHEDULER_ENV = "WORKBENCH_SCHEDULER"  # an existing scheduler for the report's graphs
+
+
+def evaluate_variants(
+    cfg: RunConfig, variants: list[Variant], dataset: PreparedDataset, run_dir: Path
+) -> list[dict[str, Any]]:
+    """Evaluation rows of ``variants`` (in their order); schemes of one (model, imgsz) share a pass."""
+    from dask import delayed
+
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, v in enumerate(variants):
+        groups[(v.model, v.imgsz) if v.source == "ours" else (v.name,)].append(index)
+    threads = cfg.threads if cfg.workers == 0 else 1  # a worker has one core
+    tasks = [
+        delayed(_evaluate_group, pure=True)(
+            cfg,
+            [variants[i] for i in members],
+            dataset,
+            str(run_dir),
+            threads,
+            dask_key_name=f"evaluate-{'-'.join(map(str, group))}-{_folder_tag(run_dir)}",
+        )  # fmt: skip
+        for group, members in groups.items()
+    ]
+    rows: list[dict[str, Any] | None] = [None] * len(variants)
+    for members, group_rows in zip(groups.values(), compute(tasks, cfg.workers, "evaluate"), strict=True):
+        for index, row in zip(members, group_rows, strict=True):
+            rows[index] = row
+    return rows
+
+
+def compute(tasks: list, workers: int | None, desc: str) -> list:
+    """Results of ``tasks`` (Dask delayed), in order, with a progress bar over them."""
+    import dask
+
+    if workers == 0:
+        from dask.callbacks import Callback
+
+        with tqdm(total=len(tasks), desc=desc) as bar:
+            keys = {t.key for t in tasks}
+
+            def done(key, *_):
+                if key in keys:
+                    bar.update()
+
+            with Callback(posttask=done):
+                return list(dask.compute(*tasks, scheduler="sync"))
+    from distributed import as_completed
+
+    with _client(workers) as client:
+        futures = client.compute(tasks)
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=desc):
+            pass
+        return client.gather(futures)
+
+
+def _folder_tag(run_dir: Path) -> str:
+    """Part of every key: a shared scheduler may hold the same step of another run folder."""
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+
+
+@contextlib.contextmanager
+def _client(workers: int | None):
+    from workbench.sweep.cluster import open_client
+
+    with open_client(os.environ.get(SCHEDULER_ENV), workers) as client:
+        yield client
+
+
+# ---- task functions (run on workers) -------------------------------------------------------------
+def _evaluate_group(
+    cfg: RunConfig, variants: list[Variant], dataset: PreparedDataset, run_dir: str, threads: int
+) -> list[dict[str, Any]]:
+    from workbench.evaluate import evaluate_models
+
+    passes = evaluate_models(
+        [v.path for v in variants],
+        dataset.val_ann,
+        dataset.val_images,
+        variants[0].task,
+        cfg.protocols,
+        imgsz=variants[0].imgsz,
+        max_images=cfg.eval_images,
+        out_dirs=[Path(run_dir) / "eval" / v.name for v in variants],
+        threads=threads,
+        progress=False,
+    )
+    rows = []
+    for variant, results in zip(variants, passes, strict=True):
+        first = results[cfg.protocols[0]]
+        row = {
+            "variant": variant.name,
+            "protocol": first.protocol,
+            "metric": first.iou_type,
+            "ap": first.AP,
+            "ap50": first.AP50,
+            "ap75": first.AP75,
+            "ar": first.AR,
+            "n_images": first.n_images,
+            "preprocess": first.preprocess,
+            "eval_seconds": first.seconds["wall"],
+        }
+        if "st" in results:
+            st = results["st"]
+            row["st_ap"] = st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline))
+        rows.append(row)
+    return rows

@@ -1,0 +1,197 @@
+"""A sweep config and its cells: a RunConfig with lists along axes, expanded to one RunConfig per cell.
+
+An axis is one entry of :data:`AXES`: the sweep YAML's key, the RunConfig field it sets in each
+cell, and whether the RunConfig field is itself a list (a cell holds a one-element list). Adding
+an axis (e.g. ``recipes`` once RunConfig has ``recipe``) is one entry.
+
+Example:
+    >>> sweep = SweepConfig.from_dict({"imgsz": [64, 96], "schemes": ["fp32", "int8-per-tensor"],
+    ...                                "exclude": [{"imgsz": 96, "schemes": "fp32"}]})
+    >>> [(c.values["imgsz"], c.values["schemes"]) for c in sweep.cells()]
+    [(64, 'fp32'), (64, 'int8-per-tensor'), (96, 'int8-per-tensor')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.config import RunConfig, _as_list
+from workbench.errors import WorkbenchError
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One sweep axis: the YAML key, the RunConfig field of a cell, and whether that field is a list."""
+
+    key: str
+    field: str
+    listed: bool
+
+
+AXES: tuple[Axis, ...] = (
+    Axis("model", "model", listed=False),
+    Axis("imgsz", "imgsz", listed=True),
+    Axis("schemes", "schemes", listed=True),
+    Axis("calib_images", "calib_images", listed=False),
+    Axis("datasets", "dataset", listed=False),
+)
+AXIS_KEYS = tuple(a.key for a in AXES)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its axis values, its single-valued RunConfig and content keys."""
+
+    values: dict[str, Any]
+    config: RunConfig
+    weights_sha256: str
+
+    @property
+    def key(self) -> str:
+        """Content hash: the cell's config (every field but ``name``/``workers``) and weights."""
+        return _digest({"config": self.config.hash, "weights": self.weights_sha256})
+
+    @property
+    def export_key(self) -> str:
+        """Cells with the same weights, task and image size share one export."""
+        return _digest(
+            {"weights": self.weights_sha256, "task": self.config.task.value, "imgsz": self.config.imgsz[0]}
+        )
+
+    @property
+    def variant(self) -> str:
+        c = self.config
+        scheme = c.schemes[0]
+        io = c.io.value if scheme.is_int8 else "ff"
+        return f"{Path(c.models[0]).stem}_{c.imgsz[0]}_{scheme.value}_{io}_c{c.calib_images}_{self.key[:8]}"
+
+
+@dataclass
+class SweepConfig:
+    """A RunConfig's fields with lists along :data:`AXES`, plus ``exclude`` (partial cells to skip)."""
+
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, values in self.axes.items():
+            if key not in AXIS_KEYS:
+                raise WorkbenchError(
+                    f"unknown sweep axis {key!r}; axes: {', '.join(AXIS_KEYS)}", path=self.source
+                )
+            if not values:
+                raise WorkbenchError(f"axis {key} has no values", path=self.source)
+            if len(set(map(str, values))) != len(values):
+                raise WorkbenchError(f"axis {key} lists a value twice: {values}", path=self.source)
+        for partial in self.exclude:
+            if not isinstance(partial, Mapping) or not partial:
+                raise WorkbenchError(
+                    f"exclude entries must be mappings of axis: value, got {partial!r}", path=self.source
+                )
+            for key, value in partial.items():
+                if key not in self.axes:
+                    raise WorkbenchError(
+                        f"exclude names {key!r}, not a swept axis ({', '.join(self.axes)})", path=self.source
+                    )
+                if str(value) not in map(str, self.axes[key]):
+                    raise WorkbenchError(
+                        f"exclude value {key}={value!r} is not on the axis {self.axes[key]}", path=self.source
+                    )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str | None = None) -> SweepConfig:
+        values = dict(values)
+        exclude = values.pop("exclude", None) or []
+        if not isinstance(exclude, list):
+            raise WorkbenchError("exclude must be a list of partial cells", path=source)
+        if "dataset" in values and "datasets" not in values:
+            values["datasets"] = values.pop("dataset")
+        axes = {
+            a.key: [v for v in _as_list(values.pop(a.key)) if v is not None] for a in AXES if a.key in values
+        }
+        unknown = sorted(set(values) - set(RunConfig.field_names()))
+        if unknown:
+            raise WorkbenchError(
+                f"unknown sweep key(s) {', '.join(unknown)}; axes: {', '.join(AXIS_KEYS)}, "
+                f"other keys as a RunConfig: {', '.join(RunConfig.field_names())}",
+                path=source,
+            )
+        return cls(values, axes, exclude, source)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise WorkbenchError("sweep config file not found", path=path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
+        if not isinstance(values, dict):
+            raise WorkbenchError("sweep config must be a mapping of keys to values", path=path)
+        return cls.from_dict(values, source=str(path))
+
+    @property
+    def name(self) -> str:
+        return str(self.base.get("name", "sweep"))
+
+    def cells(self) -> list[Cell]:
+        """Every cell not excluded, in axis order; each value is validated as its RunConfig is built.
+
+        Raises:
+            WorkbenchError: an invalid axis value (named with its axis), before anything runs.
+        """
+        from workbench.locations import resolve_model
+
+        keys = list(self.axes)
+        weights: dict[str, str] = {}
+        cells = []
+        for combo in itertools.product(*(self.axes[k] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            if any(all(str(values[k]) == str(v) for k, v in p.items()) for p in self.exclude):
+                continue
+            settings = dict(self.base)
+            for axis in AXES:
+                if axis.key in values:
+                    settings[axis.field] = [values[axis.key]] if axis.listed else values[axis.key]
+            try:
+                config = RunConfig.from_dict(settings)
+                config.validate_paths()
+            except WorkbenchError as err:
+                where = ", ".join(f"{k}={v}" for k, v in values.items())
+                raise WorkbenchError(f"cell ({where}): {err.message}", path=self.source) from None
+            for name in ("imgsz", "schemes"):
+                if len(getattr(config, name)) != 1:
+                    raise WorkbenchError(
+                        f"{name} must be swept as an axis (a list), got {getattr(config, name)}",
+                        path=self.source,
+                    )
+            model = config.models[0]
+            if model not in weights:
+                source = resolve_model(model, config.allow_download)
+                if source.kind != "ours" or not Path(source.path).is_file():
+                    raise WorkbenchError(
+                        f"model {model!r}: a sweep converts weights files (.pt); zoo folders are compared by `workbench report`",
+                        path=self.source,
+                    )
+                from workbench.fileio import sha256_file
+
+                weights[model] = sha256_file(source.path)
+            cells.append(Cell(values, config, weights[model]))
+        if not cells:
+            raise WorkbenchError("the sweep has no cells (everything excluded)", path=self.source)
+        return cells
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,169 @@
+"""Run a sweep: validate every cell, skip cached ones, run the rest as a Dask task graph (one
+export task per (weights, task, imgsz) that its cells depend on, one task per cell keyed by its
+content hash), store each row as it finishes, then time the new files alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from workbench.errors import WorkbenchError
+from workbench.fileio import write_text
+from workbench.sweep import store
+from workbench.sweep.grid import Cell, SweepConfig
+from workbench.sweep.tasks import cell_task, export_task, failed_row
+
+CELL_THREADS = 1  # a cell's interpreter: one core per worker
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep run did: cells run now (``done``), found in the store (``cached``), ``failed``."""
+
+    sweep_dir: str
+    cells: int
+    done: int
+    cached: int
+    failed: int
+    latency_host: str | None = None
+    dashboard: str | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            min(self.done, self.cached, self.failed) < 0
+            or self.done + self.cached + self.failed != self.cells
+        ):
+            raise ValueError(
+                f"done {self.done} + cached {self.cached} + failed {self.failed} != {self.cells} cells"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.done} done, {self.cached} cached, {self.failed} failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_sweep(
+    sweep: SweepConfig, sweep_dir: str | Path, client=None, progress: bool = True, bench: bool = True
+) -> SweepSummary:
+    """Run every cell of ``sweep`` not already in the store; ``client=None`` runs in-process, serially.
+
+    Every axis value and every dataset is checked before any task is submitted. A failing cell
+    stores its error and the others go on.
+    """
+    from workbench.steps import dataset_for
+
+    sweep_dir = Path(sweep_dir).resolve()
+    cells = sweep.cells()
+    datasets = {}
+    for cell in cells:
+        tag = str(cell.values.get("datasets"))
+        if tag not in datasets:
+            datasets[tag] = dataset_for(cell.config, need_training=False)
+    write_text(sweep_dir / "sweep.yaml", Path(sweep.source).read_text() if sweep.source else "")
+    todo = [c for c in cells if not store.is_cached(sweep_dir, c.key)]
+    runner = _run_distributed if client is not None else _run_serial
+    rows = runner(todo, datasets, sweep_dir, client, progress)
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    host = _time_alone(cells, sweep, sweep_dir, client) if bench else None
+    return SweepSummary(
+        str(sweep_dir), len(cells), len(rows) - failed, len(cells) - len(todo), failed, host,
+        client.dashboard_link if client is not None else None,
+    )  # fmt: skip
+
+
+def _export_folder(sweep_dir: Path, cell: Cell) -> str:
+    return str(sweep_dir / "saved_models" / cell.export_key)
+
+
+def _weights(cell: Cell) -> str:
+    from workbench.locations import resolve_model
+
+    return str(resolve_model(cell.config.models[0], cell.config.allow_download).path)
+
+
+def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: bool) -> list[dict]:
+    exports: dict[str, Any] = {}
+    rows = []
+    for cell in tqdm(todo, desc="sweep cells", unit="cell", disable=not progress):
+        try:
+            if cell.export_key not in exports:
+                exports[cell.export_key] = export_task(
+                    _weights(cell), cell.config.imgsz[0], _export_folder(sweep_dir, cell)
+                )
+            dataset = datasets[str(cell.values.get("datasets"))]
+            row = cell_task(cell, exports[cell.export_key], dataset, str(sweep_dir), CELL_THREADS)
+        except Exception as err:  # a cell's failure is its row; the others go on
+            row = failed_row(cell, err)
+        store.write_row(sweep_dir, row)
+        rows.append(row)
+    return rows
+
+
+def _run_distributed(todo: list[Cell], datasets, sweep_dir: Path, client, progress: bool) -> list[dict]:
+    from distributed import as_completed
+
+    # A cluster may serve several sweep folders: the folder is part of each task's key, so a cell
+    # never takes another folder's result (its files live in that folder).
+    where = hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:8]
+    exports, futures = {}, {}
+    for cell in todo:
+        if cell.export_key not in exports:
+            exports[cell.export_key] = client.submit(
+                export_task, _weights(cell), cell.config.imgsz[0], _export_folder(sweep_dir, cell),
+                key=f"export-{cell.export_key}-{where}",
+            )  # fmt: skip
+        dataset = datasets[str(cell.values.get("datasets"))]
+        future = client.submit(
+            cell_task, cell, exports[cell.export_key], dataset, str(sweep_dir), CELL_THREADS,
+            key=f"cell-{cell.key}-{where}",
+        )  # fmt: skip
+        futures[future.key] = (future, cell)
+    rows = []
+    done = as_completed([f for f, _ in futures.values()])
+    for future in tqdm(done, total=len(futures), desc="sweep cells", unit="cell", disable=not progress):
+        cell = futures[future.key][1]
+        row = failed_row(cell, future.exception()) if future.status == "error" else future.result()
+        store.write_row(sweep_dir, row)
+        rows.append(row)
+    return rows
+
+
+def _latency(paths: list[str], threads: int, runs: int, seed: int):
+    from workbench.bench import bench_models
+
+    return socket.gethostname(), bench_models(paths, threads=threads, runs=runs, seed=seed)
+
+
+def _time_alone(cells: list[Cell], sweep: SweepConfig, sweep_dir: Path, client) -> str | None:
+    """Latency of every stored file that lacks it, after the grid, interleaved, on one worker."""
+    rows = [store.read_row(sweep_dir, c.key) for c in cells]
+    pending = [r for r in rows if r and r["status"] == "ok" and r["latency_ms_median"] is None]
+    if not pending:
+        return None
+    base = cells[0].config
+    args = ([str(sweep_dir / r["path"]) for r in pending], base.threads, base.bench_runs, base.seed)
+    if client is None:
+        host, timings = _latency(*args)
+    else:
+        worker = sorted(client.scheduler_info()["workers"])[0]
+        host, timings = client.submit(_latency, *args, workers=[worker], pure=False).result()
+    for row, timing in zip(pending, timings, strict=True):
+        if timing.sha256 != row["model_sha256"]:
+            raise WorkbenchError("file changed while it was timed", path=sweep_dir / row["path"])
+        row.update(
+            latency_ms_median=timing.median_ms,
+            latency_ms_p90=timing.p90_ms,
+            latency_ms_min=timing.min_ms,
+            threads=timing.threads,
+            latency_host=host,
+        )
+        store.write_row(sweep_dir, row)
+    return host

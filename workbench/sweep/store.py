@@ -1,0 +1,100 @@
+"""The sweep's results store: one Parquet file per cell under ``<sweep>/results/``, queried with DuckDB.
+
+Each file is written atomically (a crash leaves a cell's row whole or absent) with one fixed
+schema: results.csv's columns (:data:`workbench.report.table.RESULT_COLUMNS`, provenance included)
+plus the sweep's own (:data:`EXTRA_COLUMNS`); ``path`` is relative to the sweep folder.
+``results`` is a DuckDB view over all files.
+
+Example:
+    >>> # query("reports/sweeps/demo", "select scheme, avg(ap) from results group by scheme")
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workbench.errors import WorkbenchError
+from workbench.fileio import atomic_path, sha256_file
+from workbench.report.table import RESULT_COLUMNS
+
+RESULTS = "results"
+STATUSES = ("ok", "failed")
+EXTRA_COLUMNS = (
+    "cell", "status", "error", "calib_images", "dataset", "weights_sha256", "n_images",
+    "convert_seconds", "eval_seconds", "host", "latency_host",
+)  # fmt: skip
+_INT = {"imgsz", "threads", "size_bytes", "activation_ram_bytes", "calib_images", "n_images"}
+_FLOAT = {
+    "ap", "ap50", "ap75", "ar", "ap_low", "ap_high", "ap50_low", "ap50_high", "st_ap",
+    "latency_ms_median", "latency_ms_p90", "latency_ms_min", "worst_sqnr_db",
+    "convert_seconds", "eval_seconds",
+}  # fmt: skip
+COLUMNS = RESULT_COLUMNS + EXTRA_COLUMNS
+SCHEMA = pa.schema(
+    [(c, pa.int64() if c in _INT else pa.float64() if c in _FLOAT else pa.string()) for c in COLUMNS]
+)
+
+
+def results_dir(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / RESULTS
+
+
+def write_row(sweep_dir: str | Path, row: dict[str, Any]) -> Path:
+    """Write one cell's row as ``results/<cell>.parquet``, atomically; unknown keys are an error."""
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise WorkbenchError(f"row has column(s) the store does not know: {', '.join(unknown)}")
+    if row.get("status") not in STATUSES or not row.get("cell"):
+        raise WorkbenchError(f"row needs a cell id and a status in {STATUSES}, got {row.get('status')!r}")
+    clean = {c: _plain(row.get(c)) for c in COLUMNS}
+    path = results_dir(sweep_dir) / f"{row['cell']}.parquet"
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist([clean], schema=SCHEMA), tmp)
+    return path
+
+
+def read_row(sweep_dir: str | Path, cell: str) -> dict[str, Any] | None:
+    path = results_dir(sweep_dir) / f"{cell}.parquet"
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path).to_pylist()[0]
+    except (pa.ArrowException, IndexError, OSError):
+        return None  # an unreadable row is no row: the cell runs again
+
+
+def is_cached(sweep_dir: str | Path, cell: str) -> bool:
+    """A finished row exists and its converted file still hashes as recorded."""
+    row = read_row(sweep_dir, cell)
+    if row is None or row["status"] != "ok" or not row["path"]:
+        return False
+    path = Path(sweep_dir) / row["path"]
+    return path.is_file() and sha256_file(path) == row["model_sha256"]
+
+
+def query(sweep_dir: str | Path, sql: str):
+    """Run ``sql`` with DuckDB over the store (the view ``results``); a pandas frame."""
+    import duckdb
+
+    folder = results_dir(sweep_dir)
+    if not any(folder.glob("*.parquet")):
+        raise WorkbenchError("no results yet: run the sweep first", path=folder)
+    with duckdb.connect() as con:
+        glob = str(folder / "*.parquet").replace("'", "''")
+        con.execute(f"create view results as select * from read_parquet('{glob}')")
+        try:
+            return con.execute(sql).fetchdf()
+        except duckdb.Error as err:
+            raise WorkbenchError(f"query failed: {str(err).splitlines()[0]}") from None
+
+
+def _plain(value: Any) -> Any:
+    """Store NaN as null, so SQL aggregates skip it."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
