@@ -208,7 +208,8 @@ def test_fp32_tflite_agrees_with_ultralytics_val_on_the_same_oks_scale(
     from workbench.provenance import dataset_hash
     from workbench.quantize import quantize
 
-    ann = coco_slice(coco_dev / "person_keypoints.json", tmp_path / "slice.json", 120)
+    # all 450 images: on a 120-image slice the two evaluators' small differences alone reached 0.012
+    ann = coco_dev / "person_keypoints.json"
     data_yaml = yolo_copy(ann, coco_dev / "images", ann, coco_dev / "images", "pose", dataset_hash(ann)[:16])
     theirs = ultralytics_val(official_pose, data_yaml, imgsz)["map50_95"]
     saved = export_saved_model(official_pose, imgsz, tmp_path / "sm")
