@@ -41,7 +41,7 @@ def test_split_head_assembly_matches_ultralytics_decode():
     import torch
     from ultralytics.utils.tal import dist2bbox, make_anchors
 
-    from workbench.decode.yolo import assemble_split_head
+    from workbench.decode.yolo import assemble_split_head, level_sizes
 
     h = w = 64
     feats = [torch.zeros(1, 1, h // s, w // s) for s in (8, 16, 32)]
@@ -67,6 +67,14 @@ def test_split_head_assembly_matches_ultralytics_decode():
     np.testing.assert_allclose(got, expected, atol=1e-5)
     with pytest.raises(WorkbenchError, match="channels"):
         assemble_split_head([dist, scores, vis[:16], offsets.reshape(34, n)], (h, w), 1, (17, 3))
+
+    # split-levels: the same quantities as one plane per stride level, in any order
+    bounds = np.cumsum([0, *level_sizes((h, w))])
+    levels = [p[:, a:b] for p in planes for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    rng.shuffle(levels)
+    np.testing.assert_allclose(assemble_split_head(levels, (h, w), nc=1, kpt_shape=(17, 3)), expected, atol=1e-5)
+    with pytest.raises(WorkbenchError, match="cover levels"):  # a level missing is refused, not zero-filled
+        assemble_split_head([p for p in levels if p.shape != (34, 4)], (h, w), 1, (17, 3))
 
 
 # ---- converted files (slow) ------------------------------------------------------------------------

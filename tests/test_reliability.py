@@ -492,22 +492,45 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_inside_an_asyncio_background_task_is_not_lost(signum):
+    """papermill drives its kernel from an asyncio loop in the main thread. A signal whose handler
+    runs inside one of nbclient's background tasks (its kernel poller) used to raise there, be stored
+    on that task unseen, and the run went on to exit 0. Now the kernel (any child) is stopped and
+    the signal is raised when the block ends."""
+    import asyncio
+
+    from workbench.runlock import Interrupted, signals_as_exceptions
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    async def step():
+        async def poller():  # the handler runs in this task, right after the kill
+            os.kill(os.getpid(), signum)
+            await asyncio.sleep(0)
+
+        background = asyncio.ensure_future(poller())
+        for _ in range(50):  # what a kernel's reply wait looks like: until the child is gone
+            if child.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        return background
+
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(Interrupted) as raised, signals_as_exceptions():
+            background = loop.run_until_complete(step())
+    finally:
+        loop.close()
+        child.kill()
+    assert raised.value.signum == signum
+    assert background.done() and background.exception() is None  # nothing parked on the task
+    assert child.wait(timeout=10) == -signal.SIGTERM  # the "kernel" was stopped, not left running
+    assert signal.getsignal(signum) is not None and signal.getsignal(signum) != signal.SIG_IGN
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "signum",
-    [
-        pytest.param(
-            signal.SIGINT,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known bug, issue 12: a SIGINT during step 02 is sometimes swallowed and the run "
-                "completes (seen twice in fresh clones; passes alone)",
-            ),
-        ),
-        signal.SIGTERM,
-    ],
-    ids=["SIGINT", "SIGTERM"],
-)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_killed_forced_rerun_leaves_an_honest_failed_run(tiny_run, signum):
     root, args, run_dir, _ = tiny_run
     proc = _cli([*args, "--force"], root)

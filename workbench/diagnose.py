@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from workbench.decode.yolo import STRIDES as LEVEL_STRIDES
+from workbench.decode.yolo import anchor_count, level_sizes
 from workbench.errors import WorkbenchError
 from workbench.recipes.selective import Block, SelectiveQuantizer
 
@@ -161,7 +163,11 @@ def audit_outputs(model_path: str | Path) -> list[OutputAudit]:
                 q = src["quantization_parameters"]
                 if len(q["scales"]) == 1:
                     scale, zp = float(q["scales"][0]), int(q["zero_points"][0])
-        channels = min(d for d in spec.shape[1:])
+        # a split-levels output spans one stride level's anchors; the other dimension is channels
+        level = {size: s for size, s in zip(level_sizes(model.input_hw), LEVEL_STRIDES, strict=True)}
+        dims = list(spec.shape[1:])
+        strides = [level[d] for d in dims if d in level] or list(STRIDES)
+        channels = next((d for d in dims if d not in level and d != anchor_count(model.input_hw)), min(dims))
         role = output_role(channels, len(model.outputs), nc, kpt)
         steps: dict[str, float] = {}
         if scale is not None:
@@ -169,7 +175,7 @@ def audit_outputs(model_path: str | Path) -> list[OutputAudit]:
                 steps = {"coordinates": scale * imgsz}
             elif role in ("boxes", "kpt_xy"):
                 factor = 2.0 if role == "kpt_xy" else 1.0
-                steps = {f"stride {s}": factor * scale * s for s in STRIDES}
+                steps = {f"stride {s}": factor * scale * s for s in strides}
         out.append(OutputAudit(spec.name, spec.shape, role, scale, zp, steps))
     return out
 

@@ -28,7 +28,7 @@ from workbench.offline import ensure_calibration_npy, import_tensorflow
 
 EXPORT_META = "workbench_export.json"
 ULTRALYTICS_TASK = {"pose": "pose", "segment": "seg", "detect": "detect"}
-HEADS = ("single", "split")
+HEADS = ("single", "split", "levels")
 
 
 @dataclass
@@ -106,7 +106,7 @@ def normalized_head() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def split_head(kpt_clip: Sequence[float] | None = None) -> Iterator[None]:
+def split_head(kpt_clip: Sequence[float] | None = None, levels: bool = False) -> Iterator[None]:
     """Temporarily make Detect/Pose heads stop before the decode, with one output per quantity.
 
     Outputs, each (1, C, N) over the N anchors of strides 8/16/32 and each with its own int8 scale
@@ -117,26 +117,80 @@ def split_head(kpt_clip: Sequence[float] | None = None) -> Iterator[None]:
     of a small person as of a large one; :func:`workbench.decode.yolo.assemble_split_head` finishes
     the decode in float, as NPU deployments do. ``kpt_clip`` = (low, high) clamps the keypoint
     offsets in the graph (the ``calib-percentile`` recipe), so min/max calibration sees that range.
+
+    ``levels=True`` (the ``split-levels`` recipe) goes further: no concatenation across the three
+    stride levels (an int8 CONCATENATION gives its inputs one shared scale, so the level with the
+    widest range sets the step of all three), and the keypoint conv is cut in two, x/y rows and
+    visibility rows, so the visibility logits no longer set the offsets' scale. The outputs are
+    then 4 (detect: 2) per level, (1, C, N_level) each, stride 8 first; the float maths is unchanged.
     """
+    import torch
     from ultralytics.nn.modules import Detect, Pose
 
-    saved = (Detect._inference, Pose._inference)
+    saved = (Detect._inference, Pose._inference, Detect.forward_head, Pose.forward_head)
 
     def detect_inference(self, x):
+        if levels:
+            return tuple(
+                out
+                for box, score in zip(x["boxes"], x["scores"], strict=True)
+                for out in (self.dfl(box), score.sigmoid())
+            )
         return self.dfl(x["boxes"]), x["scores"].sigmoid()
 
+    def clip(xy):
+        return xy if kpt_clip is None else xy.clamp(*kpt_clip)
+
     def pose_inference(self, x):
+        if levels:  # per level: box, scores, offsets[, visibilities]
+            detect = detect_inference(self, x)
+            return tuple(
+                out
+                for i, (xy, vis) in enumerate(x["kpts"])
+                for out in (*detect[2 * i : 2 * i + 2], clip(xy), *(() if vis is None else (vis.sigmoid(),)))
+            )
         bs, (k, d) = x["kpts"].shape[0], self.kpt_shape
         kpts = x["kpts"].view(bs, k, d, -1)
         xy = kpts[:, :, :2].reshape(bs, 2 * k, -1)
-        outputs = (*detect_inference(self, x), xy if kpt_clip is None else xy.clamp(*kpt_clip))
+        outputs = (*detect_inference(self, x), clip(xy))
         return (*outputs, kpts[:, :, 2].sigmoid()) if d == 3 else outputs
 
+    def detect_levels(self, x, box_head=None, cls_head=None):
+        if box_head is None or cls_head is None:
+            return {}
+        bs = x[0].shape[0]
+        return {
+            "boxes": [box_head[i](x[i]).view(bs, 4 * self.reg_max, -1) for i in range(self.nl)],
+            "scores": [cls_head[i](x[i]).view(bs, self.nc, -1) for i in range(self.nl)],
+            "feats": x,
+        }
+
+    def pose_levels(self, x, box_head, cls_head, pose_head):
+        preds = detect_levels(self, x, box_head, cls_head)
+        if pose_head is not None:
+            bs, (k, d) = x[0].shape[0], self.kpt_shape
+            rows = torch.arange(k * d).view(k, d)
+            xy_rows, vis_rows = rows[:, :2].reshape(-1), rows[:, 2] if d == 3 else None
+            preds["kpts"] = []
+            for i in range(self.nl):
+                *body, last = pose_head[i]
+                feat = torch.nn.Sequential(*body)(x[i])
+                xy = torch.nn.functional.conv2d(feat, last.weight[xy_rows], last.bias[xy_rows])
+                vis = None
+                if vis_rows is not None:
+                    vis = torch.nn.functional.conv2d(feat, last.weight[vis_rows], last.bias[vis_rows]).view(
+                        bs, k, -1
+                    )
+                preds["kpts"].append((xy.view(bs, 2 * k, -1), vis))
+        return preds
+
     Detect._inference, Pose._inference = detect_inference, pose_inference
+    if levels:
+        Detect.forward_head, Pose.forward_head = detect_levels, pose_levels
     try:
         yield
     finally:
-        Detect._inference, Pose._inference = saved
+        Detect._inference, Pose._inference, Detect.forward_head, Pose.forward_head = saved
 
 
 def keypoint_offset_percentiles(
@@ -223,7 +277,7 @@ def export_saved_model(
         task = ULTRALYTICS_TASK.get(model.task)
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
-        if head == "split" and task not in ("pose", "detect"):
+        if head != "single" and task not in ("pose", "detect"):
             raise WorkbenchError(
                 f"a split head is built for pose and detect models, not {task}", path=weights
             )
@@ -232,7 +286,11 @@ def export_saved_model(
 
             equalize_model(model.model)
         decode = (
-            split_head() if head == "split" else normalized_head() if normalize else contextlib.nullcontext()
+            split_head(kpt_clip, levels=head == "levels")
+            if head != "single"
+            else normalized_head()
+            if normalize
+            else contextlib.nullcontext()
         )
         # onnx2tf builds a tf_keras model whose layer names come from process-wide counters: reset
         # them, or a second export in one process names its tensors differently (same numbers,

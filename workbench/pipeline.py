@@ -45,7 +45,7 @@ from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_json, write_text
 from workbench.provenance import Provenance
-from workbench.runlock import Interrupted, run_lock, stop_children
+from workbench.runlock import Interrupted, pending_interrupt, raise_if_interrupted, run_lock, stop_children
 
 STEPS_DIR = "steps"
 STATUS_JSON = "status.json"
@@ -455,6 +455,7 @@ def _run_step(
                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )  # fmt: skip
         except PapermillExecutionError as err:
+            raise_if_interrupted()  # the cell failed because a signal stopped the kernel
             source_lines = (err.source or "").strip().splitlines()
             first_line = source_lines[0] if source_lines else ""
             message = (
@@ -463,6 +464,7 @@ def _run_step(
             )
             _fail(run_dir, status, nb.stem, message, executed)
             raise WorkbenchError(message, path=nb) from None
+        raise_if_interrupted()
         html = _to_html(executed)
         seconds = time.perf_counter() - t0
         after = _snapshot(run_dir)
@@ -478,12 +480,13 @@ def _run_step(
         })  # fmt: skip
     except WorkbenchError:
         raise
-    except BaseException as err:  # kernel death, SIGTERM, Ctrl-C: still leave an honest status
+    except BaseException as caught:  # kernel death, SIGTERM, Ctrl-C: still leave an honest status
+        err = pending_interrupt() or caught  # a kernel stopped by a signal surfaces as another error
         if isinstance(err, (Interrupted, KeyboardInterrupt)):
             stop_children()  # the kernel must not keep writing into the folder after we are gone
         reason = str(err) if isinstance(err, Interrupted) else f"{type(err).__name__}: {err}"
         _fail(run_dir, status, nb.stem, f"step {nb.stem} did not finish: {reason}", executed)
-        raise
+        raise err from None
     _say(f"step {nb.stem}: done in {seconds:.1f} s")
     return StepResult(nb.stem, "ran", seconds, executed, html, outputs)
 

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import fcntl
@@ -59,10 +60,20 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_pending: list[int] = []  # signals received inside signals_as_exceptions, oldest first
+
+
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     """Within the block, SIGTERM/SIGINT raise :class:`Interrupted` (once; repeats are ignored while
-    the clean-up runs, SIGKILL still works). A no-op outside the main thread."""
+    the clean-up runs, SIGKILL still works). A no-op outside the main thread.
+
+    While an asyncio loop runs in the main thread (papermill drives its kernel through one), the
+    handler does not raise: the exception could land in one of nbclient's background tasks and be
+    stored there unseen, and the run would go on to exit 0. It stops the kernel instead, so the
+    notebook fails promptly, and the signal is raised when the block (or :func:`raise_if_interrupted`)
+    sees it.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -70,17 +81,48 @@ def signals_as_exceptions() -> Iterator[None]:
     def handler(signum, frame):
         for s in HANDLED_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
-        raise Interrupted(signum)
+        _pending.append(signum)
+        if asyncio._get_running_loop() is None:
+            raise Interrupted(signum)
+        _terminate_children()
 
     # a signal ignored on purpose (SIGINT of a `nohup` or `cmd &` job) stays ignored
     previous = {s: h for s in HANDLED_SIGNALS if (h := signal.getsignal(s)) != signal.SIG_IGN}
+    _pending.clear()
     for s in previous:
         signal.signal(s, handler)
     try:
         yield
+        raise_if_interrupted()
+    except Interrupted:
+        raise
+    except BaseException as err:  # whatever the stopped kernel caused, the signal is the reason
+        if (signalled := pending_interrupt()) is not None:
+            raise signalled from err
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _pending.clear()
+
+
+def pending_interrupt() -> Interrupted | None:
+    """The :class:`Interrupted` for a signal the handler recorded without raising, if any."""
+    return Interrupted(_pending[0]) if _pending else None
+
+
+def raise_if_interrupted() -> None:
+    """Raise :func:`pending_interrupt`, if any."""
+    if (err := pending_interrupt()) is not None:
+        raise err
+
+
+def _terminate_children() -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
 
 
 def stop_children(timeout: float = 5.0) -> None:

@@ -68,6 +68,7 @@ def assemble_split_head(
     scores, 2K keypoint offsets, K visibilities); boxes become (cx, cy, w, h) and keypoints
     (x, y[, v]) as Ultralytics decodes them in its graph.
     """
+    heads = merge_levels(heads, input_hw)
     roles = {"box": 4, "scores": nc}
     if kpt_shape is not None:
         k, d = kpt_shape
@@ -99,6 +100,48 @@ def assemble_split_head(
             xy = np.concatenate([xy, part["kpt_vis"][:, :, None]], axis=2)
         columns.append(xy.reshape(len(xy), -1))
     return np.ascontiguousarray(np.concatenate(columns, axis=1), dtype=np.float32)
+
+
+def level_sizes(input_hw: tuple[int, int]) -> list[int]:
+    """Anchors per stride level, stride 8 first.
+
+    Example:
+        >>> level_sizes((256, 256))
+        [1024, 256, 64]
+    """
+    h, w = input_hw
+    return [(h // s) * (w // s) for s in STRIDES]
+
+
+def merge_levels(heads: Sequence[np.ndarray], input_hw: tuple[int, int]) -> list[np.ndarray]:
+    """Join per-level (C, N_level) planes of one quantity into (C, N) in stride order.
+
+    Planes that already span all N anchors pass through. A quantity must come either whole or as
+    exactly one plane per level (the ``split-levels`` recipe); anything else is an error.
+    """
+    sizes, n = level_sizes(input_hw), anchor_count(input_hw)
+    whole = [h for h in heads if h.shape[1] == n]
+    by_channels: dict[int, dict[int, np.ndarray]] = {}
+    for h in heads:
+        if h.shape[1] == n:
+            continue
+        if h.shape[1] not in sizes:
+            raise WorkbenchError(
+                f"a split-head output has {h.shape[1]} anchors; expected {n} or one level of {sizes}"
+            )
+        planes = by_channels.setdefault(h.shape[0], {})
+        if h.shape[1] in planes:
+            raise WorkbenchError(f"two split-head outputs with {h.shape[0]} channels for one level")
+        planes[h.shape[1]] = h
+    merged = []
+    for channels, planes in sorted(by_channels.items()):
+        if sorted(planes) != sorted(sizes):
+            raise WorkbenchError(
+                f"split-head outputs with {channels} channels cover levels {sorted(planes, reverse=True)}, "
+                f"not all of {sizes}"
+            )
+        merged.append(np.concatenate([planes[size] for size in sizes], axis=1))
+    return whole + merged
 
 
 def expected_layout(task: Task | str, input_hw: tuple[int, int]) -> str:
@@ -154,7 +197,8 @@ def resolve_layout(
             raise layout_error(task, outputs, input_hw, "a split head needs the class count (metadata names)")
         if task is Task.POSE and kpt_shape is None:
             raise layout_error(task, outputs, input_hw, "a split pose head needs kpt_shape (metadata)")
-        planes = [h[0] if h.shape[2] == n else h[0].T for h in heads]
+        anchors = {n, *level_sizes(input_hw)}
+        planes = [h[0] if h.shape[2] in anchors else h[0].T for h in heads]
         kpts = (int(kpt_shape[0]), int(kpt_shape[1])) if task is Task.POSE else None
         try:
             pred = assemble_split_head(planes, input_hw, nc, kpts)

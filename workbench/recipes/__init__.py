@@ -9,6 +9,8 @@ recipe           does                                                           
 ================ ====================================================================== =========
 split-head       end the graph before the decode: boxes/scores/keypoints as separate    yes
                  outputs in stride units, each with its own scale; decode in float
+split-levels     split-head, and one output per stride level, keypoint x/y apart from   yes
+                 visibility (an int8 concat shares one scale among its inputs)
 equalize         cross-layer equalization of consecutive convolutions before export     yes
                  (exact for ReLU, approximate for SiLU)
 calib-all        calibrate on every image of the calibration folder (min/max, the       yes
@@ -87,6 +89,15 @@ def _split_head(plan: Plan) -> None:
 
 
 @register(
+    "split-levels",
+    "split-head with one output per stride level and keypoint x/y apart from visibility: no shared "
+    "int8 scale across levels or quantities",
+)
+def _split_levels(plan: Plan) -> None:
+    plan.head = "levels"
+
+
+@register(
     "equalize", "cross-layer equalization of conv pairs before export (exact for ReLU, approximate for SiLU)"
 )
 def _equalize(plan: Plan) -> None:
@@ -138,7 +149,7 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
-    if "calib-percentile" in names and "split-head" not in names:
+    if "calib-percentile" in names and not {"split-head", "split-levels"} & set(names):
         raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
     if "int16x8" in names and "float-fallback" in names:
         raise WorkbenchError(
