@@ -45,16 +45,18 @@ SCHEMES = {"pc": "int8-per-channel", "pt": "int8-per-tensor"}
 VARIANTS = [
     *((s, ()) for s in SCHEMES),
     *((s, ("split-head",)) for s in SCHEMES),
+    *((s, ("split-levels",)) for s in SCHEMES),
     *((s, ("calib-all",)) for s in SCHEMES),
-    *((s, ("split-head", "calib-percentile")) for s in SCHEMES),
+    *((s, ("split-levels", "calib-all")) for s in SCHEMES),
+    *((s, ("split-levels", "calib-percentile")) for s in SCHEMES),
     ("pt", ("equalize",)),
-    ("pt", ("split-head", "calib-percentile", "equalize")),
+    ("pt", ("split-levels", "equalize")),
     ("pc", ("split-head", "int16x8")),
+    ("pc", ("split-levels", "int16x8")),
     *((s, ("split-head", "float-fallback")) for s in SCHEMES),
     ("pc", ("equalize",)),
     ("pc", ("int16x8",)),
     *((s, ("float-fallback",)) for s in SCHEMES),
-    *((s, ("split-head", "calib-all", "calib-percentile")) for s in SCHEMES),
 ]
 
 

@@ -19,6 +19,7 @@ def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:
         model=str(CHECKPOINT),
         imgsz=[64],
         schemes=["fp32", "int8-per-channel", "int8-per-tensor"],
+        recipes=["split-levels"],  # one task converts both int8 schemes on the shared re-export
         synth_preset="easy",
         synth_train=8,
         synth_val=8,
@@ -42,10 +43,15 @@ def test_cluster_steps_write_the_serial_files(tmp_path):
     serial_variants, serial_rows = run_steps(tmp_path / "serial", workers=0)
     graph_variants, graph_rows = run_steps(tmp_path / "graph", workers=2)
     assert [v.sha256 for v in graph_variants] == [v.sha256 for v in serial_variants]
+    assert [v.name.split("_", 2)[2] for v in graph_variants] == [  # the serial order: scheme, recipe
+        "fp32_ff", "int8-per-channel_uf", "int8-per-channel+split-levels_uf",
+        "int8-per-tensor_uf", "int8-per-tensor+split-levels_uf",
+    ]  # fmt: skip
     hashes = file_hashes(tmp_path / "serial")
-    assert len(hashes) == 6 and file_hashes(tmp_path / "graph") == hashes
+    assert len(hashes) == 10 and file_hashes(tmp_path / "graph") == hashes
     drop = {"eval_seconds"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in graph_rows] == [
         {k: v for k, v in r.items() if k not in drop} for r in serial_rows
     ]
     assert all(r["n_images"] == 8 for r in serial_rows)
+    assert all(r["ap"] is not None and 0 <= r["ap"] <= 1 for r in serial_rows)

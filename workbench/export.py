@@ -139,7 +139,13 @@ def split_head(kpt_clip: Sequence[float] | None = None, levels: bool = False) ->
         return self.dfl(x["boxes"]), x["scores"].sigmoid()
 
     def clip(xy):
-        return xy if kpt_clip is None else xy.clamp(*kpt_clip)
+        if kpt_clip is None:
+            return xy
+        # c·clamp(x/c, −1, 1), not clamp(x, lo, hi): the converter folds 1/c into the conv and fuses
+        # the clamp as RELU_N1_TO_1, so the conv's own int8 range becomes ±c; a bare clamp is a
+        # MINIMUM/MAXIMUM pair that keeps the conv's full range
+        c = max(abs(float(v)) for v in kpt_clip)
+        return (xy / c).clamp(-1.0, 1.0) * c
 
     def pose_inference(self, x):
         if levels:  # per level: box, scores, offsets[, visibilities]

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from workbench.config import IOType, RunConfig, Scheme
+from workbench.config import RunConfig, Scheme
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.families import family_of
@@ -142,7 +142,12 @@ def _retrain_one(
 
 # ---- 02 quantize ------------------------------------------------------------------------------
 def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
-    """Export each of our models at each image size and convert it to each scheme; list zoo files."""
+    """Export each of our models at each image size and convert it to each scheme; list zoo files.
+
+    A Dask graph (:func:`workbench.sweep.executor.convert_variants`): exports first, then the
+    conversions that depend on them, on ``cfg.workers``.
+    """
+    from workbench.sweep.executor import convert_variants
     from workbench.zoo import zoo_variants
 
     run_dir = Path(run_dir)
@@ -150,59 +155,10 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     variants: list[Variant] = []
     if retrained["models"]:
         dataset = dataset_for(cfg, need_training=False)
-        rows = len(cfg.schemes) + len(cfg.recipes) * sum(s.is_int8 for s in cfg.schemes)
-        jobs = len(retrained["models"]) * len(cfg.imgsz) * (rows + 1)
-        with tqdm(total=jobs, desc="export+quantize") as bar:
-            for record in retrained["models"]:
-                variants += _convert_model(cfg, record, dataset, run_dir, bar)
+        variants += convert_variants(cfg, retrained["models"], dataset, run_dir)
     for folder in retrained["zoo"]:
         variants += zoo_variants(folder, cfg.task)
     write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
-    return variants
-
-
-def _convert_model(
-    cfg: RunConfig, record: dict, dataset: PreparedDataset, run_dir: Path, bar
-) -> list[Variant]:
-    from workbench.quantize import quantize as convert
-
-    name, weights = record["name"], record["weights"]
-    family = family_of(weights)
-    variants = []
-    for imgsz in cfg.imgsz:
-        saved = family.export(weights, imgsz, run_dir / "saved_models" / name / str(imgsz))
-        bar.update()
-        for scheme in cfg.schemes:
-            io = cfg.io if scheme.is_int8 else IOType.FF
-            for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:  # one more row per recipe entry
-                tag = scheme.value + (f"+{recipe}" if recipe else "")
-                out = run_dir / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
-                result = convert(
-                    saved.saved_model,
-                    scheme,
-                    out,
-                    io=io,
-                    calib=dataset.calib_images,
-                    calib_count=cfg.calib_images,
-                    recipes=recipe.split("+") if recipe else None,
-                )
-                variants.append(
-                    Variant(
-                        name=f"{name}_{imgsz}_{tag}_{result.io.value}",
-                        model=name,
-                        source="ours",
-                        task=cfg.task.value,
-                        imgsz=imgsz,
-                        scheme=scheme.value,
-                        io=result.io.value,
-                        path=str(out),
-                        sha256=result.sha256,
-                        size_bytes=result.size_bytes,
-                        recipe=recipe,
-                        all_int8=result.all_int8,
-                    )
-                )
-                bar.update()
     return variants
 
 

@@ -1,7 +1,9 @@
-"""The report's evaluations as a local Dask graph (``steps.evaluate`` delegates here), on the
-same cluster code as ``workbench sweep``. The report's conversions stay serial in
-``steps.quantize`` (they carry the recovery recipes; on 2 cores the graph measured 0.9-1.2x).
+"""The report's conversions and evaluations as local Dask graphs (``steps.quantize`` and
+``steps.evaluate`` delegate here), on the same cluster code as ``workbench sweep``.
 
+- quantize: one export task per (model, imgsz); after it, one task per plain scheme, and one per
+  recipe entry that converts every int8 scheme with that recipe in turn (they share the recipe's
+  re-export, which two tasks must not write at once).
 - evaluate: one task per (model, imgsz) of ours, which runs every scheme's file over the images
   in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
   once); one task per zoo file.
@@ -55,6 +57,51 @@ def evaluate_variants(
         for index, row in zip(members, group_rows, strict=True):
             rows[index] = row
     return rows
+
+
+def convert_variants(
+    cfg: RunConfig, records: list[dict[str, Any]], dataset: PreparedDataset, run_dir: Path
+) -> list[Variant]:
+    """Variants of our models (``records`` from step 01), in the serial order: model, imgsz,
+    scheme, recipe."""
+    from dask import delayed
+
+    tag = _folder_tag(run_dir)
+    jobs: dict[tuple, list[tuple[int, str, str]]] = defaultdict(list)  # task -> [(order, scheme, recipe)]
+    exports: dict[tuple[str, int], Any] = {}
+    order = 0
+    for record in records:
+        for imgsz in cfg.imgsz:
+            exports[(record["name"], imgsz)] = delayed(_export, pure=True)(
+                record["weights"],
+                imgsz,
+                str(run_dir / "saved_models" / record["name"] / str(imgsz)),
+                dask_key_name=f"export-{record['name']}-{imgsz}-{tag}",
+            )
+            for scheme in cfg.schemes:
+                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
+                    group = (record["name"], imgsz, recipe or scheme.value)
+                    jobs[group].append((order, scheme.value, recipe))
+                    order += 1
+    records_by_name = {r["name"]: r for r in records}
+    tasks = [
+        delayed(_convert_group, pure=True)(
+            cfg,
+            records_by_name[name],
+            imgsz,
+            exports[(name, imgsz)],
+            members,
+            dataset,
+            str(run_dir),
+            dask_key_name=f"convert-{name}-{imgsz}-{group}-{tag}",
+        )
+        for (name, imgsz, group), members in jobs.items()
+    ]
+    ordered: list[Variant | None] = [None] * order
+    for members, variants in zip(jobs.values(), compute(tasks, cfg.workers, "convert"), strict=True):
+        for (index, _, _), variant in zip(members, variants, strict=True):
+            ordered[index] = variant
+    return ordered
 
 
 def compute(tasks: list, workers: int | None, desc: str) -> list:
@@ -133,3 +180,55 @@ def _evaluate_group(
             row["st_ap"] = st.metrics.get("extra", {}).get(st.headline, st.metrics.get(st.headline))
         rows.append(row)
     return rows
+
+
+def _export(weights: str, imgsz: int, folder: str):
+    from workbench.families import family_of
+
+    return family_of(weights).export(weights, imgsz, Path(folder))
+
+
+def _convert_group(
+    cfg: RunConfig,
+    record: dict[str, Any],
+    imgsz: int,
+    saved,
+    members: list[tuple[int, str, str]],
+    dataset: PreparedDataset,
+    run_dir: str,
+) -> list[Variant]:
+    from workbench.config import IOType, Scheme
+    from workbench.quantize import quantize
+
+    variants = []
+    for _, scheme_name, recipe in members:
+        scheme, name = Scheme(scheme_name), record["name"]
+        io = cfg.io if scheme.is_int8 else IOType.FF
+        tag = scheme.value + (f"+{recipe}" if recipe else "")
+        out = Path(run_dir) / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
+        result = quantize(
+            saved.saved_model,
+            scheme,
+            out,
+            io=io,
+            calib=dataset.calib_images,
+            calib_count=cfg.calib_images,
+            recipes=recipe.split("+") if recipe else None,
+        )
+        variants.append(
+            Variant(
+                name=f"{name}_{imgsz}_{tag}_{result.io.value}",
+                model=name,
+                source="ours",
+                task=cfg.task.value,
+                imgsz=imgsz,
+                scheme=scheme.value,
+                io=result.io.value,
+                path=str(out),
+                sha256=result.sha256,
+                size_bytes=result.size_bytes,
+                recipe=recipe,
+                all_int8=result.all_int8,
+            )
+        )
+    return variants
