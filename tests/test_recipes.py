@@ -72,7 +72,9 @@ def test_split_head_assembly_matches_ultralytics_decode():
     bounds = np.cumsum([0, *level_sizes((h, w))])
     levels = [p[:, a:b] for p in planes for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     rng.shuffle(levels)
-    np.testing.assert_allclose(assemble_split_head(levels, (h, w), nc=1, kpt_shape=(17, 3)), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        assemble_split_head(levels, (h, w), nc=1, kpt_shape=(17, 3)), expected, atol=1e-5
+    )
     with pytest.raises(WorkbenchError, match="cover levels"):  # a level missing is refused, not zero-filled
         assemble_split_head([p for p in levels if p.shape != (34, 4)], (h, w), 1, (17, 3))
 
@@ -84,6 +86,11 @@ JOBS = [(n, "int8-per-channel") for n in RECIPES] + [("equalize", "int8-per-tens
 
 def _recipe_set(name: str) -> list[str]:
     return ["split-head", name] if name == "calib-percentile" else [name]
+
+
+@pytest.fixture(scope="module")
+def pose256_folders(pose256):
+    return lambda: sorted(pose256["saved_model"].parent.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +115,7 @@ def recipe_files(pose256, synth_eval_set, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, scheme", JOBS)
-def test_recipe_file_matches_its_record(recipe_files, name, scheme):
+def test_recipe_file_matches_its_record(recipe_files, pose256_folders, name, scheme):
     from workbench.inspect import is_all_int8, weight_granularity
     from workbench.runtime import TFLiteModel, read_tflite_metadata
     from workbench.tflite_graph import read_graph
@@ -124,8 +131,18 @@ def test_recipe_file_matches_its_record(recipe_files, name, scheme):
     assert result.granularity == expected
     model = TFLiteModel(result.path)
     outputs = model.run(np.full((1, 256, 256, 3), 0.5, np.float32))
-    assert len(outputs) == (4 if "split-head" in _recipe_set(name) else 1)
+    assert len(outputs) == {"split-head": 4, "split-levels": 12}.get(_recipe_set(name)[0], 1)
     assert all(np.isfinite(o).all() for o in outputs)
+    if name == "calib-percentile":  # the clamp is in the graph: offsets stay within ±c, one step over at most
+        from workbench.diagnose import audit_outputs
+        from workbench.export import ExportResult
+
+        folder = next(p for p in pose256_folders() if "+clip" in p.name)
+        c = max(abs(v) for v in ExportResult.load(folder).kpt_clip)
+        (audit,) = [a for a in audit_outputs(result.path) if a.role == "kpt_xy"]
+        assert audit.scale * 254 <= 2 * c * 1.01  # the conv's int8 range is the clamp's, not the raw one
+        xy = next(o for o in outputs if o.shape[1] == 34)
+        assert np.abs(xy).max() <= c + audit.scale
     if name == "float-fallback":
         assert len(result.float_blocks) == 3
 
@@ -184,3 +201,39 @@ def test_split_head_detections_equal_single_head_within_quantization(pose256, sp
                 errors.append(err / gain)
     # a few steps of the coarsest (stride 32) keypoint grid for the typical person
     assert errors and np.median(errors) <= 4 * worst_step, (np.median(errors), worst_step)
+
+
+@pytest.mark.slow
+def test_split_levels_keeps_the_detections_and_gives_each_level_a_finer_keypoint_step(
+    pose256, split_pc, recipe_files, synth_eval_set, tmp_path
+):
+    """fp32: the 12-output file detects what the one-output file detects. int8: no keypoint-offset
+    output is coarser than split-head's one shared scale (the concat across levels and the
+    visibility logits set that one)."""
+    from workbench.data.coco import load_coco
+    from workbench.data.images import load_image
+    from workbench.decode import decode
+    from workbench.diagnose import audit_outputs
+    from workbench.quantize import quantize
+    from workbench.runtime import TFLiteModel
+
+    saved = next(p for p in pose256["saved_model"].parent.iterdir() if p.name.endswith("+levels-head"))
+    levels = TFLiteModel(quantize(saved, "fp32", tmp_path / "levels-fp32.tflite").path)
+    single = TFLiteModel(pose256["fp32"])
+    dataset = load_coco(synth_eval_set.val_ann, synth_eval_set.val_images, task="pose")
+    kw = dict(conf=0.25, iou=0.7, max_det=100, nc=1, kpt_shape=(17, 3), normalized=True)
+    people = 0
+    for entry in dataset.images[:8]:
+        image = load_image(dataset.image_path(entry))
+        (a_out, a_tf), (b_out, b_tf) = levels(image), single(image)
+        assert len(a_out) == 12
+        a, b = decode(a_out, "pose", a_tf, **kw), decode(b_out, "pose", b_tf, **kw)
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        people += len(a)
+    assert people > 0
+    shared = [x.scale for x in audit_outputs(split_pc.path) if x.role == "kpt_xy"]
+    per_level = [x.scale for x in audit_outputs(recipe_files[("split-levels", "int8-per-channel")].path)
+                 if x.role == "kpt_xy"]  # fmt: skip
+    assert len(shared) == 1 and len(per_level) == 3
+    assert max(per_level) <= shared[0]
