@@ -10,7 +10,13 @@ Example:
 """
 
 from workbench.report.html import build_reports_index, build_run_report, read_status, results_table_html
-from workbench.report.plots import plot_ap_by_scheme, plot_frontier, plot_size_and_ram, plot_sqnr
+from workbench.report.plots import (
+    plot_ap_by_scheme,
+    plot_frontier,
+    plot_recovery,
+    plot_size_and_ram,
+    plot_sqnr,
+)
 from workbench.report.table import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -37,6 +43,7 @@ __all__ = [
     "pareto_front",
     "plot_ap_by_scheme",
     "plot_frontier",
+    "plot_recovery",
     "plot_size_and_ram",
     "plot_sqnr",
     "read_status",

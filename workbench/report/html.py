@@ -299,17 +299,19 @@ def build_run_report(
             df, run_dir / PLOTS_DIR, latency_budget_ms=latency_budget_ms, source=run_dir / RESULTS_CSV
         )
         metrics = sorted(df["metric"].unique(), key=lambda m: m != main_metric(df))
+        diffs = sections.read_differences(run_dir)
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
             body.append(_headline(df, metric, latency_budget_ms))
             body.append(_int8_answer(df, metric, latency_budget_ms, (config or {}).get("target")))
             body.append(_plot_html(drawn[f"frontier_{metric}"]))
             body.append(f"<h3>What int8 costs here ({escape(metric)})</h3>")
-            body.append(
-                sections.int8_loss_html(sections.read_differences(run_dir), df[df["metric"] == metric])
-            )
+            body.append(sections.int8_loss_html(diffs, df[df["metric"] == metric]))
             body.append(f"<h3>AP by scheme ({escape(metric)})</h3>")
             body.append(_scheme_table_html(df, metric))
+        recovery = sections.recovery_html(diffs, df[df["metric"] == metrics[0]])  # as the plot: main metric
+        if recovery:
+            body += ["<h2>Recovery</h2>", _plot_html(drawn["recovery"]), recovery]
         body.append("<h2>Results</h2>")
         body.append(
             f"<p><a href='{RESULTS_CSV}'>{RESULTS_CSV}</a> · ★ = on the Pareto front "

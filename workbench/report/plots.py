@@ -27,7 +27,7 @@ from matplotlib.transforms import Bbox
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path
-from workbench.report.table import main_metric, pareto_front
+from workbench.report.table import has_recipes, main_metric, pareto_front, recovery_groups
 
 SCHEME_ORDER = [s.value for s in Scheme]
 SCHEME_MARKERS = {"fp32": "o", "fp16": "s", "int8-per-channel": "^", "int8-per-tensor": "v"}
@@ -273,6 +273,68 @@ def plot_sqnr(df: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_recovery(df: pd.DataFrame, path: str | Path, metric: str | None = None) -> Path:
+    """Horizontal bars of AP with 95 % intervals, one panel per model × resolution with recipes.
+
+    Bars: plain fp32, int8 per-channel and per-tensor, then each recipe; fp32's AP is a dashed line
+    (its interval shaded), and int8 files that are not all-int8 are hatched.
+
+    Raises:
+        WorkbenchError: no row of ``metric`` has a recipe.
+    """
+    rows, metric = _metric_rows(df, metric)
+    groups = recovery_groups(rows)
+    if not groups:
+        raise WorkbenchError(f"no {metric} rows with a recovery recipe to plot")
+    sizes = [len(g) for g in groups.values()]
+    fig = Figure(figsize=(8, 1.4 + 0.32 * sum(sizes) + 0.5 * len(groups)), layout="constrained")
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False, height_ratios=sizes)[:, 0]
+    shown = pd.concat(groups.values())
+    top = shown[["ap", "ap_high"]].max().max()
+    for ax, ((model, imgsz), g) in zip(axes, groups.items(), strict=True):
+        y = np.arange(len(g))
+        for yi, (_, r) in zip(y, g.iterrows(), strict=True):
+            hatched = Scheme(r["scheme"]).is_int8 and r["all_int8"] is not True
+            ax.barh(
+                yi, 0 if pd.isna(r["ap"]) else r["ap"], color=SCHEME_COLOURS[r["scheme"]],
+                hatch="///" if hatched else None, edgecolor="#333333", linewidth=0,
+            )  # fmt: skip
+            if pd.notna(r["ap_low"]) and pd.notna(r["ap_high"]):  # bootstrap 95 % interval
+                ax.errorbar(
+                    r["ap"], yi, xerr=[[r["ap"] - r["ap_low"]], [r["ap_high"] - r["ap"]]],
+                    fmt="none", ecolor="#333333", capsize=2, linewidth=1,
+                )  # fmt: skip
+            end = r["ap_high"] if pd.notna(r["ap_high"]) else r["ap"]
+            ax.annotate(
+                "n/a" if pd.isna(r["ap"]) else f"{r['ap']:.3f}", (0 if pd.isna(end) else end, yi),
+                xytext=(4, 0), textcoords="offset points", va="center", fontsize=7,
+            )  # fmt: skip
+        fp32 = g[(g["scheme"] == Scheme.FP32.value) & (g["recipe"] == "")]
+        if not fp32.empty and pd.notna(fp32["ap"].iloc[0]):
+            ref = fp32.iloc[0]
+            ax.axvline(ref["ap"], color=SCHEME_COLOURS["fp32"], linestyle="--", linewidth=1)
+            if pd.notna(ref["ap_low"]) and pd.notna(ref["ap_high"]):
+                ax.axvspan(
+                    ref["ap_low"], ref["ap_high"], color=SCHEME_COLOURS["fp32"], alpha=0.12, linewidth=0
+                )
+        labels = [f"{SCHEME_SHORT[s]} {r}".strip() for s, r in zip(g["scheme"], g["recipe"], strict=True)]
+        if len(set(labels)) < len(labels):  # the same scheme and recipe in several io types
+            labels = [f"{lab} ({io})" for lab, io in zip(labels, g["io"], strict=True)]
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{_short_model(model)} {imgsz} px", fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[-1].set_xlim(0, 1.0 if pd.isna(top) else min(1.0, top * 1.15 + 0.02))
+    axes[-1].set_xlabel(METRIC_LABELS.get(metric, metric))
+    schemes = [s for s in SCHEME_ORDER if s in set(shown["scheme"])]
+    handles = [Patch(color=SCHEME_COLOURS[s], label=s) for s in schemes]
+    handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///", label="int8, not all-int8"))
+    handles.append(Line2D([], [], color=SCHEME_COLOURS["fp32"], linestyle="--", label="fp32 AP"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+    fig.suptitle(f"Recovery recipes: AP with 95 % intervals ({metric})")
+    return _save(fig, path)
+
+
 def write_all(
     df: pd.DataFrame,
     plot_dir: str | Path,
@@ -283,7 +345,7 @@ def write_all(
     """Draw every report plot into ``plot_dir``; returns name → written path, or why it was not drawn.
 
     Names: ``frontier_<metric>`` and ``ap_by_scheme_<metric>`` for each metric in the table,
-    ``size_and_ram`` and ``sqnr``. A plot with no data (e.g. no SQNR measured) is skipped with its
+    ``size_and_ram``, ``sqnr``, and ``recovery`` when a row has a recipe. A plot with no data (e.g. no SQNR measured) is skipped with its
     reason. With ``source`` (the results file the table came from), a plot newer than it is kept, so
     the report page does not redraw what the compare notebook just drew.
     """
@@ -297,6 +359,8 @@ def write_all(
         jobs[f"ap_by_scheme_{metric}"] = (plot_ap_by_scheme, {"metric": metric})
     jobs["size_and_ram"] = (plot_size_and_ram, {})
     jobs["sqnr"] = (plot_sqnr, {})
+    if has_recipes(df):
+        jobs["recovery"] = (plot_recovery, {})
     drawn: dict[str, Path | str] = {}
     for name, (func, kwargs) in jobs.items():
         path = plot_dir / f"{name}.png"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from workbench.config import Scheme
 from workbench.report.published import published_table
+from workbench.report.table import recovery_groups
 
 DIFFERENCES_CSV = "differences.csv"
 
@@ -88,6 +91,91 @@ def differences_table_html(diffs: pd.DataFrame) -> str:
         "<tr><th>model</th><th>imgsz</th><th>difference</th><th>AP [95 % CI]</th><th>AP50 [95 % CI]</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _ap_text(row: pd.Series) -> str:
+    """``0.312 [0.297, 0.327]``: AP with its bootstrap 95 % interval when there is one."""
+    if pd.isna(row["ap"]):
+        return "—"
+    if pd.isna(row["ap_low"]) or pd.isna(row["ap_high"]):
+        return f"{row['ap']:.3f}"
+    return f"{row['ap']:.3f} [{row['ap_low']:.3f}, {row['ap_high']:.3f}]"
+
+
+Differences = dict[tuple[str, str], Any]  # (variant a, comparison) -> a differences.csv row
+
+
+def _difference(by_pair: Differences, row: pd.Series, base: str) -> str:
+    """AP(row) − AP(plain ``base``) with its interval, as differences.csv states it; "—" if it does not."""
+    label = f"{row['scheme']}+{row['recipe']}" if row["recipe"] else row["scheme"]
+    d = by_pair.get((row["variant"], f"{label} − {base}"))
+    return "—" if d is None else interval_text(d.estimate, d.low, d.high)
+
+
+def recovery_html(diffs: pd.DataFrame | None, results: pd.DataFrame) -> str:
+    """Per model and resolution with recovery recipes: plain and recipe rows, what each recipe wins
+    back (with 95 % intervals), and the best all-int8 per-channel and per-tensor rows.
+
+    Returns "" when no row has a recipe.
+    """
+    groups = recovery_groups(results)
+    if not groups:
+        return ""
+    by_pair: Differences = {}
+    if diffs is not None:
+        by_pair = {(r.a, r.comparison): r for r in diffs[diffs["metric"] == "ap"].itertuples()}
+    fp32 = Scheme.FP32.value
+    parts = [
+        "<p>Recovery recipes against the plain files of the same model and resolution. "
+        "<i>All-int8</i>: every op runs on 8-bit integers, what an NPU needs; a recipe that leaves "
+        "float or int16 ops is not. Differences: paired bootstrap 95 % intervals over images"
+        + ("" if by_pair else " (none here: no differences.csv in this run)")
+        + ".</p>"
+    ]
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in ("variant / recipe", "scheme", "all-int8", "AP [95 % CI]", "AP − fp32 [95 % CI]",
+                  "AP − plain scheme [95 % CI]")
+    )  # fmt: skip
+    for (model, imgsz), rows in groups.items():
+        lines = []
+        for _, row in rows.iterrows():
+            flag = row["all_int8"]  # True/False, None when not inspected (validate_results)
+            unknown = flag is None and Scheme(row["scheme"]).is_int8
+            cells = [
+                (f"<b>{escape(row['recipe'])}</b>" if row["recipe"] else "plain")
+                + f" <span class='muted'>{escape(row['variant'])}</span>",
+                escape(row["scheme"]),
+                "—" if unknown else "yes" if flag is True else "no",
+                _ap_text(row),
+                "—" if row["scheme"] == fp32 else _difference(by_pair, row, fp32),
+                _difference(by_pair, row, row["scheme"]) if row["recipe"] else "—",
+            ]
+            lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        best = " ".join(
+            _best_all_int8_text(rows, scheme, by_pair)
+            for scheme in (Scheme.INT8_PER_CHANNEL, Scheme.INT8_PER_TENSOR)
+        )
+        parts.append(
+            f"<h3>{escape(model)} at {imgsz} px</h3><p>{best}</p>"
+            f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+        )
+    return "\n".join(parts)
+
+
+def _best_all_int8_text(rows: pd.DataFrame, scheme: Scheme, by_pair: Differences) -> str:
+    """A sentence naming the most accurate all-int8 row of ``scheme`` and how far it is from fp32."""
+    mask = (rows["scheme"] == scheme.value) & rows["all_int8"].map(lambda v: v is True) & rows["ap"].notna()
+    if not mask.any():
+        return f"No all-int8 {scheme.value} row."
+    best = rows.loc[rows.loc[mask, "ap"].idxmax()]
+    name = escape(best["recipe"]) if best["recipe"] else "plain"
+    gap = _difference(by_pair, best, Scheme.FP32.value)
+    gap = "no interval against fp32" if gap == "—" else f"{gap} from fp32"
+    return (
+        f"Best all-int8 {scheme.value}: <b>{name}</b> ({escape(best['variant'])}), "
+        f"AP {best['ap']:.3f}, {gap}."
+    )
 
 
 def published_html(task: str) -> str:

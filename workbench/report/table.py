@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,37 @@ def main_metric(df: pd.DataFrame) -> str:
     """The metric most rows report (ties broken by METRICS order)."""
     counts = df["metric"].value_counts()
     return max(counts.index, key=lambda m: (counts[m], -METRICS.index(m) if m in METRICS else 0))
+
+
+def has_recipes(df: pd.DataFrame) -> bool:
+    """Whether any row is a recovery recipe (a non-empty ``recipe``)."""
+    return "recipe" in df and bool(df["recipe"].fillna("").astype(str).ne("").any())
+
+
+def recovery_groups(df: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
+    """The rows a recovery report compares, per (model, imgsz) that has recipe rows.
+
+    Each frame holds the plain fp32, int8 per-channel and int8 per-tensor rows (in that order), then
+    the recipe rows by scheme and recipe name.
+    """
+    order = {s.value: i for i, s in enumerate(Scheme)}
+    bases = (Scheme.FP32.value, Scheme.INT8_PER_CHANNEL.value, Scheme.INT8_PER_TENSOR.value)
+    recipe = df["recipe"].fillna("").astype(str) if "recipe" in df else pd.Series("", index=df.index)
+    groups = {}
+    for (model, imgsz), rows in df.assign(recipe=recipe).groupby(["model", "imgsz"], sort=True):
+        with_recipe = rows["recipe"] != ""
+        if not with_recipe.any():
+            continue
+        plain = rows[~with_recipe & rows["scheme"].isin(bases)]
+        recipes = rows[with_recipe].sort_values(
+            ["scheme", "recipe"], key=_scheme_key(order), kind="mergesort"
+        )
+        groups[(str(model), int(imgsz))] = pd.concat(
+            [plain.sort_values("scheme", key=_scheme_key(order), kind="mergesort"), recipes]
+        )
+    return groups
+
+
+def _scheme_key(order: dict[str, int]) -> Callable[[pd.Series], pd.Series]:
+    """A sort key ranking a scheme column by Scheme order (other columns sort as they are)."""
+    return lambda col: col.map(order) if col.name == "scheme" else col
