@@ -48,8 +48,20 @@ def test_a_download_is_offered_only_when_allowed_and_only_for_names_ultralytics_
         resolve_weights("no-such-model.pt", allow_download=True)
 
 
-def test_a_model_yaml_is_an_architecture_not_a_file():
+def test_a_model_yaml_is_an_architecture_not_a_file(monkeypatch):
+    """Regression: `model: yolov8n-seg.yaml` (configs/seg-synth.yaml) went to the download path and
+    the seg report failed in step 01 with "download of 'yolov8n-seg.yaml' produced no file"."""
+    from workbench import locations
+
     assert resolve_weights("yolov8n-pose.yaml") == "yolov8n-pose.yaml"
+
+    def no_download(name):
+        raise AssertionError(f"tried to download {name}")
+
+    monkeypatch.setattr(locations, "fetch_weights", no_download)
+    assert locations.weights_file(resolve_weights("yolov8n-seg.yaml")) == "yolov8n-seg.yaml"
+    local = Path(__file__)
+    assert locations.weights_file(local) == local
 
 
 def test_a_zoo_folder_is_found_under_the_zoo_dir(tmp_path, monkeypatch, weights_tree):

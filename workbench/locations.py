@@ -65,7 +65,7 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
     Raises:
         WorkbenchError: not found, listing the places looked (and how to allow a download).
     """
-    if model.endswith((".yaml", ".yml")):
+    if is_architecture(model):
         return model
     if IMGSZ_FIELD in model:
         return _resolve_template(model)
@@ -109,6 +109,19 @@ def _resolve_template(model: str) -> Path:
         "; ".join(str(f / pattern) for f in folders[:2]) + f"; {root}/**/{pattern} (WORKBENCH_WEIGHTS_DIR)"
     )
     raise WorkbenchError(f"weights {model!r} not found for any image size; looked in: {looked}")
+
+
+def is_architecture(model: str | Path) -> bool:
+    """A model ``.yaml``: an architecture Ultralytics builds (untrained), not a weights file."""
+    return str(model).endswith((".yaml", ".yml"))
+
+
+def weights_file(resolved: Path | str) -> Path | str:
+    """What :func:`resolve_weights` returned, made usable: a local file or an architecture ``.yaml``
+    as it is; a bare release name downloaded (``resolve_weights`` returns one only when allowed)."""
+    if isinstance(resolved, Path) or is_architecture(resolved):
+        return resolved
+    return fetch_weights(resolved)
 
 
 def fetch_weights(name: str) -> Path:

@@ -119,9 +119,9 @@ def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
 def _retrain_one(
     cfg: RunConfig, source: ModelSource, dataset: PreparedDataset, run_dir: Path
 ) -> dict[str, Any]:
-    from workbench.locations import fetch_weights
+    from workbench.locations import weights_file
 
-    start = source.path if isinstance(source.path, Path) else fetch_weights(source.path)
+    start = weights_file(source.path)
     family = family_of(start)
     out: dict[str, Any] = {
         "name": source.name,

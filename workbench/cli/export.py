@@ -26,10 +26,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from workbench.export import export_saved_model
-    from workbench.locations import fetch_weights, resolve_weights
+    from workbench.locations import resolve_weights, weights_file
 
-    weights = resolve_weights(args.weights, args.allow_download)
-    weights = weights if not isinstance(weights, str) else fetch_weights(weights)
+    weights = weights_file(resolve_weights(args.weights, args.allow_download))
     result = export_saved_model(weights, args.imgsz, args.out, normalize=not args.pixel_outputs)
     if args.json:
         print_json(result.to_dict())
