@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from workbench import steps
@@ -28,9 +29,15 @@ def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:
         calib_images=4,
         threads=2,  # the serial run's interpreters use 2 threads, the workers' 1
         workers=workers,
+        bench_runs=3,
     )
     steps.retrain(cfg, run_dir)
-    return steps.quantize(cfg, run_dir), steps.evaluate(cfg, run_dir).to_dict("records")
+    variants, rows = steps.quantize(cfg, run_dir), steps.evaluate(cfg, run_dir).to_dict("records")
+    if workers == 0:  # regression: a split head's file is no "same network" as the fp32 one; no SQNR, no failure
+        timed = steps.benchmark(cfg, run_dir).set_index("variant")["worst_sqnr_db"]
+        assert all(timed[v.name] is None or timed[v.name] != timed[v.name] for v in variants if v.recipe)
+        assert all(np.isfinite(timed[v.name]) for v in variants if v.scheme != "fp32" and not v.recipe)
+    return variants, rows
 
 
 def file_hashes(run_dir: Path) -> dict[str, str]:

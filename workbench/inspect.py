@@ -356,6 +356,17 @@ def match_tensors(graph: TFLiteGraph, reference: TFLiteGraph) -> list[tuple[int,
     return sorted(pairs.items(), key=lambda p: order[p[0]])
 
 
+def same_network(path: str | Path, reference: str | Path) -> bool:
+    """Whether :func:`check_same_network` accepts ``reference`` for the file at ``path``."""
+    from workbench.tflite_graph import read_graph
+
+    try:
+        check_same_network(read_graph(path), read_graph(reference), reference)
+    except WorkbenchError:
+        return False
+    return True
+
+
 def check_same_network(
     graph: TFLiteGraph, reference: TFLiteGraph, reference_path: str | Path | None = None
 ) -> float:

@@ -190,7 +190,7 @@ def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
 def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     """Latency (LiteRT, ``cfg.threads``), size, activation arena and worst-layer SQNR vs fp32."""
     from workbench.bench import bench_models
-    from workbench.inspect import inspect_model
+    from workbench.inspect import inspect_model, same_network
 
     run_dir = Path(run_dir)
     variants = load_variants(run_dir)
@@ -206,6 +206,10 @@ def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
         reference = (
             references.get((variant.model, variant.imgsz)) if variant.scheme != Scheme.FP32.value else None
         )
+        if reference and variant.recipe and not same_network(variant.path, reference):
+            reference = (
+                None  # a recipe that changed the outputs (split-head) has no fp32 file of its own here
+            )
         info = inspect_model(
             variant.path,
             reference=reference,
