@@ -237,28 +237,3 @@ def test_split_levels_keeps_the_detections_and_gives_each_level_a_finer_keypoint
                  if x.role == "kpt_xy"]  # fmt: skip
     assert len(shared) == 1 and len(per_level) == 3
     assert max(per_level) <= shared[0]
-
-
-@pytest.mark.slow
-def test_a_conversion_that_hits_tf_process_state_is_redone_in_a_fresh_process(
-    pose256, synth_eval_set, tmp_path, monkeypatch
-):
-    """In a report, a per-tensor conversion after per-channel ones in one process failed with TF's
-    "Quantized dimension ... do not match" (the same file converts in a fresh process). That error
-    now sends the conversion to a new process, which writes the bytes an undisturbed one does."""
-    from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
-
-    from workbench import quantize as q
-
-    kw = dict(io="uf", calib=synth_eval_set.train_images, calib_count=4)
-    plain = q.quantize(pose256["saved_model"], "int8-per-tensor", tmp_path / "plain.tflite", **kw)
-    fresh = []
-    real = q._convert_in_subprocess
-    monkeypatch.setattr(q, "_convert_in_subprocess", lambda *a: fresh.append(a) or real(*a))
-
-    def tf_process_state(self):
-        raise RuntimeError(f"{q.FRESH_PROCESS_ERROR}. Got 3 and 0.")
-
-    monkeypatch.setattr(TFLiteSavedModelConverterV2, "convert", tf_process_state)
-    redone = q.quantize(pose256["saved_model"], "int8-per-tensor", tmp_path / "redone.tflite", **kw)
-    assert len(fresh) == 1 and redone.sha256 == plain.sha256

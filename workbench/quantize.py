@@ -310,69 +310,7 @@ def _convert(
     try:
         return converter.convert()
     except Exception as err:
-        if FRESH_PROCESS_ERROR in str(err) and not _IN_CHILD:
-            # TF's quantizer keeps state across conversions in one process: a per-tensor conversion
-            # after per-channel ones can fail with this error, and succeeds in a fresh process
-            log.warning(
-                "conversion to %s hit TF's process state; converting in a fresh process", scheme.value
-            )
-            return _convert_in_subprocess(saved_model, scheme, io, batches, activations)
         raise WorkbenchError(f"TFLite conversion to {scheme.value} failed: {err}", path=saved_model) from None
-
-
-FRESH_PROCESS_ERROR = "Quantized dimension for tensor property and quantization parameters do not match"
-_IN_CHILD = False
-
-
-def _convert_in_subprocess(
-    saved_model, scheme: Scheme, io: IOType, batches: list[np.ndarray], activations: str
-) -> bytes:
-    """:func:`_convert` in a new Python process (the same arguments; calibration batches via a file)."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="wb-convert-") as scratch:
-        scratch = Path(scratch)
-        np.save(scratch / "batches.npy", np.stack(batches) if batches else np.zeros((0,), np.float32))
-        job = {
-            "saved_model": str(saved_model),
-            "scheme": scheme.value,
-            "io": io.value,
-            "activations": activations,
-        }
-        (scratch / "job.json").write_text(json.dumps(job))
-        code = "import sys; from workbench.quantize import convert_job; convert_job(sys.argv[1])"
-        done = subprocess.run([sys.executable, "-c", code, str(scratch)], capture_output=True, text=True)
-        out = scratch / "model.tflite"
-        if done.returncode != 0 or not out.is_file():
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise WorkbenchError(
-                f"TFLite conversion to {scheme.value} failed in a fresh process: {last}", path=saved_model
-            )
-        return out.read_bytes()
-
-
-def convert_job(folder: str) -> None:
-    """The child side of :func:`_convert_in_subprocess`: ``job.json`` + ``batches.npy`` → ``model.tflite``."""
-    import json
-
-    global _IN_CHILD
-    _IN_CHILD = True
-    folder_path = Path(folder)
-    job = json.loads((folder_path / "job.json").read_text())
-    stacked = np.load(folder_path / "batches.npy")
-    batches = list(stacked) if stacked.ndim > 1 else []
-    flatbuffer = _convert(
-        import_tensorflow(),
-        job["saved_model"],
-        Scheme(job["scheme"]),
-        IOType(job["io"]),
-        batches,
-        job["activations"],
-    )
-    (folder_path / "model.tflite").write_bytes(flatbuffer)
 
 
 def _float_fallback(
