@@ -33,7 +33,9 @@ def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:
     )
     steps.retrain(cfg, run_dir)
     variants, rows = steps.quantize(cfg, run_dir), steps.evaluate(cfg, run_dir).to_dict("records")
-    if workers == 0:  # regression: a split head's file is no "same network" as the fp32 one; no SQNR, no failure
+    if (
+        workers == 0
+    ):  # regression: a split head's file is no "same network" as the fp32 one; no SQNR, no failure
         timed = steps.benchmark(cfg, run_dir).set_index("variant")["worst_sqnr_db"]
         assert all(timed[v.name] is None or timed[v.name] != timed[v.name] for v in variants if v.recipe)
         assert all(np.isfinite(timed[v.name]) for v in variants if v.scheme != "fp32" and not v.recipe)

@@ -143,6 +143,11 @@ def quantize(
     plan = build_plan(recipes, calib_count)
     if plan.recipes and not scheme.is_int8:
         raise WorkbenchError(f"recipes ({', '.join(plan.recipes)}) apply to int8 schemes, not {scheme.value}")
+    if plan.activations == "int16" and scheme is Scheme.INT8_PER_TENSOR:
+        raise WorkbenchError(
+            "int16x8 runs with per-channel weights only: TF's 16x8 mode fails on per-tensor weights "
+            "('Quantized dimension for tensor property and quantization parameters do not match')"
+        )
     if plan.activations == "int16":
         io = IOType.FF  # the converter's 16x8 mode takes float (or int16) I/O, not uint8
     calib_count = plan.calib_count

@@ -121,7 +121,11 @@ def _calib_percentile(plan: Plan) -> None:
     plan.kpt_percentile = KPT_PERCENTILE
 
 
-@register("int16x8", "int16 activations with int8 weights for the whole model (not all-int8)")
+@register(
+    "int16x8",
+    "int16 activations with int8 weights for the whole model (not all-int8; per-channel weights only: "
+    "TF's 16x8 mode fails on per-tensor)",
+)
 def _int16x8(plan: Plan) -> None:
     plan.activations = "int16"
 
@@ -166,6 +170,17 @@ def build_plan(recipes: str | Iterable[str] | None, calib_count: int) -> Plan:
     for name in names:
         RECIPES[name].apply(plan)
     return plan
+
+
+def applies(recipes: str | Iterable[str], scheme_value: str) -> bool:
+    """Whether the recipe set can convert ``scheme_value`` (int16x8 needs per-channel weights).
+
+    Example:
+        >>> applies("split-levels+int16x8", "int8-per-tensor"), applies("int16x8", "int8-per-channel")
+        (False, True)
+    """
+    names = recipes.split("+") if isinstance(recipes, str) else list(recipes)
+    return not ("int16x8" in names and scheme_value == "int8-per-tensor")
 
 
 def recipe_suffix(recipes: Iterable[str]) -> str:

@@ -67,22 +67,18 @@ def convert_variants(
     from dask import delayed
 
     tag = _folder_tag(run_dir)
-    jobs: dict[tuple, list[tuple[int, str, str]]] = defaultdict(list)  # task -> [(order, scheme, recipe)]
-    exports: dict[tuple[str, int], Any] = {}
-    order = 0
-    for record in records:
-        for imgsz in cfg.imgsz:
-            exports[(record["name"], imgsz)] = delayed(_export, pure=True)(
-                record["weights"],
-                imgsz,
-                str(run_dir / "saved_models" / record["name"] / str(imgsz)),
-                dask_key_name=f"export-{record['name']}-{imgsz}-{tag}",
-            )
-            for scheme in cfg.schemes:
-                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
-                    group = (record["name"], imgsz, recipe or scheme.value)
-                    jobs[group].append((order, scheme.value, recipe))
-                    order += 1
+    jobs = conversion_jobs(cfg, [r["name"] for r in records])
+    order = sum(len(members) for members in jobs.values())
+    exports = {
+        (record["name"], imgsz): delayed(_export, pure=True)(
+            record["weights"],
+            imgsz,
+            str(run_dir / "saved_models" / record["name"] / str(imgsz)),
+            dask_key_name=f"export-{record['name']}-{imgsz}-{tag}",
+        )
+        for record in records
+        for imgsz in cfg.imgsz
+    }
     records_by_name = {r["name"]: r for r in records}
     tasks = [
         delayed(_convert_group, pure=True)(
@@ -102,6 +98,25 @@ def convert_variants(
         for (index, _, _), variant in zip(members, variants, strict=True):
             ordered[index] = variant
     return ordered
+
+
+def conversion_jobs(cfg: RunConfig, models: list[str]) -> dict[tuple, list[tuple[int, str, str]]]:
+    """Conversion tasks ``(model, imgsz, recipe or scheme)`` → ``[(order, scheme, recipe)]``: one
+    task per plain scheme, one per recipe entry over the int8 schemes it applies to; ``order`` is
+    the serial order (model, imgsz, scheme, recipe)."""
+    from workbench.recipes import applies
+
+    jobs: dict[tuple, list[tuple[int, str, str]]] = defaultdict(list)
+    order = 0
+    for model in models:
+        for imgsz in cfg.imgsz:
+            for scheme in cfg.schemes:
+                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
+                    if recipe and not applies(recipe, scheme.value):
+                        continue  # int16x8 with per-tensor weights: TF cannot make that file
+                    jobs[(model, imgsz, recipe or scheme.value)].append((order, scheme.value, recipe))
+                    order += 1
+    return dict(jobs)
 
 
 def compute(tasks: list, workers: int | None, desc: str) -> list:
