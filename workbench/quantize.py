@@ -19,7 +19,8 @@ resize and [-1, 1] for ST's SSD, from its config yaml).
 
 Recovery recipes (:mod:`workbench.recipes`) change the conversion: a different export (split head,
 equalization: the SavedModel is re-exported from the weights it records, beside the given one),
-more calibration images, int16 activations, or blocks kept in float. Every file records its
+more calibration images, int16 activations, blocks kept in float, or ranges set by
+ai-edge-quantizer instead of the converter's min/max (:mod:`workbench.recipes.ranges`). Every file records its
 recipes in its metadata, and each result says whether the file is still all-int8 and what weight
 granularity it has, as :mod:`workbench.inspect` reads them from the file.
 """
@@ -150,6 +151,8 @@ def quantize(
         )
     if plan.activations == "int16":
         io = IOType.FF  # the converter's 16x8 mode takes float (or int16) I/O, not uint8
+    elif plan.ranges_by_library:
+        io = IOType.II  # ai-edge-quantizer writes int8 input and outputs
     calib_count = plan.calib_count
     export = ExportResult.load(saved_model)
     for part in ("saved_model.pb", "variables/variables.index"):
@@ -208,6 +211,16 @@ def quantize(
     float_blocks: list[str] = []
     if plan.float_blocks:
         flatbuffer, float_blocks = _float_fallback(saved_model, batches, scheme, io, plan.float_blocks)
+    elif plan.ranges_by_library:
+        from workbench.recipes.ranges import quantize_with_ranges
+
+        flatbuffer = quantize_with_ranges(
+            _convert(tf, saved_model, Scheme.FP32, IOType.FF, [], "int8"),
+            batches,
+            per_tensor=scheme is Scheme.INT8_PER_TENSOR,
+            activation_ranges=plan.activation_ranges,
+            weight_ranges=plan.weight_ranges,
+        )
     else:
         flatbuffer = _convert(tf, saved_model, scheme, io, batches, plan.activations)
 

@@ -19,6 +19,10 @@ calib-percentile clamp the split head's keypoint offsets in the graph at ±c (th
                  percentile magnitude on the calibration images), fused into the conv so
                  its int8 range becomes ±c. Measured on yolo11n-pose: hurts (far keypoints
                  of large people lie beyond a percentile set by background anchors)
+calib-mse        activation ranges narrowed to the least int8 error over a histogram of     yes
+                 each tensor (outputs keep min/max); quantized by ai-edge-quantizer
+weights-octav    convolution weights clipped by ai-edge-quantizer's OCTAV (MSE-optimal     yes
+                 clip), per channel or per tensor
 int16x8          int16 activations, int8 weights, whole model                           no
 float-fallback   keep the ``FLOAT_FALLBACK_K`` blocks whose float version best restores no
                  the outputs (SQNR on calibration images) in float
@@ -52,12 +56,21 @@ class Plan:
     activations: str = "int8"
     float_blocks: int = 0
     kpt_percentile: float | None = None
+    activation_ranges: str = "minmax"
+    weight_ranges: str = "minmax"
 
     def __post_init__(self) -> None:
         if self.activations not in ("int8", "int16"):
             raise ValueError(f"activations must be int8 or int16, got {self.activations!r}")
+        if self.activation_ranges not in ("minmax", "mse") or self.weight_ranges not in ("minmax", "octav"):
+            raise ValueError(f"invalid range setting in {self}")
         if self.calib_count < 1 or self.float_blocks < 0:
             raise ValueError(f"invalid plan: {self}")
+
+    @property
+    def ranges_by_library(self) -> bool:
+        """Whether ai-edge-quantizer (:mod:`workbench.recipes.ranges`) sets the ranges, not the converter."""
+        return (self.activation_ranges, self.weight_ranges) != ("minmax", "minmax")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), recipes=list(self.recipes))
@@ -122,6 +135,23 @@ def _calib_percentile(plan: Plan) -> None:
 
 
 @register(
+    "calib-mse",
+    "activation ranges narrowed to the least int8 error over each tensor's histogram (outputs keep "
+    "min/max); quantized by ai-edge-quantizer, int8 I/O",
+)
+def _calib_mse(plan: Plan) -> None:
+    plan.activation_ranges = "mse"
+
+
+@register(
+    "weights-octav",
+    "convolution weights clipped by ai-edge-quantizer's OCTAV (the MSE-optimal clip), int8 I/O",
+)
+def _weights_octav(plan: Plan) -> None:
+    plan.weight_ranges = "octav"
+
+
+@register(
     "int16x8",
     "int16 activations with int8 weights for the whole model (not all-int8; per-channel weights only: "
     "TF's 16x8 mode fails on per-tensor)",
@@ -159,6 +189,12 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
     if "int16x8" in names and "float-fallback" in names:
         raise WorkbenchError(
             "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
+        )
+    library = {"calib-mse", "weights-octav"} & set(names)
+    if library and {"int16x8", "float-fallback"} & set(names):
+        raise WorkbenchError(
+            f"{', '.join(sorted(library))} cannot be combined with int16x8 or float-fallback (ai-edge-quantizer "
+            "sets the ranges; 16x8 and the float denylist are the TFLite converter's)"
         )
     return [n for n in RECIPES if n in names]
 
