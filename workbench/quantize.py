@@ -275,7 +275,15 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     Reused when a matching one is already there (same weights sha256, size and options).
     """
     from workbench.export import export_saved_model
+    from workbench.families import get_family
 
+    if export.family != "yolo" and (options["head"] != "single" or options["kpt_clip"] is not None):
+        raise WorkbenchError(
+            f"split-head, split-levels and calib-percentile rebuild an Ultralytics YOLO head; this is a "
+            f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
+            "float-fallback)",
+            path=saved_model,
+        )
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
     if options["kpt_clip"] is not None:
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
@@ -294,6 +302,10 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
         raise WorkbenchError(
             f"the recipe needs a re-export, and the weights this SavedModel came from ({export.weights}) are gone",
             path=saved_model,
+        )
+    if export.family != "yolo":
+        return get_family(export.family).export(
+            export.weights, export.imgsz, folder, equalize=options["equalize"]
         )
     return export_saved_model(export.weights, export.imgsz, folder, normalize=export.normalized, **options)
 

@@ -89,8 +89,9 @@ class ModelFamily(ABC):
         return Path(weights)
 
     @abstractmethod
-    def export(self, weights: str | Path, imgsz: int, out: Path) -> ExportResult:
-        """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs."""
+    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
+        """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs
+        (``equalize``: cross-layer equalization first, the ``equalize`` recipe)."""
 
     @abstractmethod
     def preprocessing(self, weights: str | Path) -> Preprocessing:

@@ -119,8 +119,11 @@ class SsdFamily(ModelFamily):
         }
 
     # ---- export -------------------------------------------------------------------------------
-    def export(self, weights: str | Path, imgsz: int, out: Path) -> ExportResult:
-        """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded."""
+    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
+        """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded.
+
+        ``equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`).
+        """
         from workbench.export import EXPORT_META, ExportResult
         from workbench.offline import import_tensorflow
 
@@ -128,6 +131,10 @@ class SsdFamily(ModelFamily):
         config = self.config_for(weights)
         started = time.perf_counter()
         model = load_ssd(weights, config)
+        if equalize:
+            from workbench.recipes.equalize_keras import equalize_keras_model
+
+            equalize_keras_model(model)
         size = tuple(model.inputs[0].shape[1:3])
         if size != (imgsz, imgsz):
             raise WorkbenchError(
@@ -159,6 +166,7 @@ class SsdFamily(ModelFamily):
             preprocess=config.preprocessing.mode,
             interpolation=config.preprocessing.interpolation,
             input_range=list(config.preprocessing.input_range),
+            equalized=equalize,
         )
         # A bare module holding the variables: saving the Keras model itself re-traces every layer
         # (minutes on 2 cores) for Keras metadata nobody reads back.

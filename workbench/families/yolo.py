@@ -54,10 +54,10 @@ class YoloFamily(ModelFamily):
             "val": {"map50_95": result.map50_95, "map50": result.map50},
         }
 
-    def export(self, weights: str | Path, imgsz: int, out: Path) -> ExportResult:
+    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
         from workbench.export import export_saved_model
 
-        return export_saved_model(weights, imgsz, out)
+        return export_saved_model(weights, imgsz, out, equalize=equalize)
 
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         return Preprocessing("letterbox", "bilinear", (0.0, 1.0))
