@@ -30,8 +30,10 @@ test-fast: setup
 bench: setup bench-recovery
 	$(BIN)/python benchmarks/run.py
 
-# int8 recovery recipes on yolo11n-pose (needs ../shared weights and data; skips without them)
+# int8 recovery recipes on ST's SSD, then on yolo11n-pose (the targets; needs ../shared weights and
+# data; skips without them)
 bench-recovery: setup
+	$(BIN)/python benchmarks/recovery_ssd.py
 	$(BIN)/python benchmarks/recovery.py
 
 lint: setup

@@ -89,6 +89,36 @@ def test_our_int8_per_channel_224_scores_within_001_of_st_file(ssd224, zoo_dir):
 
 
 @pytest.mark.slow
+def test_equalize_recipe_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd224, tmp_path):
+    """The SSD family's equalize: the same float network (exact for ReLU6 with moved caps), and an
+    all-int8 per-tensor file; the YOLO head recipes are refused with one clear error, no file."""
+    from workbench.errors import WorkbenchError
+    from workbench.quantize import quantize
+    from workbench.runtime import TFLiteModel
+
+    saved = ssd224["export"].saved_model
+    with pytest.raises(WorkbenchError, match="rebuild an Ultralytics YOLO head; this is a ssd model"):
+        quantize(
+            saved, "int8-per-tensor", tmp_path / "x.tflite", calib=TRAIN / "images", recipes=["split-head"]
+        )
+    assert not (tmp_path / "x.tflite").exists()
+
+    result = quantize(
+        saved, "int8-per-tensor", tmp_path / "eq.tflite", io="uf", calib=TRAIN / "images", calib_count=16,
+        recipes=["equalize"],
+    )  # fmt: skip
+    assert (result.all_int8, result.granularity, result.recipes) == (True, "per-tensor", ["equalize"])
+    folder = next(p for p in Path(saved).parent.iterdir() if p.name.endswith("+equalized"))
+    plain, equalized = (
+        TFLiteModel(ssd224["fp32"].path),
+        TFLiteModel(quantize(folder, "fp32", tmp_path / "f.tflite").path),
+    )
+    x01 = np.random.default_rng(0).uniform(0, 1, (1, 224, 224, 3)).astype(np.float32)
+    for a, b in zip(plain.run(x01), equalized.run(x01), strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_one_fine_tuning_step_lowers_the_loss_on_a_fixed_batch(shared_ssd):
     from workbench.offline import import_tensorflow
 
