@@ -192,6 +192,47 @@ def test_exclude_names_partial_cells_on_the_axes():
         SweepConfig.from_dict({**GRID, "exclude": [{"calib_images": 3}]})
 
 
+def test_recipes_axis_plans_int8_cells_only_and_names_them():
+    sweep = SweepConfig.from_dict(
+        {**GRID, "schemes": ["fp32", "int8-per-tensor", "int8-per-channel"], "calib_images": 2,
+         "recipes": ["none", "split-levels+calib-mse", "int16x8"]}
+    )  # fmt: skip
+    planned = [(c.values["schemes"], c.values["recipes"]) for c in sweep.cells()]
+    assert planned == [
+        ("fp32", "none"), ("int8-per-tensor", "none"), ("int8-per-tensor", "split-levels+calib-mse"),
+        ("int8-per-channel", "none"), ("int8-per-channel", "split-levels+calib-mse"), ("int8-per-channel", "int16x8"),
+    ]  # fmt: skip
+    cells = {(c.values["schemes"], c.values["recipes"]): c for c in sweep.cells()}
+    assert cells[("int8-per-tensor", "none")].config.recipes == []
+    assert (
+        "int8-per-tensor+split-levels+calib-mse_"
+        in cells[("int8-per-tensor", "split-levels+calib-mse")].variant
+    )
+    with pytest.raises(Exception, match="recipes=magic.*unknown recipe"):
+        SweepConfig.from_dict({**GRID, "recipes": ["none", "magic"]}).cells()
+
+
+@pytest.mark.slow
+def test_recipe_cells_share_one_re_export_on_the_cluster(serial, client, tmp_path):
+    """pc and pt cells of one recipe run at once on 2 workers; the re-export is built once (locked)."""
+    out, _ = serial
+    seed_exports(out, tmp_path / "out")
+    config = write_config(tmp_path, calib_images=[2], recipes=["split-head"])
+    summary = run_sweep(SweepConfig.from_yaml(config), tmp_path / "out", client=client, progress=False)
+    assert (summary.done, summary.failed) == (2, 0)
+    frame = query(
+        tmp_path / "out", "select scheme, recipe, all_int8, weight_granularity from results order by scheme"
+    )
+    assert frame.values.tolist() == [
+        ["int8-per-channel", "split-head", True, "per-channel"],
+        ["int8-per-tensor", "split-head", True, "per-tensor"],
+    ]
+    exports = sorted(
+        p.name for p in (tmp_path / "out" / "saved_models").iterdir() if not p.name.startswith(".")
+    )
+    assert len(exports) == 2 and exports[1] == exports[0] + "+split-head"
+
+
 def test_store_refuses_a_row_with_unknown_columns(tmp_path):
     from workbench.errors import WorkbenchError
 

@@ -39,7 +39,7 @@ import numpy as np
 from workbench.config import IOType, Scheme
 from workbench.errors import WorkbenchError
 from workbench.export import ExportResult
-from workbench.fileio import atomic_path, sha256_file
+from workbench.fileio import atomic_path, exclusive, sha256_file
 from workbench.offline import import_tensorflow
 
 log = logging.getLogger(__name__)
@@ -274,9 +274,6 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
 
     Reused when a matching one is already there (same weights sha256, size and options).
     """
-    from workbench.export import export_saved_model
-    from workbench.families import get_family
-
     if export.family != "yolo" and (options["head"] != "single" or options["kpt_clip"] is not None):
         raise WorkbenchError(
             f"split-head, split-levels and calib-percentile rebuild an Ultralytics YOLO head; this is a "
@@ -288,6 +285,16 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     if options["kpt_clip"] is not None:
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
     folder = Path(saved_model).parent / f"{Path(saved_model).name}{tag}"
+    with exclusive(folder):  # cells converting in parallel share this re-export: build it once
+        return _reexport_locked(export, saved_model, options, folder)
+
+
+def _reexport_locked(
+    export: ExportResult, saved_model: str | Path, options: dict[str, Any], folder: Path
+) -> ExportResult:
+    from workbench.export import export_saved_model
+    from workbench.families import get_family
+
     if folder.is_dir():
         cached = ExportResult.load(folder)
         if (cached.weights_sha256, cached.imgsz, cached.head, cached.equalized, cached.kpt_clip) == (

@@ -2,7 +2,12 @@
 
 An axis is one entry of :data:`AXES`: the sweep YAML's key, the RunConfig field it sets in each
 cell, and whether the RunConfig field is itself a list (a cell holds a one-element list). Adding
-an axis (e.g. ``recipes`` once RunConfig has ``recipe``) is one entry.
+an axis is one entry.
+
+``recipes`` lists recovery-recipe sets (``split-levels+calib-mse``), with ``none`` for the plain
+conversion. A recipe changes an int8 conversion only, so a cell pairing a recipe set with a float
+scheme (or ``int16x8`` with per-tensor weights, which TF's 16x8 mode cannot convert) is not
+planned, as ``make report`` plans no such file.
 
 Example:
     >>> sweep = SweepConfig.from_dict({"imgsz": [64, 96], "schemes": ["fp32", "int8-per-tensor"],
@@ -42,7 +47,9 @@ AXES: tuple[Axis, ...] = (
     Axis("schemes", "schemes", listed=True),
     Axis("calib_images", "calib_images", listed=False),
     Axis("datasets", "dataset", listed=False),
+    Axis("recipes", "recipes", listed=True),
 )
+PLAIN = "none"  # the recipes axis value for a conversion without recipes
 AXIS_KEYS = tuple(a.key for a in AXES)
 
 
@@ -71,7 +78,8 @@ class Cell:
         c = self.config
         scheme = c.schemes[0]
         io = c.io.value if scheme.is_int8 else "ff"
-        return f"{Path(c.models[0]).stem}_{c.imgsz[0]}_{scheme.value}_{io}_c{c.calib_images}_{self.key[:8]}"
+        recipe = f"+{c.recipes[0]}" if c.recipes else ""
+        return f"{Path(c.models[0]).stem}_{c.imgsz[0]}_{scheme.value}{recipe}_{io}_c{c.calib_images}_{self.key[:8]}"
 
 
 @dataclass
@@ -152,6 +160,7 @@ class SweepConfig:
             WorkbenchError: an invalid axis value (named with its axis), before anything runs.
         """
         from workbench.locations import resolve_model
+        from workbench.recipes import applies
 
         keys = list(self.axes)
         weights: dict[str, str] = {}
@@ -164,6 +173,8 @@ class SweepConfig:
             for axis in AXES:
                 if axis.key in values:
                     settings[axis.field] = [values[axis.key]] if axis.listed else values[axis.key]
+            if settings.get("recipes") == [PLAIN]:
+                settings["recipes"] = []
             try:
                 config = RunConfig.from_dict(settings)
                 config.validate_paths()
@@ -176,6 +187,10 @@ class SweepConfig:
                         f"{name} must be swept as an axis (a list), got {getattr(config, name)}",
                         path=self.source,
                     )
+            if config.recipes and not (
+                config.schemes[0].is_int8 and applies(config.recipes[0], config.schemes[0].value)
+            ):
+                continue  # a recipe set this scheme cannot take (see the module docstring)
             model = config.models[0]
             if model not in weights:
                 source = resolve_model(model, config.allow_download)

@@ -34,9 +34,22 @@ _FLOAT = {
     "latency_ms_median", "latency_ms_p90", "latency_ms_min", "worst_sqnr_db",
     "convert_seconds", "eval_seconds",
 }  # fmt: skip
+_BOOL = {"all_int8"}
 COLUMNS = RESULT_COLUMNS + EXTRA_COLUMNS
 SCHEMA = pa.schema(
-    [(c, pa.int64() if c in _INT else pa.float64() if c in _FLOAT else pa.string()) for c in COLUMNS]
+    [
+        (
+            c,
+            pa.int64()
+            if c in _INT
+            else pa.float64()
+            if c in _FLOAT
+            else pa.bool_()
+            if c in _BOOL
+            else pa.string(),
+        )
+        for c in COLUMNS
+    ]
 )
 
 

@@ -45,7 +45,13 @@ def cell_task(
     out = Path(sweep_dir) / "variants" / f"{cell.key}.tflite"
     start = time.perf_counter()
     converted = quantize(
-        export.saved_model, scheme, out, io=io, calib=dataset.calib_images, calib_count=cfg.calib_images
+        export.saved_model,
+        scheme,
+        out,
+        io=io,
+        calib=dataset.calib_images,
+        calib_count=cfg.calib_images,
+        recipes=cfg.recipes[0].split("+") if cfg.recipes else None,
     )
     convert_seconds = time.perf_counter() - start
     results = evaluate_protocols(
@@ -72,6 +78,8 @@ def cell_task(
         "task": cfg.task.value,
         "imgsz": cfg.imgsz[0],
         "scheme": scheme.value,
+        "recipe": cfg.recipes[0] if cfg.recipes else None,
+        "all_int8": converted.all_int8,
         "io": converted.io.value,
         "metric": METRIC_OF_TASK[cfg.task.value],
         "protocol": first.protocol,
@@ -111,6 +119,7 @@ def failed_row(cell: Cell, error: BaseException) -> dict[str, Any]:
         "task": cfg.task.value,
         "imgsz": cfg.imgsz[0],
         "scheme": cfg.schemes[0].value,
+        "recipe": cfg.recipes[0] if cfg.recipes else None,
         "io": cfg.io.value if cfg.schemes[0].is_int8 else IOType.FF.value,
         "metric": METRIC_OF_TASK[cfg.task.value],
         "config_hash": cfg.hash,
