@@ -87,7 +87,11 @@ def main() -> int:
             row["sha256"] = sha256_file(path)
             rows.append(row)
             print(f"{imgsz} {name:<48} AP {meta['AP']:.3f} {row.get('minus_plain_pc', '')}", flush=True)
-        results[str(imgsz)] = {"weights": str(h5[imgsz]), "weights_sha256": sha256_file(h5[imgsz]), "rows": rows}
+        results[str(imgsz)] = {
+            "weights": str(h5[imgsz]),
+            "weights_sha256": sha256_file(h5[imgsz]),
+            "rows": rows,
+        }
     write_json(
         REPO_ROOT / "benchmarks" / "results" / "recovery_ssd.json",
         {
