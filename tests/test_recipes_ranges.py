@@ -114,3 +114,35 @@ def test_weights_octav_clips_per_tensor_weights(tiny_ranges):
         if octav[n]["quantization_parameters"]["scales"][0] < plain[n]["quantization_parameters"]["scales"][0]
     ]
     assert smaller, "OCTAV changed no convolution's weight scale"
+
+
+def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
+    """After correction, the conv with int8 weights has the float conv's mean output per channel on
+    the calibration inputs (exactly: the shift is linear in the inputs)."""
+    import torch
+
+    from workbench.quantize import fake_quantize_weights
+    from workbench.recipes.bias_correct import correct_biases
+
+    class Net(torch.nn.Sequential):
+        def fuse(self, verbose=False):  # Ultralytics' models fold BatchNorm here; nothing to fold
+            return self
+
+    torch.manual_seed(0)
+    net = Net(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 1, bias=False))
+    with torch.no_grad():  # uneven channels: per-tensor rounding shifts the small ones' means
+        net[0].weight *= torch.tensor([0.01, 0.05, 0.2, 1.0, 3.0, 0.02])[:, None, None, None]
+    batches = [np.random.default_rng(i).uniform(0, 1, (1, 12, 12, 3)).astype(np.float32) for i in range(4)]
+    x = torch.from_numpy(np.concatenate(batches).transpose(0, 3, 1, 2))
+    float_mean = net[0](x).mean(dim=(0, 2, 3)).detach()
+    w_q = torch.from_numpy(fake_quantize_weights(net[0].weight.detach().double().numpy(), per_channel=False))
+    plain_q_mean = torch.nn.functional.conv2d(x.double(), w_q, net[0].bias.double(), padding=1).mean(
+        dim=(0, 2, 3)
+    )
+    assert (plain_q_mean - float_mean).abs().max() > 1e-4  # there is a shift to cancel
+    assert correct_biases(net, batches, per_channel=False) == 2
+    assert net[2].bias is not None  # a conv without bias gets one
+    corrected = torch.nn.functional.conv2d(x.double(), w_q, net[0].bias.double(), padding=1).mean(
+        dim=(0, 2, 3)
+    )
+    torch.testing.assert_close(corrected.float(), float_mean, atol=1e-6, rtol=0)

@@ -97,7 +97,7 @@ def test_equalize_recipe_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd
     from workbench.runtime import TFLiteModel
 
     saved = ssd224["export"].saved_model
-    with pytest.raises(WorkbenchError, match="rebuild an Ultralytics YOLO head; this is a ssd model"):
+    with pytest.raises(WorkbenchError, match="change an Ultralytics YOLO model; this is a ssd model"):
         quantize(
             saved, "int8-per-tensor", tmp_path / "x.tflite", calib=TRAIN / "images", recipes=["split-head"]
         )

@@ -53,6 +53,7 @@ class ExportResult:
     head: str = "single"
     equalized: bool = False
     kpt_clip: list[float] | None = None
+    bias_corrected: str | None = None  # "<granularity>:<calibration digest>" (the bias-correct recipe)
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
@@ -249,6 +250,7 @@ def export_saved_model(
     head: str = "single",
     equalize: bool = False,
     kpt_clip: Sequence[float] | None = None,
+    bias_correct: tuple[str, Sequence[Any]] | None = None,
 ) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
@@ -256,7 +258,9 @@ def export_saved_model(
     directory) and ``out`` appears only when complete. ``normalize=False`` keeps Ultralytics' pixel
     outputs (fine in float; :func:`workbench.quantize.quantize` refuses them for int8).
     ``head="split"`` ends the graph before the decode (:func:`split_head`); ``equalize`` applies
-    cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`).
+    cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`);
+    ``bias_correct`` = (tag, calibration batches) then corrects the biases for int8 weights at the
+    tag's granularity (``per-tensor:…`` or ``per-channel:…``, :mod:`workbench.recipes.bias_correct`).
 
     Example:
         >>> export_saved_model("data/weights/yolov8n-pose-synth.pt", 256, "build/sm256")  # doctest: +SKIP
@@ -291,6 +295,12 @@ def export_saved_model(
             from workbench.recipes.equalize import equalize_model
 
             equalize_model(model.model)
+        if bias_correct is not None:
+            from workbench.recipes.bias_correct import correct_biases
+
+            correct_biases(
+                model.model, bias_correct[1], per_channel=bias_correct[0].startswith("per-channel")
+            )
         decode = (
             split_head(kpt_clip, levels=head == "levels")
             if head != "single"
@@ -323,6 +333,7 @@ def export_saved_model(
             head=head,
             equalized=equalize,
             kpt_clip=None if kpt_clip is None else [float(v) for v in kpt_clip],
+            bias_corrected=None if bias_correct is None else bias_correct[0],
         )
         meta = result.to_dict()
         meta.pop("saved_model")

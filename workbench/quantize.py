@@ -27,6 +27,7 @@ granularity it has, as :mod:`workbench.inspect` reads them from the file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -160,7 +161,18 @@ def quantize(
             raise WorkbenchError(
                 f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
             )
-    wanted = {"head": plan.head, "equalize": plan.equalize, "kpt_clip": None}
+    wanted = {"head": plan.head, "equalize": plan.equalize, "kpt_clip": None, "bias_correct": None}
+    if plan.bias_correct:
+        if calib is None:
+            raise WorkbenchError(
+                "bias-correct measures output shifts on calibration images: pass --calib IMAGES"
+            )
+        from workbench.recipes.bias_correct import BIAS_CORRECTION_IMAGES
+
+        shift_batches = calibration_batches(calib, export.imgsz, BIAS_CORRECTION_IMAGES)
+        digest = hashlib.sha256(b"".join(b.tobytes() for b in shift_batches)).hexdigest()[:8]
+        granularity = "per-tensor" if scheme is Scheme.INT8_PER_TENSOR else "per-channel"
+        wanted["bias_correct"] = (f"{granularity}:{digest}", shift_batches)
     if plan.kpt_percentile is not None:
         if calib is None or export.task != "pose":
             raise WorkbenchError(
@@ -174,10 +186,11 @@ def quantize(
             plan.kpt_percentile,
             plan.equalize,
         )
-    if plan.recipes and wanted != {
+    if plan.recipes and _export_options(wanted) != {
         "head": export.head,
         "equalize": export.equalized,
         "kpt_clip": export.kpt_clip,
+        "bias_correct": export.bias_corrected,
     }:
         export = _reexport(export, saved_model, wanted)
         saved_model = export.saved_model
@@ -274,9 +287,10 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
 
     Reused when a matching one is already there (same weights sha256, size and options).
     """
-    if export.family != "yolo" and (options["head"] != "single" or options["kpt_clip"] is not None):
+    yolo_only = options["head"] != "single" or options["kpt_clip"] is not None or options["bias_correct"]
+    if export.family != "yolo" and yolo_only:
         raise WorkbenchError(
-            f"split-head, split-levels and calib-percentile rebuild an Ultralytics YOLO head; this is a "
+            f"split-head, split-levels, calib-percentile and bias-correct change an Ultralytics YOLO model; this is a "
             f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
             "float-fallback)",
             path=saved_model,
@@ -284,6 +298,8 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
     if options["kpt_clip"] is not None:
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
+    if options["bias_correct"] is not None:
+        tag += "+bc-" + options["bias_correct"][0].replace(":", "-")
     folder = Path(saved_model).parent / f"{Path(saved_model).name}{tag}"
     with exclusive(folder):  # cells converting in parallel share this re-export: build it once
         return _reexport_locked(export, saved_model, options, folder)
@@ -297,13 +313,11 @@ def _reexport_locked(
 
     if folder.is_dir():
         cached = ExportResult.load(folder)
-        if (cached.weights_sha256, cached.imgsz, cached.head, cached.equalized, cached.kpt_clip) == (
-            export.weights_sha256,
-            export.imgsz,
-            options["head"],
-            options["equalize"],
-            options["kpt_clip"],
-        ):
+        if {"weights_sha256": cached.weights_sha256, "imgsz": cached.imgsz, **_cached_options(cached)} == {
+            "weights_sha256": export.weights_sha256,
+            "imgsz": export.imgsz,
+            **_export_options(options),
+        }:
             return cached
     if not Path(export.weights).is_file():
         raise WorkbenchError(
@@ -315,6 +329,21 @@ def _reexport_locked(
             export.weights, export.imgsz, folder, equalize=options["equalize"]
         )
     return export_saved_model(export.weights, export.imgsz, folder, normalize=export.normalized, **options)
+
+
+def _export_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The recorded form of export ``options``: bias-correct's (tag, batches) becomes its tag."""
+    tag = options["bias_correct"]
+    return dict(options, bias_correct=None if tag is None else tag[0])
+
+
+def _cached_options(cached: ExportResult) -> dict[str, Any]:
+    return {
+        "head": cached.head,
+        "equalize": cached.equalized,
+        "kpt_clip": cached.kpt_clip,
+        "bias_correct": cached.bias_corrected,
+    }
 
 
 def _convert(

@@ -12,7 +12,10 @@ split-head       end the graph before the decode: boxes/scores/keypoints as sepa
 split-levels     split-head, and one output per stride level, keypoint x/y apart from   yes
                  visibility (an int8 concat shares one scale among its inputs)
 equalize         cross-layer equalization of consecutive convolutions before export     yes
-                 (exact for ReLU, approximate for SiLU)
+                 (Ultralytics conv pairs: approximate for SiLU; ST's SSD depthwise→
+                 pointwise pairs: exact, the ReLU6 caps move per channel)
+bias-correct     each conv's bias absorbs the mean output shift its int8 weights (this     yes
+                 scheme's granularity) cause on 32 calibration images, before export
 calib-all        calibrate on every image of the calibration folder (min/max, the       yes
                  only range setting the TFLite converter offers)
 calib-percentile clamp the split head's keypoint offsets in the graph at ±c (their 99.99th   yes
@@ -58,6 +61,7 @@ class Plan:
     kpt_percentile: float | None = None
     activation_ranges: str = "minmax"
     weight_ranges: str = "minmax"
+    bias_correct: bool = False
 
     def __post_init__(self) -> None:
         if self.activations not in ("int8", "int16"):
@@ -112,10 +116,20 @@ def _split_levels(plan: Plan) -> None:
 
 
 @register(
-    "equalize", "cross-layer equalization of conv pairs before export (exact for ReLU, approximate for SiLU)"
+    "equalize",
+    "cross-layer equalization of conv pairs before export (SSD: exact depthwise→pointwise; YOLO: approximate, SiLU)",
 )
 def _equalize(plan: Plan) -> None:
     plan.equalize = True
+
+
+@register(
+    "bias-correct",
+    "empirical bias correction before export: each conv's bias absorbs the mean output shift of its "
+    "int8 weights at this scheme's granularity (32 calibration images; YOLO models)",
+)
+def _bias_correct(plan: Plan) -> None:
+    plan.bias_correct = True
 
 
 @register(

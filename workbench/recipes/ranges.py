@@ -122,6 +122,7 @@ def quantize_with_ranges(
     """Static int8 quantization of ``float_model`` (a float .tflite) by ai-edge-quantizer with the
     given range setting for activations (``minmax`` | ``mse``) and convolution weights (``minmax`` |
     ``octav``); int8 input and outputs."""
+    from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, qtyping, quantizer
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -137,8 +138,6 @@ def quantize_with_ranges(
     if weight_ranges == "octav":
         for op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             quant.add_static_config(".*", op, 8, 8, granularity, algorithm_key=AlgorithmName.OCTAV)
-    from ai_edge_litert.interpreter import Interpreter
-
     signature_list = Interpreter(model_content=float_model).get_signature_list()
     if len(signature_list) != 1:
         raise WorkbenchError(f"expected one signature in the float model, found {len(signature_list)}")
@@ -148,9 +147,9 @@ def quantize_with_ranges(
     # reading every tensor is what calibration is
     warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors", category=UserWarning)
     calib = calibrator.Calibrator(
-        quant._float_model_buffer,
+        quant._float_model_buffer,  # noqa: SLF001  (the parsed model the library quantizes)
         num_threads=CALIBRATION_THREADS,
-        qsv_update_func=_global_min_max,  # noqa: SLF001
+        qsv_update_func=_global_min_max,
     )
     calib.calibrate({signature: [{input_name: b} for b in batches]}, quant._recipe_manager)  # noqa: SLF001
     qsvs = calib.get_model_qsvs()
