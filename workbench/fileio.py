@@ -45,14 +45,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def exclusive(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path`` for the block (waits for it).
+    """Hold an exclusive ``flock`` on ``.locks/<name>.lock`` beside ``path`` for the block (waits for it).
 
     For outputs two processes of one machine may build at once (a recipe's re-export shared by the
     per-channel and per-tensor cells of a sweep): the second waits, then finds it built.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    locks = Path(path).parent / ".locks"  # one hidden folder: no lock file named like an output
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{Path(path).name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
