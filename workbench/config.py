@@ -174,7 +174,7 @@ class RunConfig:
             raise WorkbenchError("train_ann and train_images go together: name both or neither")
         from workbench.recipes import parse_recipes
 
-        self.recipes = ["+".join(parse_recipes(str(r).replace("+", ","))) for r in _as_list(self.recipes)]
+        self.recipes = ["+".join(parse_recipes(str(r))) for r in _as_list(self.recipes)]
         if "" in self.recipes or len(set(self.recipes)) != len(self.recipes):
             raise WorkbenchError(f"recipes must be distinct, non-empty recipe names, got {self.recipes}")
         if self.target not in TARGETS:

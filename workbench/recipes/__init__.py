@@ -37,6 +37,7 @@ Whether a file is still all-int8 and its weight granularity are read from the fi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -183,7 +184,7 @@ def _float_fallback(plan: Plan) -> None:
 
 
 def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
-    """Recipe names from ``"a,b"`` or a list, validated, de-duplicated, in registry order.
+    """Recipe names from ``"a,b"``, a config entry ``"a+b"`` or a list, validated, de-duplicated, in registry order.
 
     Example:
         >>> parse_recipes("calib-all,split-head")
@@ -192,7 +193,9 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
     if value is None:
         return []
     names = (
-        [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+        [v.strip() for v in re.split(r"[,+]", value)]
+        if isinstance(value, str)
+        else [str(v).strip() for v in value]
     )
     names = [n for n in names if n]
     unknown = [n for n in names if n not in RECIPES]

@@ -228,7 +228,7 @@ def _convert_group(
             io=io,
             calib=dataset.calib_images,
             calib_count=cfg.calib_images,
-            recipes=recipe.split("+") if recipe else None,
+            recipes=recipe or None,
         )
         variants.append(
             Variant(

@@ -51,7 +51,7 @@ def cell_task(
         io=io,
         calib=dataset.calib_images,
         calib_count=cfg.calib_images,
-        recipes=cfg.recipes[0].split("+") if cfg.recipes else None,
+        recipes=cfg.recipes[0] if cfg.recipes else None,
     )
     convert_seconds = time.perf_counter() - start
     results = evaluate_protocols(
