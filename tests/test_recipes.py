@@ -96,21 +96,24 @@ def pose256_folders(pose256):
 @pytest.fixture(scope="module")
 def recipe_files(pose256, synth_eval_set, tmp_path_factory):
     """Each recipe alone on the synthetic checkpoint at 256 (per-channel; equalize also per-tensor)."""
+    import workbench.recipes.qat as qat
     from workbench.quantize import quantize
 
     root = tmp_path_factory.mktemp("recipes")
-    return {
-        (name, scheme): quantize(
-            pose256["saved_model"],
-            scheme,
-            root / f"{scheme}+{name}.tflite",
-            io="uf",
-            calib=synth_eval_set.train_images,
-            calib_count=16,
-            recipes=_recipe_set(name),
-        )
-        for name, scheme in JOBS
-    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qat, "QAT_STEPS", 10)  # the file's form is at stake here, not what fine-tuning gains
+        return {
+            (name, scheme): quantize(
+                pose256["saved_model"],
+                scheme,
+                root / f"{scheme}+{name}.tflite",
+                io="uf",
+                calib=synth_eval_set.train_images,
+                calib_count=16,
+                recipes=_recipe_set(name),
+            )
+            for name, scheme in JOBS
+        }
 
 
 @pytest.mark.slow
@@ -145,6 +148,11 @@ def test_recipe_file_matches_its_record(recipe_files, pose256_folders, name, sch
         assert np.abs(xy).max() <= c + audit.scale
     if name == "float-fallback":
         assert len(result.float_blocks) == 3
+    if name == "qat":  # fine-tuned for this file's granularity, and recorded so
+        from workbench.export import ExportResult
+
+        folder = next(p for p in pose256_folders() if "+qat-" in p.name)
+        assert ExportResult.load(folder).qat.startswith("per-channel:")
 
 
 @pytest.fixture(scope="module")

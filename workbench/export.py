@@ -54,6 +54,7 @@ class ExportResult:
     equalized: bool = False
     kpt_clip: list[float] | None = None
     bias_corrected: str | None = None  # "<granularity>:<calibration digest>" (the bias-correct recipe)
+    qat: str | None = None  # "<granularity>:<calibration digest>" (the qat recipe)
 
     def __post_init__(self) -> None:
         if self.task not in ULTRALYTICS_TASK.values():
@@ -251,6 +252,7 @@ def export_saved_model(
     equalize: bool = False,
     kpt_clip: Sequence[float] | None = None,
     bias_correct: tuple[str, Sequence[Any]] | None = None,
+    qat: tuple[str, Sequence[Any]] | None = None,
 ) -> ExportResult:
     """Export ``weights`` at ``imgsz`` to ``out`` (a SavedModel folder), outputs normalized to [0, 1].
 
@@ -260,7 +262,9 @@ def export_saved_model(
     ``head="split"`` ends the graph before the decode (:func:`split_head`); ``equalize`` applies
     cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`);
     ``bias_correct`` = (tag, calibration batches) then corrects the biases for int8 weights at the
-    tag's granularity (``per-tensor:…`` or ``per-channel:…``, :mod:`workbench.recipes.bias_correct`).
+    tag's granularity (``per-tensor:…`` or ``per-channel:…``, :mod:`workbench.recipes.bias_correct`);
+    ``qat`` = (tag, calibration batches) fine-tunes under int8 weights at the tag's granularity
+    (:mod:`workbench.recipes.qat`).
 
     Example:
         >>> export_saved_model("data/weights/yolov8n-pose-synth.pt", 256, "build/sm256")  # doctest: +SKIP
@@ -291,6 +295,11 @@ def export_saved_model(
             raise WorkbenchError(
                 f"a split head is built for pose and detect models, not {task}", path=weights
             )
+        if qat is not None and task not in ("pose", "detect"):
+            raise WorkbenchError(
+                f"qat distils the split head's outputs, built for pose and detect models, not {task}",
+                path=weights,
+            )
         if equalize:
             from workbench.recipes.equalize import equalize_model
 
@@ -301,6 +310,10 @@ def export_saved_model(
             correct_biases(
                 model.model, bias_correct[1], per_channel=bias_correct[0].startswith("per-channel")
             )
+        if qat is not None:
+            from workbench.recipes.qat import finetune_int8
+
+            finetune_int8(model.model, qat[1], per_channel=qat[0].startswith("per-channel"))
         decode = (
             split_head(kpt_clip, levels=head == "levels")
             if head != "single"
@@ -334,6 +347,7 @@ def export_saved_model(
             equalized=equalize,
             kpt_clip=None if kpt_clip is None else [float(v) for v in kpt_clip],
             bias_corrected=None if bias_correct is None else bias_correct[0],
+            qat=None if qat is None else qat[0],
         )
         meta = result.to_dict()
         meta.pop("saved_model")

@@ -161,18 +161,22 @@ def quantize(
             raise WorkbenchError(
                 f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
             )
-    wanted = {"head": plan.head, "equalize": plan.equalize, "kpt_clip": None, "bias_correct": None}
-    if plan.bias_correct:
+    wanted = {
+        "head": plan.head,
+        "equalize": plan.equalize,
+        "kpt_clip": None,
+        "bias_correct": None,
+        "qat": None,
+    }
+    granularity = "per-tensor" if scheme is Scheme.INT8_PER_TENSOR else "per-channel"
+    for option, count in _calibrated_edits(plan):
         if calib is None:
             raise WorkbenchError(
-                "bias-correct measures output shifts on calibration images: pass --calib IMAGES"
+                f"{option.replace('_', '-')} learns from calibration images: pass --calib IMAGES"
             )
-        from workbench.recipes.bias_correct import BIAS_CORRECTION_IMAGES
-
-        shift_batches = calibration_batches(calib, export.imgsz, BIAS_CORRECTION_IMAGES)
-        digest = hashlib.sha256(b"".join(b.tobytes() for b in shift_batches)).hexdigest()[:8]
-        granularity = "per-tensor" if scheme is Scheme.INT8_PER_TENSOR else "per-channel"
-        wanted["bias_correct"] = (f"{granularity}:{digest}", shift_batches)
+        edit_batches = calibration_batches(calib, export.imgsz, count)
+        digest = hashlib.sha256(b"".join(b.tobytes() for b in edit_batches)).hexdigest()[:8]
+        wanted[option] = (f"{granularity}:{digest}", edit_batches)
     if plan.kpt_percentile is not None:
         if calib is None or export.task != "pose":
             raise WorkbenchError(
@@ -191,6 +195,7 @@ def quantize(
         "equalize": export.equalized,
         "kpt_clip": export.kpt_clip,
         "bias_correct": export.bias_corrected,
+        "qat": export.qat,
     }:
         export = _reexport(export, saved_model, wanted)
         saved_model = export.saved_model
@@ -282,15 +287,35 @@ def quantize(
     )
 
 
+def _calibrated_edits(plan) -> list[tuple[str, int]]:
+    """The export options that learn from calibration images, with how many images each takes."""
+    from workbench.recipes.bias_correct import BIAS_CORRECTION_IMAGES
+    from workbench.recipes.qat import QAT_IMAGES
+
+    return [
+        (option, count)
+        for option, count, wanted in (
+            ("bias_correct", BIAS_CORRECTION_IMAGES, plan.bias_correct),
+            ("qat", QAT_IMAGES, plan.qat),
+        )
+        if wanted
+    ]
+
+
 def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, Any]) -> ExportResult:
     """The SavedModel with ``options`` (head, equalize), exported from the same weights beside ``saved_model``.
 
     Reused when a matching one is already there (same weights sha256, size and options).
     """
-    yolo_only = options["head"] != "single" or options["kpt_clip"] is not None or options["bias_correct"]
+    yolo_only = (
+        options["head"] != "single"
+        or options["kpt_clip"] is not None
+        or options["bias_correct"]
+        or options["qat"]
+    )
     if export.family != "yolo" and yolo_only:
         raise WorkbenchError(
-            f"split-head, split-levels, calib-percentile and bias-correct change an Ultralytics YOLO model; this is a "
+            f"split-head, split-levels, calib-percentile, bias-correct and qat change an Ultralytics YOLO model; this is a "
             f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
             "float-fallback)",
             path=saved_model,
@@ -300,6 +325,8 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
     if options["bias_correct"] is not None:
         tag += "+bc-" + options["bias_correct"][0].replace(":", "-")
+    if options["qat"] is not None:
+        tag += "+qat-" + options["qat"][0].replace(":", "-")
     folder = Path(saved_model).parent / f"{Path(saved_model).name}{tag}"
     with exclusive(folder):  # cells converting in parallel share this re-export: build it once
         return _reexport_locked(export, saved_model, options, folder)
@@ -332,9 +359,10 @@ def _reexport_locked(
 
 
 def _export_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The recorded form of export ``options``: bias-correct's (tag, batches) becomes its tag."""
-    tag = options["bias_correct"]
-    return dict(options, bias_correct=None if tag is None else tag[0])
+    """The recorded form of export ``options``: bias-correct's and qat's (tag, batches) become their tags."""
+    return dict(
+        options, **{k: None if options[k] is None else options[k][0] for k in ("bias_correct", "qat")}
+    )
 
 
 def _cached_options(cached: ExportResult) -> dict[str, Any]:
@@ -343,6 +371,7 @@ def _cached_options(cached: ExportResult) -> dict[str, Any]:
         "equalize": cached.equalized,
         "kpt_clip": cached.kpt_clip,
         "bias_correct": cached.bias_corrected,
+        "qat": cached.qat,
     }
 
 

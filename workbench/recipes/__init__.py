@@ -16,6 +16,9 @@ equalize         cross-layer equalization of consecutive convolutions before exp
                  pointwise pairs: exact, the ReLU6 caps move per channel)
 bias-correct     each conv's bias absorbs the mean output shift its int8 weights (this     yes
                  scheme's granularity) cause on 32 calibration images, before export
+qat              quantization-aware fine-tuning: 300 steps with int8 weights (this scheme's   yes
+                 granularity) in the forward pass, distilled from the float model on the
+                 calibration images (no labels); weights end on their int8 grid
 calib-all        calibrate on every image of the calibration folder (min/max, the       yes
                  only range setting the TFLite converter offers)
 calib-percentile clamp the split head's keypoint offsets in the graph at ±c (their 99.99th   yes
@@ -63,6 +66,7 @@ class Plan:
     activation_ranges: str = "minmax"
     weight_ranges: str = "minmax"
     bias_correct: bool = False
+    qat: bool = False
 
     def __post_init__(self) -> None:
         if self.activations not in ("int8", "int16"):
@@ -131,6 +135,15 @@ def _equalize(plan: Plan) -> None:
 )
 def _bias_correct(plan: Plan) -> None:
     plan.bias_correct = True
+
+
+@register(
+    "qat",
+    "quantization-aware fine-tuning before export: int8 weights (this scheme's granularity) in the forward "
+    "pass, distilled from the float model on the calibration images, no labels (YOLO pose/detect; ~3 min)",
+)
+def _qat(plan: Plan) -> None:
+    plan.qat = True
 
 
 @register(
@@ -206,6 +219,11 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
     if "int16x8" in names and "float-fallback" in names:
         raise WorkbenchError(
             "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
+        )
+    if "qat" in names and {"weights-octav", "bias-correct"} & set(names):
+        raise WorkbenchError(
+            "qat leaves the weights on the converter's min/max int8 grid: weights-octav would clip them off it "
+            "and bias-correct has no rounding shift left to correct; use qat without them"
         )
     library = {"calib-mse", "weights-octav"} & set(names)
     if library and {"int16x8", "float-fallback"} & set(names):
