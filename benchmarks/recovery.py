@@ -55,6 +55,8 @@ VARIANTS = [
     ("pt", ("split-levels", "bias-correct")),
     ("pt", ("split-levels", "calib-mse", "bias-correct")),
     *((s, ("split-levels", "calib-mse", "weights-octav", "bias-correct")) for s in SCHEMES),
+    ("pt", ("split-levels", "qat")),
+    *((s, ("split-levels", "qat", "calib-mse")) for s in SCHEMES),
     ("pt", ("equalize",)),
     ("pt", ("split-levels", "equalize")),
     ("pc", ("split-head", "int16x8")),
