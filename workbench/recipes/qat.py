@@ -28,7 +28,7 @@ QAT_IMAGES = 400
 QAT_STEPS = 300
 QAT_BATCH = 8
 QAT_LR = 1e-5
-QAT_THREADS = 2  # a fixed pool: float sums in the backward pass, hence the file, depend on it
+QAT_THREADS = 1  # fixed, as float sums (hence the file) depend on it; a 2-thread pool crawls beside other jobs
 QAT_TASKS = ("pose", "detect")
 
 
