@@ -140,7 +140,7 @@ def _bias_correct(plan: Plan) -> None:
 @register(
     "qat",
     "quantization-aware fine-tuning before export: int8 weights (this scheme's granularity) in the forward "
-    "pass, distilled from the float model on the calibration images, no labels (YOLO pose/detect; ~3 min)",
+    "pass, distilled from the float model on the calibration images, no labels (YOLO pose/detect; ~4 min, one core)",
 )
 def _qat(plan: Plan) -> None:
     plan.qat = True
