@@ -327,9 +327,9 @@ def export_saved_model(
         import tf_keras
 
         tf_keras.backend.clear_session()
-        with _working_dir(scratch), decode, _quiet():
+        with _working_dir(scratch), decode, _quiet(), _no_onnx2tf_tflite():
             exported = Path(model.export(format="saved_model", imgsz=imgsz, device="cpu", verbose=False))
-        for tflite in exported.glob("*.tflite"):  # onnx2tf's own conversions; we quantize ourselves
+        for tflite in exported.glob("*.tflite"):  # onnx2tf's (empty) files; we quantize ourselves
             tflite.unlink()
         ultra_meta = yaml.safe_load((exported / "metadata.yaml").read_text())
         result = ExportResult(
@@ -355,6 +355,30 @@ def export_saved_model(
         with atomic_path(out) as tmp:
             shutil.move(str(exported), tmp)
     return result
+
+
+@contextlib.contextmanager
+def _no_onnx2tf_tflite() -> Iterator[None]:
+    """onnx2tf converts the SavedModel it has written to float32 and float16 .tflite files, which
+    we delete (quantize converts from the SavedModel): give it a converter that converts nothing.
+    The SavedModel is written before, and is the same either way."""
+    from types import SimpleNamespace
+
+    converter = import_tensorflow().lite.TFLiteConverter
+    saved = converter.__dict__["from_concrete_functions"]
+
+    class Nothing:  # takes the options onnx2tf sets, returns an empty flatbuffer
+        def __init__(self):
+            self.target_spec = SimpleNamespace()
+
+        def convert(self) -> bytes:
+            return b""
+
+    converter.from_concrete_functions = lambda *args, **kwargs: Nothing()
+    try:
+        yield
+    finally:
+        converter.from_concrete_functions = saved
 
 
 @contextlib.contextmanager

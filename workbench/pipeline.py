@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ _BOOKKEEPING = {STATUS_JSON, "index.html"}
 _REDRAWN = ("plots/",)
 
 ParamsFor = Callable[[str], Mapping[str, Any]]
+StepContext = Callable[[str], AbstractContextManager]  # entered around each executed notebook
 
 
 @dataclass
@@ -290,6 +292,7 @@ def run_pipeline(
     *,
     kernel_name: str = "python3",
     wait: bool = False,
+    step_context: StepContext | None = None,
 ) -> RunResult:
     """Execute ``notebooks`` in order into ``reports_dir/<run-id>/``, skipping steps already done.
 
@@ -302,6 +305,8 @@ def run_pipeline(
         params_for: extra papermill parameters per notebook, called with the notebook's stem.
         kernel_name: Jupyter kernel; must run this environment's python (:func:`check_kernel`).
         wait: if another process is running this run folder, wait for it instead of failing.
+        step_context: called with each notebook's stem; its kernel runs inside what it returns
+            (:class:`~workbench.sweep.cluster.ReportCluster`).
 
     Returns:
         :class:`RunResult` with one :class:`StepResult` per notebook.
@@ -336,7 +341,9 @@ def run_pipeline(
     check_kernel(kernel_name)
 
     with run_lock(run_dir, wait=wait):
-        return _run_locked(config, notebooks, run_dir, run_id, params, tag, force, kernel_name)
+        return _run_locked(
+            config, notebooks, run_dir, run_id, params, tag, force, kernel_name, step_context or nullcontext
+        )
 
 
 def _run_locked(
@@ -348,6 +355,7 @@ def _run_locked(
     tag: str | None,
     force: bool,
     kernel_name: str,
+    step_context: StepContext,
 ) -> RunResult:
     stems = [nb.stem for nb in notebooks]
     steps_dir = run_dir / STEPS_DIR
@@ -401,7 +409,9 @@ def _run_locked(
     if todo:
         _say(f"step {todo[0].stem}: running ({why})" + (", and every step after it" if len(todo) > 1 else ""))
     for nb in tqdm(todo, desc=run_id, unit="step", file=sys.stderr, disable=not todo):
-        results.append(_run_step(nb, run_dir, params[nb.stem], expected[nb.stem], status, kernel_name))
+        results.append(
+            _run_step(nb, run_dir, params[nb.stem], expected[nb.stem], status, kernel_name, step_context)
+        )
 
     previous = _read_record(run_dir / STATUS_JSON) or {}
     if todo or previous.get("state") != "complete":
@@ -435,7 +445,7 @@ def _invalidate(run_dir: Path, todo: list[Path], records: dict[str, dict[str, An
 
 def _run_step(
     nb: Path, run_dir: Path, params: dict[str, Any], expected: dict[str, Any], status: dict[str, Any],
-    kernel_name: str,
+    kernel_name: str, step_context: StepContext,
 ) -> StepResult:  # fmt: skip
     """Execute one notebook; on any failure or signal, leave status ``failed`` naming the step."""
     import papermill
@@ -447,13 +457,14 @@ def _run_step(
         before = _snapshot(run_dir)
         started, t0 = _now(), time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(nb), str(executed), parameters=params, kernel_name=kernel_name,
-                progress_bar=False, cwd=os.getcwd(),
-                # hide the kernel app's own chatter (e.g. its TCP-without-encryption warning on
-                # every start); cell output and errors still land in the notebook
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )  # fmt: skip
+            with step_context(nb.stem):
+                papermill.execute_notebook(
+                    str(nb), str(executed), parameters=params, kernel_name=kernel_name,
+                    progress_bar=False, cwd=os.getcwd(),
+                    # hide the kernel app's own chatter (e.g. its TCP-without-encryption warning on
+                    # every start); cell output and errors still land in the notebook
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )  # fmt: skip
         except PapermillExecutionError as err:
             raise_if_interrupted()  # the cell failed because a signal stopped the kernel
             source_lines = (err.source or "").strip().splitlines()

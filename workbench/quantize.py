@@ -402,8 +402,11 @@ def _convert(
         converter.inference_output_type = tf.int8 if io is IOType.II else tf.float32
         # ST's zoo switch for per-tensor weights; the default is per-channel
         converter._experimental_disable_per_channel = scheme is Scheme.INT8_PER_TENSOR
+    from workbench.calibration import reuse_calibration
+
     try:
-        return converter.convert()
+        with reuse_calibration():  # per-channel and per-tensor of one export calibrate alike
+            return converter.convert()
     except Exception as err:
         raise WorkbenchError(f"TFLite conversion to {scheme.value} failed: {err}", path=saved_model) from None
 

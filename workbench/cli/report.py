@@ -68,6 +68,7 @@ def run(args) -> int:
         return _rebuild(args)
 
     from workbench.steps import preflight
+    from workbench.sweep.cluster import ReportCluster
 
     config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
     # weights, data fields and image files are checked before the first notebook starts
@@ -79,9 +80,11 @@ def run(args) -> int:
     reports_dir = args.reports_dir or Path(config.out_dir)
     run_dir = reports_dir / run_id_for(config, args.tag)
     title = f"{config.name}: {config.task.value}, {', '.join(map(str, config.imgsz))} px"
-    with run_lock(run_dir, wait=args.wait):
+    with run_lock(run_dir, wait=args.wait), ReportCluster(config.workers) as cluster:
         try:
-            result = run_pipeline(config, notebooks, reports_dir, tag=args.tag, force=args.force)
+            result = run_pipeline(
+                config, notebooks, reports_dir, tag=args.tag, force=args.force, step_context=cluster.step
+            )
         except BaseException as err:
             # WorkbenchError, SIGTERM, Ctrl-C, a bug: if execution started, show it on the pages
             if (run_dir / STATUS_JSON).is_file():

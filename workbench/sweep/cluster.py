@@ -105,3 +105,50 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     )
     with cluster, Client(cluster) as client:
         yield client
+
+
+class ReportCluster:
+    """One LocalCluster for the notebooks of a report that run Dask graphs (``0N_<step>`` with
+    ``<step>`` in :data:`workbench.steps.EXECUTOR_STEPS`), handed to their kernels in
+    ``WORKBENCH_SCHEDULER``: workers start, and import TF, torch and Ultralytics, once per report
+    rather than once per step. It is closed before any other notebook runs, so latency
+    (04_benchmark) is still timed with no worker alive.
+
+    Nothing is started for a serial config (``workers: 0``) or when ``WORKBENCH_SCHEDULER`` already
+    names a cluster. Use as ``run_pipeline(..., step_context=cluster.step)`` inside ``with``.
+    """
+
+    def __init__(self, workers: int | None):
+        from workbench.sweep.executor import SCHEDULER_ENV
+
+        self.env = SCHEDULER_ENV
+        self.enabled = workers != 0 and not os.environ.get(SCHEDULER_ENV)
+        self.workers = workers
+        self._open: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> ReportCluster:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def step(self, stem: str) -> Iterator[None]:
+        from workbench.steps import EXECUTOR_STEPS
+
+        if not self.enabled or stem.split("_", 1)[-1] not in EXECUTOR_STEPS:
+            self.close()
+            yield
+            return
+        if self._open is None:
+            stack = contextlib.ExitStack()
+            client = stack.enter_context(open_client(None, self.workers))
+            self._open = stack
+            os.environ[self.env] = client.scheduler.address  # the kernel inherits it
+        yield
+
+    def close(self) -> None:
+        if self._open is not None:
+            os.environ.pop(self.env, None)
+            stack, self._open = self._open, None
+            stack.close()

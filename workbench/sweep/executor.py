@@ -1,9 +1,10 @@
 """The report's conversions and evaluations as local Dask graphs (``steps.quantize`` and
 ``steps.evaluate`` delegate here), on the same cluster code as ``workbench sweep``.
 
-- quantize: one export task per (model, imgsz); after it, one task per plain scheme, and one per
-  recipe entry that converts every int8 scheme with that recipe in turn (they share the recipe's
-  re-export, which two tasks must not write at once).
+- quantize: one export task per (model, imgsz); after it, one task per float scheme, one that
+  converts the plain int8 schemes in turn (they share one calibration:
+  :mod:`workbench.calibration`), and one per recipe entry that converts every int8 scheme with
+  that recipe in turn (they share the recipe's re-export, which two tasks must not write at once).
 - evaluate: one task per (model, imgsz) of ours, which runs every scheme's file over the images
   in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
   once); one task per zoo file.
@@ -102,8 +103,9 @@ def convert_variants(
 
 def conversion_jobs(cfg: RunConfig, models: list[str]) -> dict[tuple, list[tuple[int, str, str]]]:
     """Conversion tasks ``(model, imgsz, recipe or scheme)`` → ``[(order, scheme, recipe)]``: one
-    task per plain scheme, one per recipe entry over the int8 schemes it applies to; ``order`` is
-    the serial order (model, imgsz, scheme, recipe)."""
+    task per float scheme, one (``int8``) over the plain int8 schemes, one per recipe entry over the
+    int8 schemes it applies to; ``order`` is the serial order (model, imgsz, scheme, recipe). The
+    schemes of one int8 task run in one process, so they calibrate once."""
     from workbench.recipes import applies
 
     jobs: dict[tuple, list[tuple[int, str, str]]] = defaultdict(list)
@@ -114,7 +116,8 @@ def conversion_jobs(cfg: RunConfig, models: list[str]) -> dict[tuple, list[tuple
                 for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
                     if recipe and not applies(recipe, scheme.value):
                         continue  # int16x8 with per-tensor weights: TF cannot make that file
-                    jobs[(model, imgsz, recipe or scheme.value)].append((order, scheme.value, recipe))
+                    group = recipe or ("int8" if scheme.is_int8 else scheme.value)
+                    jobs[(model, imgsz, group)].append((order, scheme.value, recipe))
                     order += 1
     return dict(jobs)
 
