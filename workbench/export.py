@@ -295,7 +295,9 @@ def export_saved_model(
             raise WorkbenchError(
                 f"a split head is built for pose and detect models, not {task}", path=weights
             )
-        if qat is not None and task not in ("pose", "detect"):
+        from workbench.recipes.qat import QAT_TASKS
+
+        if qat is not None and task not in QAT_TASKS:
             raise WorkbenchError(
                 f"qat distils the split head's outputs, built for pose and detect models, not {task}",
                 path=weights,
