@@ -161,9 +161,15 @@ def quantize(
             raise WorkbenchError(
                 f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
             )
+    if plan.split_channels and scheme is not Scheme.INT8_PER_TENSOR:
+        raise WorkbenchError(
+            f"split-channels gives per-tensor weights more than one scale per convolution; {scheme.value} "
+            "weights already have one per channel: use it with int8-per-tensor"
+        )
     wanted = {
         "head": plan.head,
         "equalize": plan.equalize,
+        "split_channels": plan.split_channels,
         "kpt_clip": None,
         "bias_correct": None,
         "qat": None,
@@ -190,13 +196,7 @@ def quantize(
             plan.kpt_percentile,
             plan.equalize,
         )
-    if plan.recipes and _export_options(wanted) != {
-        "head": export.head,
-        "equalize": export.equalized,
-        "kpt_clip": export.kpt_clip,
-        "bias_correct": export.bias_corrected,
-        "qat": export.qat,
-    }:
+    if plan.recipes and _export_options(wanted) != _cached_options(export):
         export = _reexport(export, saved_model, wanted)
         saved_model = export.saved_model
     batches: list[np.ndarray] = []
@@ -309,18 +309,22 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     """
     yolo_only = (
         options["head"] != "single"
+        or options["split_channels"]
         or options["kpt_clip"] is not None
         or options["bias_correct"]
         or options["qat"]
     )
     if export.family != "yolo" and yolo_only:
         raise WorkbenchError(
-            f"split-head, split-levels, calib-percentile, bias-correct and qat change an Ultralytics YOLO model; this is a "
+            f"split-head, split-levels, split-channels, calib-percentile, bias-correct and qat change an Ultralytics "
+            f"YOLO model; this is a "
             f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
             "float-fallback)",
             path=saved_model,
         )
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
+    if options["split_channels"]:
+        tag += "+split-channels"
     if options["kpt_clip"] is not None:
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
     if options["bias_correct"] is not None:
@@ -369,6 +373,7 @@ def _cached_options(cached: ExportResult) -> dict[str, Any]:
     return {
         "head": cached.head,
         "equalize": cached.equalized,
+        "split_channels": cached.split_channels,
         "kpt_clip": cached.kpt_clip,
         "bias_correct": cached.bias_corrected,
         "qat": cached.qat,
