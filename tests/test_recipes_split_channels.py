@@ -161,3 +161,16 @@ def test_split_channels_file_is_per_tensor_and_exact_in_float(pose256, synth_eva
     # the int8 file tracks the float model (a wrong channel order would not); on this synthetic
     # checkpoint its outputs are as near float as the plain per-tensor file's (README)
     assert _sqnr_db(result.path, pose256["fp32"], batches) > 25
+
+
+def test_weight_quantization_error_shows_what_the_split_gives_back():
+    """Per layer: per-tensor ≤ split-channels ≤ per-channel SQNR, and the split gains where it splits."""
+    from conftest import CHECKPOINT
+
+    from workbench.quantize import weight_quantization_error
+
+    errors = weight_quantization_error(CHECKPOINT)
+    assert (errors.split_channels_db >= errors.per_tensor_db - 0.01).all()
+    assert (errors.split_channels_db <= errors.per_channel_db + 0.01).all()
+    gained = errors.split_channels_db - errors.per_tensor_db
+    assert (gained > 1.0).sum() > 10  # 10·log10(1.5) = 1.8 dB at least where a conv is split

@@ -453,14 +453,19 @@ def fake_quantize_weights(weights: np.ndarray, per_channel: bool, axis: int = 0)
 
 
 def weight_quantization_error(weights_pt: str | Path, layers: int | None = None):
-    """SQNR (dB) of int8 weights per-tensor vs per-channel for the first ``layers`` (default all) convolutions.
+    """SQNR (dB) of int8 weights per-tensor, per-channel and per-tensor after ``split-channels``, for
+    the first ``layers`` (default all) ungrouped convolutions.
 
-    A teaching aid: shows how much resolution per-tensor weights lose where channel ranges differ.
-    Returns a DataFrame with one row per convolution (BatchNorm folded in, as at export).
+    A teaching aid: shows how much resolution per-tensor weights lose where channel ranges differ,
+    and how much the ``split-channels`` recipe's runs (:mod:`workbench.recipes.split_channels`,
+    each run its own per-tensor scale) give back. Returns a DataFrame with one row per convolution
+    (BatchNorm folded in, as at export).
     """
     import pandas as pd
     import torch
     from ultralytics import YOLO
+
+    from workbench.recipes.split_channels import MIN_GAIN, SPLIT_GROUPS, channel_groups, noise_gain
 
     path = Path(weights_pt)
     if not path.is_file():
@@ -477,8 +482,19 @@ def weight_quantization_error(weights_pt: str | Path, layers: int | None = None)
                 "out_channels": w.shape[0],
                 "channel_range_ratio": float(ranges.max() / max(ranges.min(), 1e-12)),
             }
-            for label, per_channel in (("per_tensor_db", False), ("per_channel_db", True)):
-                noise = float(np.sum((fake_quantize_weights(w, per_channel) - w) ** 2))
+            runs = channel_groups(ranges, SPLIT_GROUPS)
+            if len(runs) == 1 or noise_gain(ranges, runs) < MIN_GAIN:
+                runs = [np.arange(w.shape[0])]  # the recipe leaves this conv whole
+            split = np.empty_like(w, dtype=np.float64)
+            for run in runs:
+                split[run] = fake_quantize_weights(w[run], per_channel=False)
+            rounded = {
+                "per_tensor_db": fake_quantize_weights(w, False),
+                "per_channel_db": fake_quantize_weights(w, True),
+                "split_channels_db": split,
+            }
+            for label, values in rounded.items():
+                noise = float(np.sum((values - w) ** 2))
                 row[label] = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
             rows.append(row)
             if layers is not None and len(rows) == layers:
