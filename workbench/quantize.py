@@ -309,17 +309,15 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     """
     yolo_only = (
         options["head"] != "single"
-        or options["split_channels"]
         or options["kpt_clip"] is not None
         or options["bias_correct"]
         or options["qat"]
     )
     if export.family != "yolo" and yolo_only:
         raise WorkbenchError(
-            f"split-head, split-levels, split-channels, calib-percentile, bias-correct and qat change an Ultralytics "
-            f"YOLO model; this is a "
-            f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
-            "float-fallback)",
+            f"split-head, split-levels, calib-percentile, bias-correct and qat change an Ultralytics YOLO model; "
+            f"this is a {export.family} model (its recipes: equalize, split-channels, calib-all, calib-mse, "
+            "weights-octav, int16x8, float-fallback)",
             path=saved_model,
         )
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
@@ -357,8 +355,9 @@ def _reexport_locked(
         )
     if export.family != "yolo":
         return get_family(export.family).export(
-            export.weights, export.imgsz, folder, equalize=options["equalize"]
-        )
+            export.weights, export.imgsz, folder, equalize=options["equalize"],
+            split_channels=options["split_channels"],
+        )  # fmt: skip
     return export_saved_model(export.weights, export.imgsz, folder, normalize=export.normalized, **options)
 
 
