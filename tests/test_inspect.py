@@ -243,3 +243,21 @@ def test_read_graph_parses_each_content_once(tiny, tmp_path, monkeypatch):
     fp32.write_bytes(b"\x00" * 64)
     with pytest.raises(WorkbenchError, match="not a TFLite flatbuffer"):
         read_graph(fp32)
+
+
+def test_layer_sqnr_of_several_files_runs_the_reference_once_per_image(tiny, monkeypatch):
+    """The benchmark step scores the fp16 and int8 files of one export against its fp32 file
+    together: the reference runs once per image, and each file gets what it gets alone."""
+    from workbench.runtime import TFLiteModel
+    from workbench.sqnr import layer_sqnr_many
+
+    images = [np.round(x[0] * 255).astype(np.uint8) for x in calibration_images(3, seed=9)]
+    files = [tiny[k] for k in ("fp16", "int8-per-channel", "int8-per-tensor", "int8-ii")]
+    alone = [layer_sqnr(f, tiny["fp32"], images) for f in files]
+    runs = []
+    run = TFLiteModel.run
+    monkeypatch.setattr(TFLiteModel, "run", lambda self, x: runs.append(self.path) or run(self, x))
+    together = layer_sqnr_many(files, tiny["fp32"], images)
+    assert together == alone
+    assert runs.count(tiny["fp32"]) == len(images)  # not once per file and image
+    assert all(runs.count(f) == len(images) for f in files)
