@@ -127,7 +127,7 @@ def train(
     args.update(overrides or {})
     started = time.perf_counter()
     yolo = YOLO(model_str, task=TASK_TO_ULTRALYTICS[task])
-    yolo.train(trainer=_validating_once(yolo._smart_load("trainer")), **args)
+    yolo.train(trainer=_validating_once(yolo.task_map[yolo.task]["trainer"]), **args)
     seconds = time.perf_counter() - started
     weights = out / "weights" / "best.pt"
     if not weights.is_file():
