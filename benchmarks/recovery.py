@@ -10,6 +10,10 @@ all-int8 per-channel and per-tensor variants, the CLI line that reproduces each,
 - best all-int8 per-channel within 0.02 AP of fp32;
 - best all-int8 per-tensor within 0.01 AP of the best all-int8 per-channel.
 
+Every row also carries its latency on this CPU (median of interleaved invokes, XNNPACK, 2 threads,
+the CPU's SIMD flags recorded): it ranks variants that add ops (split-channels) and says nothing of
+an NPU.
+
 Converted files are cached in ``.cache/recovery/<weights sha256>/`` (``--force`` rebuilds them).
 Exit status 1 when a target is missed; skips (status 0, a message) when the weights or data are absent.
 """
@@ -55,6 +59,10 @@ VARIANTS = [
     ("pt", ("split-levels", "bias-correct")),
     ("pt", ("split-levels", "calib-mse", "bias-correct")),
     *((s, ("split-levels", "calib-mse", "weights-octav", "bias-correct")) for s in SCHEMES),
+    ("pt", ("split-channels",)),
+    ("pt", ("split-levels", "split-channels")),
+    ("pt", ("split-levels", "split-channels", "calib-mse")),
+    ("pt", ("split-levels", "split-channels", "calib-mse", "weights-octav")),
     ("pt", ("split-levels", "qat")),
     *((s, ("split-levels", "qat", "calib-mse")) for s in SCHEMES),
     ("pt", ("equalize",)),
@@ -85,6 +93,7 @@ def main() -> int:
     parser.add_argument("--calib-count", type=int, default=200)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--only", help="comma-separated variant names to (re)run, e.g. pt+split-head")
+    parser.add_argument("--runs", type=int, default=30, help="timed invokes per file for latency_ms")
     parser.add_argument("--force", action="store_true", help="re-convert and re-evaluate cached variants")
     parser.add_argument(
         "--cached-only", action="store_true", help="report the variants already converted, convert nothing"
@@ -166,6 +175,11 @@ def main() -> int:
         print(f"{name:<32} AP {ev['metrics']['AP']:.3f}  vs fp32 {diff}  all-int8 {conv['all_int8']}")
 
     fp32_ap = boot.interval(fp32["detections"])
+    from workbench.bench import bench_models, cpu_features, cpu_model
+
+    timed = bench_models([fp32_path, *(root / f"{r['variant']}.tflite" for r in rows)], runs=args.runs)
+    for row, timing in zip(rows, timed[1:], strict=True):
+        row["latency_ms"] = round(timing.median_ms, 2)
 
     def best(scheme: str) -> dict | None:
         pool = [r for r in rows if r["scheme"] == scheme and r["all_int8"]]
@@ -204,6 +218,14 @@ def main() -> int:
         "fp32": {
             "AP": round(fp32["metrics"]["AP"], 4),
             "AP_interval": [round(fp32_ap.low, 4), round(fp32_ap.high, 4)],
+            "latency_ms": round(timed[0].median_ms, 2),
+        },
+        "latency": {
+            "cpu": cpu_model(),
+            "simd": cpu_features(),
+            "threads": timed[0].threads,
+            "runs": args.runs,
+            "note": "interleaved medians on this CPU; they rank variants here and do not predict an NPU",
         },
         "variants": rows,
         "best_all_int8_per_channel": best_pc,

@@ -2,9 +2,10 @@
 
 ST's float ``st_ssd_mobilenet_v1_025_{192,224,256}.h5`` (``$WORKBENCH_WEIGHTS_DIR/st``, as ST ships
 them: no fine-tuning) converted plain and with the recipes that apply to a Keras model
-(``equalize``: exact cross-layer equalization; ``calib-mse``; ``weights-octav``), calibrated on 200
-``coco-person-train2017`` images, box AP (COCO 0.50:0.95) on the 450 dev images with 95 % bootstrap
-intervals over images, and each variant − plain per-channel with a paired interval. Writes
+(``equalize``: exact cross-layer equalization; ``split-channels``; ``calib-mse``; ``weights-octav``),
+calibrated on 200 ``coco-person-train2017`` images, box AP (COCO 0.50:0.95) on the 450 dev images with 95 % bootstrap
+intervals over images, each variant − plain per-channel with a paired interval, and each file's
+latency on this CPU (interleaved medians, 2 threads, SIMD flags recorded). Writes
 ``benchmarks/results/recovery_ssd.json``. No targets: the issue asks what the recipes do here.
 Converted files are cached in ``.cache/recovery-ssd/<weights sha256>/<imgsz>/``. Skips (status 0)
 without the weights or data.
@@ -38,6 +39,8 @@ VARIANTS = [
     ("int8-per-channel", ("calib-mse", "weights-octav")),
     ("int8-per-tensor", ("calib-mse", "weights-octav")),
     ("int8-per-tensor", ("equalize", "calib-mse", "weights-octav")),
+    ("int8-per-tensor", ("split-channels",)),
+    ("int8-per-tensor", ("equalize", "split-channels")),
 ]
 
 
@@ -53,6 +56,7 @@ def main() -> int:
         print(f"SSD recovery benchmark skipped: {', '.join(map(str, missing))} not found", file=sys.stderr)
         return 0
 
+    from workbench.bench import bench_models, cpu_features, cpu_model
     from workbench.evaluate import evaluate
     from workbench.families import get_family
     from workbench.metrics.bootstrap import ApBootstrap
@@ -87,6 +91,9 @@ def main() -> int:
             row["sha256"] = sha256_file(path)
             rows.append(row)
             print(f"{imgsz} {name:<48} AP {meta['AP']:.3f} {row.get('minus_plain_pc', '')}", flush=True)
+        timed = bench_models([root / f"{row['variant']}.tflite" for row in rows], runs=30)
+        for row, timing in zip(rows, timed, strict=True):
+            row["latency_ms"] = round(timing.median_ms, 2)
         results[str(imgsz)] = {
             "weights": str(h5[imgsz]),
             "weights_sha256": sha256_file(h5[imgsz]),
@@ -102,6 +109,12 @@ def main() -> int:
             "calibration": f"{CALIB} (200 images)",
             "bootstrap": {"n_boot": args.n_boot, "confidence": 0.95, "resampled": "images"},
             "sizes": results,
+            "latency": {
+                "cpu": cpu_model(),
+                "simd": cpu_features(),
+                "threads": 2,
+                "note": "interleaved medians per size on this CPU; they rank variants here, not on an NPU",
+            },
             "seconds": round(time.perf_counter() - started, 1),
             "packages": package_versions(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

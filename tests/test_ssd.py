@@ -119,6 +119,39 @@ def test_equalize_recipe_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd
 
 
 @pytest.mark.slow
+def test_split_channels_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd224, tmp_path):
+    """split-channels on ST's SSD: BatchNorm folded into the parts, the same float network, a
+    per-tensor all-int8 file with more convolutions, and per-channel refused (no file)."""
+    from workbench.errors import WorkbenchError
+    from workbench.quantize import quantize
+    from workbench.runtime import TFLiteModel
+    from workbench.tflite_graph import read_graph
+
+    saved = ssd224["export"].saved_model
+    with pytest.raises(WorkbenchError, match="use it with int8-per-tensor"):
+        quantize(
+            saved, "int8-per-channel", tmp_path / "x.tflite", calib=TRAIN / "images", recipes="split-channels"
+        )
+    assert not (tmp_path / "x.tflite").exists()
+    result = quantize(
+        saved, "int8-per-tensor", tmp_path / "sc.tflite", io="uf", calib=TRAIN / "images", calib_count=16,
+        recipes=["split-channels"],
+    )  # fmt: skip
+    assert (result.all_int8, result.granularity) == (True, "per-tensor")
+    ops = read_graph(result.path).op_histogram()
+    assert ops["CONV_2D"] > read_graph(ssd224["int8-per-channel"].path).op_histogram()["CONV_2D"]
+    assert "ADD_N" not in ops  # depthwise parts are summed with int8 ADDs
+    folder = next(p for p in Path(saved).parent.iterdir() if p.name.endswith("+split-channels"))
+    plain, split = (
+        TFLiteModel(ssd224["fp32"].path),
+        TFLiteModel(quantize(folder, "fp32", tmp_path / "f.tflite").path),
+    )
+    x01 = np.random.default_rng(0).uniform(0, 1, (1, 224, 224, 3)).astype(np.float32)
+    for a, b in zip(plain.run(x01), split.run(x01), strict=True):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_one_fine_tuning_step_lowers_the_loss_on_a_fixed_batch(shared_ssd):
     from workbench.offline import import_tensorflow
 

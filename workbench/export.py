@@ -52,6 +52,7 @@ class ExportResult:
     input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     head: str = "single"
     equalized: bool = False
+    split_channels: bool = False  # convolutions split by channel range (the split-channels recipe)
     kpt_clip: list[float] | None = None
     bias_corrected: str | None = None  # "<granularity>:<calibration digest>" (the bias-correct recipe)
     qat: str | None = None  # "<granularity>:<calibration digest>" (the qat recipe)
@@ -250,6 +251,7 @@ def export_saved_model(
     normalize: bool = True,
     head: str = "single",
     equalize: bool = False,
+    split_channels: bool = False,
     kpt_clip: Sequence[float] | None = None,
     bias_correct: tuple[str, Sequence[Any]] | None = None,
     qat: tuple[str, Sequence[Any]] | None = None,
@@ -261,6 +263,8 @@ def export_saved_model(
     outputs (fine in float; :func:`workbench.quantize.quantize` refuses them for int8).
     ``head="split"`` ends the graph before the decode (:func:`split_head`); ``equalize`` applies
     cross-layer equalization to the fused float model first (:mod:`workbench.recipes.equalize`);
+    ``split_channels`` splits its convolutions by channel range (:mod:`workbench.recipes.split_channels`,
+    last, as the split modules are no longer plain convolutions);
     ``bias_correct`` = (tag, calibration batches) then corrects the biases for int8 weights at the
     tag's granularity (``per-tensor:…`` or ``per-channel:…``, :mod:`workbench.recipes.bias_correct`);
     ``qat`` = (tag, calibration batches) fine-tunes under int8 weights at the tag's granularity
@@ -316,6 +320,10 @@ def export_saved_model(
             from workbench.recipes.qat import finetune_int8
 
             finetune_int8(model.model, qat[1], per_channel=qat[0].startswith("per-channel"))
+        if split_channels:
+            from workbench.recipes.split_channels import split_model
+
+            split_model(model.model)
         decode = (
             split_head(kpt_clip, levels=head == "levels")
             if head != "single"
@@ -347,6 +355,7 @@ def export_saved_model(
             ultralytics=_jsonable(ultra_meta),
             head=head,
             equalized=equalize,
+            split_channels=split_channels,
             kpt_clip=None if kpt_clip is None else [float(v) for v in kpt_clip],
             bias_corrected=None if bias_correct is None else bias_correct[0],
             qat=None if qat is None else qat[0],

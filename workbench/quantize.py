@@ -161,9 +161,15 @@ def quantize(
             raise WorkbenchError(
                 f"incomplete SavedModel: {part} is missing (re-run `workbench export`)", path=saved_model
             )
+    if plan.split_channels and scheme is not Scheme.INT8_PER_TENSOR:
+        raise WorkbenchError(
+            f"split-channels gives per-tensor weights more than one scale per convolution; {scheme.value} "
+            "weights already have one per channel: use it with int8-per-tensor"
+        )
     wanted = {
         "head": plan.head,
         "equalize": plan.equalize,
+        "split_channels": plan.split_channels,
         "kpt_clip": None,
         "bias_correct": None,
         "qat": None,
@@ -190,13 +196,7 @@ def quantize(
             plan.kpt_percentile,
             plan.equalize,
         )
-    if plan.recipes and _export_options(wanted) != {
-        "head": export.head,
-        "equalize": export.equalized,
-        "kpt_clip": export.kpt_clip,
-        "bias_correct": export.bias_corrected,
-        "qat": export.qat,
-    }:
+    if plan.recipes and _export_options(wanted) != _cached_options(export):
         export = _reexport(export, saved_model, wanted)
         saved_model = export.saved_model
     batches: list[np.ndarray] = []
@@ -318,12 +318,14 @@ def _reexport(export: ExportResult, saved_model: str | Path, options: dict[str, 
     )
     if export.family != "yolo" and yolo_only:
         raise WorkbenchError(
-            f"split-head, split-levels, calib-percentile, bias-correct and qat change an Ultralytics YOLO model; this is a "
-            f"{export.family} model (its recipes: equalize, calib-all, calib-mse, weights-octav, int16x8, "
-            "float-fallback)",
+            f"split-head, split-levels, calib-percentile, bias-correct and qat change an Ultralytics YOLO model; "
+            f"this is a {export.family} model (its recipes: equalize, split-channels, calib-all, calib-mse, "
+            "weights-octav, int16x8, float-fallback)",
             path=saved_model,
         )
     tag = f"+{options['head']}-head" + ("+equalized" if options["equalize"] else "")
+    if options["split_channels"]:
+        tag += "+split-channels"
     if options["kpt_clip"] is not None:
         tag += "+clip{:g}_{:g}".format(*options["kpt_clip"])
     if options["bias_correct"] is not None:
@@ -356,8 +358,9 @@ def _reexport_locked(
         )
     if export.family != "yolo":
         return get_family(export.family).export(
-            export.weights, export.imgsz, folder, equalize=options["equalize"]
-        )
+            export.weights, export.imgsz, folder, equalize=options["equalize"],
+            split_channels=options["split_channels"],
+        )  # fmt: skip
     return export_saved_model(export.weights, export.imgsz, folder, normalize=export.normalized, **options)
 
 
@@ -372,6 +375,7 @@ def _cached_options(cached: ExportResult) -> dict[str, Any]:
     return {
         "head": cached.head,
         "equalize": cached.equalized,
+        "split_channels": cached.split_channels,
         "kpt_clip": cached.kpt_clip,
         "bias_correct": cached.bias_corrected,
         "qat": cached.qat,
@@ -451,14 +455,19 @@ def fake_quantize_weights(weights: np.ndarray, per_channel: bool, axis: int = 0)
 
 
 def weight_quantization_error(weights_pt: str | Path, layers: int | None = None):
-    """SQNR (dB) of int8 weights per-tensor vs per-channel for the first ``layers`` (default all) convolutions.
+    """SQNR (dB) of int8 weights per-tensor, per-channel and per-tensor after ``split-channels``, for
+    the first ``layers`` (default all) ungrouped convolutions.
 
-    A teaching aid: shows how much resolution per-tensor weights lose where channel ranges differ.
-    Returns a DataFrame with one row per convolution (BatchNorm folded in, as at export).
+    A teaching aid: shows how much resolution per-tensor weights lose where channel ranges differ,
+    and how much the ``split-channels`` recipe's runs (:mod:`workbench.recipes.split_channels`,
+    each run its own per-tensor scale) give back. Returns a DataFrame with one row per convolution
+    (BatchNorm folded in, as at export).
     """
     import pandas as pd
     import torch
     from ultralytics import YOLO
+
+    from workbench.recipes.split_channels import MIN_GAIN, SPLIT_GROUPS, channel_groups, noise_gain
 
     path = Path(weights_pt)
     if not path.is_file():
@@ -475,8 +484,19 @@ def weight_quantization_error(weights_pt: str | Path, layers: int | None = None)
                 "out_channels": w.shape[0],
                 "channel_range_ratio": float(ranges.max() / max(ranges.min(), 1e-12)),
             }
-            for label, per_channel in (("per_tensor_db", False), ("per_channel_db", True)):
-                noise = float(np.sum((fake_quantize_weights(w, per_channel) - w) ** 2))
+            runs = channel_groups(ranges, SPLIT_GROUPS)
+            if len(runs) == 1 or noise_gain(ranges, runs) < MIN_GAIN:
+                runs = [np.arange(w.shape[0])]  # the recipe leaves this conv whole
+            split = np.empty_like(w, dtype=np.float64)
+            for run in runs:
+                split[run] = fake_quantize_weights(w[run], per_channel=False)
+            rounded = {
+                "per_tensor_db": fake_quantize_weights(w, False),
+                "per_channel_db": fake_quantize_weights(w, True),
+                "split_channels_db": split,
+            }
+            for label, values in rounded.items():
+                noise = float(np.sum((values - w) ** 2))
                 row[label] = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
             rows.append(row)
             if layers is not None and len(rows) == layers:

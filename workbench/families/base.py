@@ -89,9 +89,18 @@ class ModelFamily(ABC):
         return Path(weights)
 
     @abstractmethod
-    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
+    def export(
+        self,
+        weights: str | Path,
+        imgsz: int,
+        out: Path,
+        *,
+        equalize: bool = False,
+        split_channels: bool = False,
+    ) -> ExportResult:
         """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs
-        (``equalize``: cross-layer equalization first, the ``equalize`` recipe)."""
+        (``equalize``: cross-layer equalization first, the ``equalize`` recipe; ``split_channels``:
+        convolutions split by channel range, the ``split-channels`` recipe)."""
 
     @abstractmethod
     def preprocessing(self, weights: str | Path) -> Preprocessing:

@@ -119,10 +119,19 @@ class SsdFamily(ModelFamily):
         }
 
     # ---- export -------------------------------------------------------------------------------
-    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
+    def export(
+        self,
+        weights: str | Path,
+        imgsz: int,
+        out: Path,
+        *,
+        equalize: bool = False,
+        split_channels: bool = False,
+    ) -> ExportResult:
         """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded.
 
-        ``equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`).
+        ``equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`);
+        ``split_channels`` then splits convolutions by channel range (:mod:`workbench.recipes.split_channels_keras`).
         """
         from workbench.export import EXPORT_META, ExportResult
         from workbench.offline import import_tensorflow
@@ -135,6 +144,10 @@ class SsdFamily(ModelFamily):
             from workbench.recipes.equalize_keras import equalize_keras_model
 
             equalize_keras_model(model)
+        if split_channels:
+            from workbench.recipes.split_channels_keras import split_keras_model
+
+            split_keras_model(model)
         size = tuple(model.inputs[0].shape[1:3])
         if size != (imgsz, imgsz):
             raise WorkbenchError(
@@ -167,6 +180,7 @@ class SsdFamily(ModelFamily):
             interpolation=config.preprocessing.interpolation,
             input_range=list(config.preprocessing.input_range),
             equalized=equalize,
+            split_channels=split_channels,
         )
         # A bare module holding the variables: saving the Keras model itself re-traces every layer
         # (minutes on 2 cores) for Keras metadata nobody reads back.

@@ -54,10 +54,18 @@ class YoloFamily(ModelFamily):
             "val": {"map50_95": result.map50_95, "map50": result.map50},
         }
 
-    def export(self, weights: str | Path, imgsz: int, out: Path, *, equalize: bool = False) -> ExportResult:
+    def export(
+        self,
+        weights: str | Path,
+        imgsz: int,
+        out: Path,
+        *,
+        equalize: bool = False,
+        split_channels: bool = False,
+    ) -> ExportResult:
         from workbench.export import export_saved_model
 
-        return export_saved_model(weights, imgsz, out, equalize=equalize)
+        return export_saved_model(weights, imgsz, out, equalize=equalize, split_channels=split_channels)
 
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         return Preprocessing("letterbox", "bilinear", (0.0, 1.0))

@@ -14,6 +14,9 @@ split-levels     split-head, and one output per stride level, keypoint x/y apart
 equalize         cross-layer equalization of consecutive convolutions before export     yes
                  (Ultralytics conv pairs: approximate for SiLU; ST's SSD depthwise→
                  pointwise pairs: exact, the ReLU6 caps move per channel)
+split-channels   per-tensor only: each convolution whose per-tensor weight noise falls    yes
+                 1.5x or more becomes up to 3 convolutions over runs of output channels
+                 of similar range, each with its own scale (exact in float; more ops)
 bias-correct     each conv's bias absorbs the mean output shift its int8 weights (this     yes
                  scheme's granularity) cause on 32 calibration images, before export
 qat              quantization-aware fine-tuning: 300 steps with int8 weights (this scheme's   yes
@@ -65,6 +68,7 @@ class Plan:
     kpt_percentile: float | None = None
     activation_ranges: str = "minmax"
     weight_ranges: str = "minmax"
+    split_channels: bool = False
     bias_correct: bool = False
     qat: bool = False
 
@@ -126,6 +130,15 @@ def _split_levels(plan: Plan) -> None:
 )
 def _equalize(plan: Plan) -> None:
     plan.equalize = True
+
+
+@register(
+    "split-channels",
+    "per-tensor only: each conv whose weight channel ranges differ widely becomes up to 3 convs over "
+    "runs of channels of similar range, each with its own int8 scale (exact in float; more ops)",
+)
+def _split_channels(plan: Plan) -> None:
+    plan.split_channels = True
 
 
 @register(
@@ -225,6 +238,11 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
             "qat leaves the weights on the converter's min/max int8 grid: weights-octav would clip them off it "
             "and bias-correct has no rounding shift left to correct; use qat without them"
         )
+    if "split-channels" in names and {"qat", "bias-correct"} & set(names):
+        raise WorkbenchError(
+            "split-channels changes which weights share an int8 scale after qat and bias-correct have "
+            "learned for the unsplit convolutions' scales; use it without them"
+        )
     library = {"calib-mse", "weights-octav"} & set(names)
     if library and {"int16x8", "float-fallback"} & set(names):
         raise WorkbenchError(
@@ -244,14 +262,20 @@ def build_plan(recipes: str | Iterable[str] | None, calib_count: int) -> Plan:
 
 
 def applies(recipes: str | Iterable[str], scheme_value: str) -> bool:
-    """Whether the recipe set can convert ``scheme_value`` (int16x8 needs per-channel weights).
+    """Whether the recipe set can convert ``scheme_value`` (int16x8 needs per-channel weights;
+    split-channels gives per-tensor weights more scales, which per-channel files already have).
 
     Example:
         >>> applies("split-levels+int16x8", "int8-per-tensor"), applies("int16x8", "int8-per-channel")
         (False, True)
+        >>> applies("split-channels", "int8-per-channel")
+        False
     """
     names = recipes.split("+") if isinstance(recipes, str) else list(recipes)
-    return not ("int16x8" in names and scheme_value == "int8-per-tensor")
+    needs = {"int16x8": "int8-per-channel", "split-channels": "int8-per-tensor"}
+    return not any(
+        name in names and scheme_value != scheme for name, scheme in needs.items() if "int8" in scheme_value
+    )
 
 
 def recipe_suffix(recipes: Iterable[str]) -> str:

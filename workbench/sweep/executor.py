@@ -115,7 +115,7 @@ def conversion_jobs(cfg: RunConfig, models: list[str]) -> dict[tuple, list[tuple
             for scheme in cfg.schemes:
                 for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
                     if recipe and not applies(recipe, scheme.value):
-                        continue  # int16x8 with per-tensor weights: TF cannot make that file
+                        continue  # int16x8 per-tensor (TF cannot), split-channels per-channel (no-op)
                     group = recipe or ("int8" if scheme.is_int8 else scheme.value)
                     jobs[(model, imgsz, group)].append((order, scheme.value, recipe))
                     order += 1

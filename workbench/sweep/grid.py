@@ -6,7 +6,8 @@ an axis is one entry.
 
 ``recipes`` lists recovery-recipe sets (``split-levels+calib-mse``), with ``none`` for the plain
 conversion. A recipe changes an int8 conversion only, so a cell pairing a recipe set with a float
-scheme (or ``int16x8`` with per-tensor weights, which TF's 16x8 mode cannot convert) is not
+scheme (or ``int16x8`` with per-tensor weights, which TF's 16x8 mode cannot convert, or
+``split-channels`` with per-channel weights, which already have a scale per channel) is not
 planned, as ``make report`` plans no such file.
 
 Example:

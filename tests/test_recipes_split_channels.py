@@ -1,0 +1,176 @@
+"""The split-channels recipe: per-tensor convolutions split by channel range (workbench.recipes.split_channels)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.recipes import applies, parse_recipes
+from workbench.recipes.split_channels import _split_module, channel_groups, noise_gain, split_model
+
+
+def _brute_force_cost(amax: np.ndarray, groups: int) -> float:
+    """Least sum of n·max² over every way to cut the sorted channels into at most ``groups`` runs."""
+    a = np.sort(amax)
+    best = len(a) * a[-1] ** 2
+    for k in range(2, groups + 1):
+        for cuts in itertools.combinations(range(1, len(a)), k - 1):
+            bounds = [0, *cuts, len(a)]
+            best = min(best, sum((bounds[i + 1] - bounds[i]) * a[bounds[i + 1] - 1] ** 2 for i in range(k)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_channel_groups_is_the_least_noise_partition(seed, groups):
+    amax = np.random.default_rng(seed).lognormal(0, 1.5, 11)
+    runs = channel_groups(amax, groups)
+    assert sorted(np.concatenate(runs).tolist()) == list(range(11))  # every channel once
+    assert len(runs) <= groups
+    cost = sum(len(r) * amax[r].max() ** 2 for r in runs)
+    assert cost == pytest.approx(_brute_force_cost(amax, groups))
+    assert noise_gain(amax, runs) == pytest.approx(len(amax) * amax.max() ** 2 / cost)
+
+
+def test_channel_groups_keeps_one_run_when_ranges_are_equal():
+    assert len(channel_groups(np.ones(8), 3)) == 1  # more runs cannot lower the noise
+    assert len(channel_groups(np.array([2.0]), 3)) == 1
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_split_conv_computes_the_same_outputs(depthwise):
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8 if depthwise else 1)
+    with torch.no_grad():
+        conv.weight.mul_(torch.logspace(-2, 0, 8).view(8, 1, 1, 1))  # channel ranges spread 100x
+    amax = conv.weight.detach().abs().flatten(1).amax(1).double().numpy()
+    runs = channel_groups(amax, 3)
+    assert len(runs) == 3
+    split = _split_module()(conv, runs)
+    x = torch.randn(2, 8, 10, 10)
+    torch.testing.assert_close(split(x), conv(x), atol=1e-6, rtol=1e-5)
+    # each part's weights span only its own run's range: its per-tensor scale is that run's
+    for part, run in zip(split.parts, runs, strict=True):
+        assert float(part.weight.abs().max()) == pytest.approx(float(amax[run].max()))
+
+
+@pytest.fixture(scope="module")
+def split_synth():
+    """The synthetic checkpoint, fused, and a copy with split-channels applied."""
+    from conftest import CHECKPOINT
+    from ultralytics import YOLO
+
+    base = YOLO(str(CHECKPOINT)).model.fuse(verbose=False).eval()
+    model = copy.deepcopy(base)
+    count = split_model(model)
+    return base, model, count
+
+
+def test_split_model_leaves_the_float_network_unchanged(split_synth):
+    import torch
+
+    base, model, count = split_synth
+    split_cls = _split_module().__name__
+    splits = [m for m in model.modules() if type(m).__name__ == split_cls]
+    assert count == len(splits) > 10
+    # both ways back to the channel order occur: a gather, and a permuted reader conv
+    assert {s.restore is None for s in splits} == {True, False}
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = base(x), model(x)
+    torch.testing.assert_close(got[0], ref[0], atol=1e-4, rtol=1e-4)
+
+
+def test_split_channels_refusals(pose256, synth_eval_set, tmp_path):
+    from workbench.quantize import quantize
+
+    assert applies("split-levels+split-channels", "int8-per-tensor")
+    assert not applies("split-channels", "int8-per-channel")
+    with pytest.raises(WorkbenchError, match="use it without them"):
+        parse_recipes("split-channels,qat")
+    with pytest.raises(WorkbenchError, match="use it without them"):
+        parse_recipes("split-channels+bias-correct")
+    out = tmp_path / "pc.tflite"
+    with pytest.raises(WorkbenchError, match="use it with int8-per-tensor"):
+        quantize(
+            pose256["saved_model"], "int8-per-channel", out, calib=synth_eval_set.train_images,
+            calib_count=4, recipes="split-channels",
+        )  # fmt: skip
+    assert not out.exists()
+
+
+def _sqnr_db(model_path, reference_path, batches) -> float:
+    from workbench.runtime import TFLiteModel
+
+    model, reference = TFLiteModel(model_path), TFLiteModel(reference_path)
+    signal = noise = 0.0
+    for x in batches:
+        for got, ref in zip(model.run(x), reference.run(x), strict=True):
+            signal += float(np.sum(ref.astype(np.float64) ** 2))
+            noise += float(np.sum((got.astype(np.float64) - ref) ** 2))
+    return 10 * np.log10(signal / noise)
+
+
+def test_split_model_lowers_per_tensor_weight_rounding_error(split_synth):
+    """With every conv's weights rounded to per-tensor int8, the split network stays nearer the float one."""
+    import torch
+
+    base, model, _ = split_synth
+
+    def rounded(net):
+        net = copy.deepcopy(net)
+        with torch.no_grad():
+            for conv in (m for m in net.modules() if isinstance(m, torch.nn.Conv2d)):
+                scale = conv.weight.abs().max().clamp_min(1e-12) / 127
+                conv.weight.copy_(torch.round(conv.weight / scale) * scale)
+        return net
+
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = base(x)[0]
+        errors = [float(((rounded(net)(x)[0] - ref) ** 2).mean()) for net in (base, model)]
+    assert errors[1] < errors[0] / 2, errors  # at least 3 dB less output error
+
+
+@pytest.mark.slow
+def test_split_channels_file_is_per_tensor_and_exact_in_float(pose256, synth_eval_set, tmp_path):
+    """The re-export converts to the same float outputs as the plain one, and to an all-int8 per-tensor file."""
+    from workbench.export import ExportResult
+    from workbench.quantize import calibration_batches, quantize
+    from workbench.tflite_graph import read_graph
+
+    result = quantize(
+        pose256["saved_model"], "int8-per-tensor", tmp_path / "pt-split.tflite", io="uf",
+        calib=synth_eval_set.train_images, calib_count=32, recipes="split-channels",
+    )  # fmt: skip
+    assert (result.all_int8, result.granularity) == (True, "per-tensor")
+    folder = next(p for p in pose256["saved_model"].parent.iterdir() if p.name.endswith("+split-channels"))
+    assert ExportResult.load(folder).split_channels
+    graph = read_graph(result.path)
+    plain = read_graph(pose256["int8-per-tensor"])
+    assert graph.op_histogram()["CONV_2D"] > plain.op_histogram()["CONV_2D"]  # the convs really were split
+    batches = calibration_batches(synth_eval_set.val_images, 256, 6)
+    fp32 = quantize(folder, "fp32", tmp_path / "split-fp32.tflite")
+    assert _sqnr_db(fp32.path, pose256["fp32"], batches) > 60  # concat, gather and permuted readers are exact
+    # the int8 file tracks the float model (a wrong channel order would not); on this synthetic
+    # checkpoint its outputs are as near float as the plain per-tensor file's (README)
+    assert _sqnr_db(result.path, pose256["fp32"], batches) > 25
+
+
+def test_weight_quantization_error_shows_what_the_split_gives_back():
+    """Per layer: per-tensor ≤ split-channels ≤ per-channel SQNR, and the split gains where it splits."""
+    from conftest import CHECKPOINT
+
+    from workbench.quantize import weight_quantization_error
+
+    errors = weight_quantization_error(CHECKPOINT)
+    assert (errors.split_channels_db >= errors.per_tensor_db - 0.01).all()
+    assert (errors.split_channels_db <= errors.per_channel_db + 0.01).all()
+    gained = errors.split_channels_db - errors.per_tensor_db
+    assert (gained > 1.0).sum() > 10  # 10·log10(1.5) = 1.8 dB at least where a conv is split
