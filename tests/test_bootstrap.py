@@ -92,3 +92,18 @@ def test_interval_of_one_ap_brackets_it_and_is_seeded(gt):
 def test_interval_rejects_an_inverted_range():
     with pytest.raises(ValueError, match="low"):
         Interval(0.1, 0.2, 0.1, n_boot=10)
+
+
+def test_bootstrap_leaves_ground_truth_and_detections_as_they_were(gt, monkeypatch):
+    """pycocotools edits the entries it evaluates; the bootstrap gives it one-level copies
+    (``editable_copy``) and must score as on deep copies, leaving the caller's dicts alone."""
+    import copy
+
+    from workbench.metrics import coco as coco_module
+
+    dets = _detections(gt, 4.0, seed=5)
+    gt_before, dets_before = copy.deepcopy(gt), copy.deepcopy(dets)
+    shallow = ApBootstrap(gt, "keypoints", n_boot=50, seed=1).interval(dets)
+    assert gt == gt_before and dets == dets_before
+    monkeypatch.setattr(coco_module, "editable_copy", copy.deepcopy)
+    assert ApBootstrap(gt, "keypoints", n_boot=50, seed=1).interval(dets) == shallow

@@ -202,3 +202,62 @@ def test_cli_inspect_json_table_and_errors(tiny, calib_dir, tmp_path, capsys):
     assert main(["inspect", str(missing), "--out", str(tmp_path / "x.json")]) == 2
     assert f"{missing}: model file not found" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_read_graph_parses_each_content_once(tiny, tmp_path, monkeypatch):
+    """A file read again (the benchmark step reads each file up to five times) is not parsed again;
+    a file rewritten in place, even to the same size within one clock tick, is."""
+    import os
+    import shutil
+
+    from workbench import tflite_graph
+
+    parsed = []
+    parse = tflite_graph._parse_graph
+    monkeypatch.setattr(
+        tflite_graph, "_parse_graph", lambda path, data: parsed.append(path) or parse(path, data)
+    )
+    monkeypatch.setattr(tflite_graph, "_cache", type(tflite_graph._cache)())
+    fp32, int8 = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
+    shutil.copyfile(tiny["fp32"], fp32)
+    shutil.copyfile(tiny["int8-per-channel"], int8)
+    first = read_graph(fp32)
+    assert read_graph(fp32) is first and len(parsed) == 1
+    copy = tmp_path / "copy.tflite"
+    shutil.copyfile(fp32, copy)
+    same = read_graph(copy)  # same bytes, other name: the parse is shared, the path is its own
+    assert len(parsed) == 1 and same.path == copy and same.tensors is first.tensors and first.path == fp32
+
+    stat = fp32.stat()
+    data = int8.read_bytes()
+    with open(fp32, "r+b") as f:  # another model, written into the same inode, the old mtime kept
+        f.truncate(0)
+        f.write(data)
+    os.utime(fp32, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = read_graph(fp32)
+    assert len(parsed) == 2 and changed is not first
+    assert (
+        weight_granularity(changed).to_dict()
+        == weight_granularity(read_graph(tiny["int8-per-channel"])).to_dict()
+    )
+    fp32.write_bytes(b"\x00" * 64)
+    with pytest.raises(WorkbenchError, match="not a TFLite flatbuffer"):
+        read_graph(fp32)
+
+
+def test_layer_sqnr_of_several_files_runs_the_reference_once_per_image(tiny, monkeypatch):
+    """The benchmark step scores the fp16 and int8 files of one export against its fp32 file
+    together: the reference runs once per image, and each file gets what it gets alone."""
+    from workbench.runtime import TFLiteModel
+    from workbench.sqnr import layer_sqnr_many
+
+    images = [np.round(x[0] * 255).astype(np.uint8) for x in calibration_images(3, seed=9)]
+    files = [tiny[k] for k in ("fp16", "int8-per-channel", "int8-per-tensor", "int8-ii")]
+    alone = [layer_sqnr(f, tiny["fp32"], images) for f in files]
+    runs = []
+    run = TFLiteModel.run
+    monkeypatch.setattr(TFLiteModel, "run", lambda self, x: runs.append(self.path) or run(self, x))
+    together = layer_sqnr_many(files, tiny["fp32"], images)
+    assert together == alone
+    assert runs.count(tiny["fp32"]) == len(images)  # not once per file and image
+    assert all(runs.count(f) == len(images) for f in files)

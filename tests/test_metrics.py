@@ -324,3 +324,51 @@ def test_ultralytics_oks_area_rescales_only_the_area():
         k: v for k, v in gt["annotations"][0].items() if k != "area"
     }
     assert gt["annotations"][0]["area"] == 50.0  # the input is left as it was
+
+
+def _same_summary(a: MetricResult, b: MetricResult) -> bool:
+    return all(
+        getattr(a, k) == getattr(b, k) or (math.isnan(getattr(a, k)) and math.isnan(getattr(b, k)))
+        for k in SUMMARY
+    )
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
+def test_evaluation_edits_copies_only(iou_type, backend, monkeypatch):
+    """The evaluators edit the entries they are given (ignore flags, ids, areas, RLEs): the
+    evaluator hands them one-level copies (``editable_copy``) instead of deep copies, which must
+    leave the caller's ground truth and detections untouched and give the deep copies' numbers."""
+    import copy
+
+    from workbench.metrics import coco as coco_module
+
+    rng = np.random.default_rng(4)
+    gt = _synthetic_keypoint_gt(rng)
+    for ann in gt["annotations"]:  # polygons, as the synthetic people have: segm replaces them by RLEs
+        x, y, w, h = ann["bbox"]
+        ann["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    if iou_type == "keypoints":
+        by_image = {img["id"]: [] for img in gt["images"]}
+        for ann in gt["annotations"]:
+            k = np.array(ann["keypoints"], dtype=float).reshape(17, 3)
+            pred = np.concatenate([k[:, :2] + rng.normal(0, 6, (17, 2)), rng.uniform(0.3, 1, (17, 1))], -1)
+            by_image[ann["image_id"]].append(
+                {"category_id": 1, "keypoints": pred.ravel().tolist(), "score": float(rng.uniform(0.1, 1))}
+            )
+    else:
+        by_image = _perturbed_coco_results(gt, rng, with_masks=iou_type == "segm")
+    gt_before, results_before = copy.deepcopy(gt), copy.deepcopy(by_image)
+
+    def evaluate() -> MetricResult:
+        ev = CocoEvaluator(gt, iou_type, backend)
+        for image_id, results in by_image.items():
+            ev.update(image_id, results)
+        return ev.compute(), ev.compute()  # a second pass sees what the first left behind
+
+    first, second = evaluate()
+    assert gt == gt_before and by_image == results_before
+    assert _same_summary(first, second)
+    monkeypatch.setattr(coco_module, "editable_copy", copy.deepcopy)
+    reference, _ = evaluate()
+    assert _same_summary(first, reference) and 0.05 < first.AP < 0.99

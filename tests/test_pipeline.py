@@ -145,7 +145,7 @@ def test_kernel_resolves_to_this_environment():
 
 
 def test_cache_is_invalidated_by_any_change_to_its_inputs(completed):
-    from workbench.pipeline import _is_cached
+    from workbench.stepcache import is_cached as _is_cached
 
     _, result = completed
     executed = result.run_dir / "01_write.ipynb"

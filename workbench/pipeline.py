@@ -10,7 +10,8 @@ A run folder is locked while a run uses it (:func:`~workbench.runlock.run_lock`)
 process on the same config is refused (or waits). Before steps re-run, what they produced last
 time (executed notebooks, their HTML, recorded outputs, ``results.csv``) is removed, so a page
 built mid-run or after a failure never shows another run's numbers as current. A cached step's
-recorded outputs are re-hashed: a file changed or truncated since its step finished re-runs it.
+recorded outputs are re-hashed: a file changed or truncated since its step finished re-runs it
+(the records and these rules: :mod:`workbench.stepcache`).
 
 Every notebook receives two parameters and must declare them in its ``parameters`` cell:
 ``config`` (the :class:`~workbench.config.RunConfig` as a dict; rebuild it with
@@ -27,8 +28,6 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -44,18 +43,25 @@ from tqdm.auto import tqdm
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
-from workbench.fileio import sha256_file, write_json, write_text
+from workbench.fileio import write_json, write_text
 from workbench.provenance import Provenance
 from workbench.runlock import Interrupted, pending_interrupt, raise_if_interrupted, run_lock, stop_children
+from workbench.stepcache import (
+    STEPS_DIR,
+    expected_record,
+    invalidate,
+    is_cached,
+    latest_checksums,
+    read_record,
+    snapshot,
+    write_record,
+)
 
-STEPS_DIR = "steps"
 STATUS_JSON = "status.json"
 CONFIG_YAML = "config.yaml"
 PROVENANCE_JSON = "provenance.json"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_BOOKKEEPING = {STATUS_JSON, "index.html"}
-# Outputs the report builder redraws from results.csv after the run: not hash-checked.
-_REDRAWN = ("plots/",)
+_BOOKKEEPING = {STATUS_JSON, "index.html"}  # the run's own files: no step's output
 
 ParamsFor = Callable[[str], Mapping[str, Any]]
 StepContext = Callable[[str], AbstractContextManager]  # entered around each executed notebook
@@ -186,29 +192,12 @@ def base_parameters(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     return {"config": config.to_dict(), "run_dir": str(Path(run_dir).absolute())}
 
 
-def _params_hash(params: Mapping[str, Any]) -> str:
-    # run_dir is left out: a run folder moved or copied elsewhere keeps its cache
-    content = {k: v for k, v in params.items() if k != "run_dir"}
-    blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
-
-
-def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
-    files = {}
-    for path in run_dir.rglob("*"):
-        rel = path.relative_to(run_dir)
-        if path.is_file() and rel.parts[0] != STEPS_DIR and not rel.name.startswith("."):
-            stat = path.stat()
-            files[rel.as_posix()] = (stat.st_mtime_ns, stat.st_size)
-    return files
 
 
 def _to_html(notebook: Path) -> Path:
@@ -233,53 +222,6 @@ def _validate_inputs(notebooks: Sequence[Path], params: dict[str, dict[str, Any]
                 f"valid: {', '.join(sorted(declared))}",
                 path=nb,
             )
-
-
-def _is_cached(
-    record: dict[str, Any] | None,
-    expected: dict[str, Any],
-    executed: Path,
-    latest: dict[str, str] | None = None,
-) -> str | None:
-    """None if the step can be skipped, else why it must run.
-
-    ``latest`` maps each output to the sha256 its last writer recorded (a later step may rewrite an
-    earlier step's file); default: this record's own checksums.
-    """
-    if record is None:
-        return "not run yet"
-    if record.get("status") != "done":
-        return f"last status {record.get('status')!r}"
-    if record.get("config_hash") != expected["config_hash"]:
-        return "config changed"
-    if record.get("notebook_sha256") != expected["notebook_sha256"]:
-        return "notebook changed"
-    if record.get("params_hash") != expected["params_hash"]:
-        return "parameters changed"
-    if not executed.is_file():
-        return "executed notebook missing"
-    outputs = record.get("outputs", [])
-    missing = [o for o in outputs if not (executed.parent / o).exists()]
-    if missing:
-        return f"output {missing[0]} missing"
-    recorded = record.get("output_sha256")
-    if outputs and not isinstance(recorded, dict):
-        return "outputs recorded without checksums"
-    latest = {**(recorded or {}), **(latest or {})}
-    for output in outputs:
-        if output.startswith(_REDRAWN):
-            continue
-        path = executed.parent / output
-        if path.is_file() and sha256_file(path) != latest.get(output):
-            return f"output {output} changed since its step finished (sha256 differs)"
-    return None
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except json.JSONDecodeError:
-        return None  # a corrupt record only costs a re-run
 
 
 def run_pipeline(
@@ -360,21 +302,14 @@ def _run_locked(
     stems = [nb.stem for nb in notebooks]
     steps_dir = run_dir / STEPS_DIR
     steps_dir.mkdir(parents=True, exist_ok=True)
-    expected = {
-        nb.stem: {"config_hash": config.hash, "notebook_sha256": sha256_file(nb),
-                  "params_hash": _params_hash(params[nb.stem])}
-        for nb in notebooks
-    }  # fmt: skip
-    records = {nb.stem: _read_record(steps_dir / f"{nb.stem}.json") for nb in notebooks}
-    latest: dict[str, str] = {}  # output -> sha256 its last writer recorded
-    for record in records.values():
-        if record and isinstance(record.get("output_sha256"), dict):
-            latest.update(record["output_sha256"])
+    expected = {nb.stem: expected_record(config, nb, params[nb.stem]) for nb in notebooks}
+    records = {nb.stem: read_record(steps_dir / f"{nb.stem}.json") for nb in notebooks}
+    latest = latest_checksums(records)
     # A linear pipeline: once one step must run, every later step runs too.
     first_to_run, why = len(notebooks), None
     for i, nb in enumerate(notebooks):
         why = (
-            "--force" if force else _is_cached(records[nb.stem], expected[nb.stem], run_dir / nb.name, latest)
+            "--force" if force else is_cached(records[nb.stem], expected[nb.stem], run_dir / nb.name, latest)
         )
         if why is not None:
             first_to_run = i
@@ -387,7 +322,7 @@ def _run_locked(
     todo = notebooks[first_to_run:]
     if todo:
         write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": todo[0].stem})
-        _invalidate(run_dir, todo, records)
+        invalidate(run_dir, todo, records)
         write_text(run_dir / CONFIG_YAML, config.to_yaml())
         prov = Provenance.collect(config.hash)
         write_json(run_dir / PROVENANCE_JSON, prov.to_dict())
@@ -413,34 +348,10 @@ def _run_locked(
             _run_step(nb, run_dir, params[nb.stem], expected[nb.stem], status, kernel_name, step_context)
         )
 
-    previous = _read_record(run_dir / STATUS_JSON) or {}
+    previous = read_record(run_dir / STATUS_JSON) or {}
     if todo or previous.get("state") != "complete":
         write_json(run_dir / STATUS_JSON, {**status, "state": "complete", "step": None, "finished": _now()})
     return RunResult(run_id, run_dir, config.hash, results)
-
-
-def _invalidate(run_dir: Path, todo: list[Path], records: dict[str, dict[str, Any] | None]) -> None:
-    """Remove what the steps about to run produced last time, so nothing stale passes for current."""
-    from workbench.report.table import RESULTS_CSV
-
-    root = run_dir.resolve()
-    rerun = {nb.stem for nb in todo}
-    kept = {o for stem, r in records.items() if stem not in rerun for o in (r or {}).get("outputs", [])}
-    stale = {run_dir / "index.html", run_dir / RESULTS_CSV}
-    for nb in todo:
-        stale |= {run_dir / STEPS_DIR / f"{nb.stem}.json", run_dir / nb.name, run_dir / f"{nb.stem}.html"}
-        for output in (records.get(nb.stem) or {}).get("outputs", []):
-            path = run_dir / output
-            # a hand-edited record must not reach outside; a cached step's file stays
-            if path.resolve().is_relative_to(root) and output not in kept:
-                stale.add(path)
-    for path in sorted(stale):
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    for folder in sorted({p.parent for p in stale}, key=lambda p: -len(p.parts)):
-        while folder != run_dir and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()  # emptied output folders (eval/<variant>/, plots/) go too
-            folder = folder.parent
 
 
 def _run_step(
@@ -454,7 +365,7 @@ def _run_step(
     executed = run_dir / nb.name
     write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": nb.stem})
     try:
-        before = _snapshot(run_dir)
+        before = snapshot(run_dir)
         started, t0 = _now(), time.perf_counter()
         try:
             with step_context(nb.stem):
@@ -478,17 +389,10 @@ def _run_step(
         raise_if_interrupted()
         html = _to_html(executed)
         seconds = time.perf_counter() - t0
-        after = _snapshot(run_dir)
-        outputs = sorted(
-            k
-            for k, v in after.items()
-            if before.get(k) != v and k not in _BOOKKEEPING | {executed.name, html.name}
-        )
-        checksums = {k: sha256_file(run_dir / k) for k in outputs}
-        write_json(run_dir / STEPS_DIR / f"{nb.stem}.json", {
-            "status": "done", **expected, "started": started, "finished": _now(),
-            "seconds": round(seconds, 3), "outputs": outputs, "output_sha256": checksums,
-        })  # fmt: skip
+        outputs = write_record(
+            run_dir, nb.stem, expected, before, _BOOKKEEPING | {executed.name, html.name},
+            started=started, finished=_now(), seconds=round(seconds, 3),
+        )  # fmt: skip
     except WorkbenchError:
         raise
     except BaseException as caught:  # kernel death, SIGTERM, Ctrl-C: still leave an honest status

@@ -213,13 +213,16 @@ def quantize(
             raise WorkbenchError(f"calibration needs at least 1 image, got calib_count {calib_count}")
         if calib is None:
             raise WorkbenchError(f"{scheme.value} needs --calib IMAGES (a folder of calibration images)")
-        batches = calibration_batches(
-            calib,
-            export.imgsz,
-            calib_count,
-            preprocess=export.preprocess,
-            interpolation=export.interpolation,
-            input_range=export.input_range,
+        from workbench.calibration import prepared_images
+
+        options = {
+            "preprocess": export.preprocess,
+            "interpolation": export.interpolation,
+            "input_range": tuple(export.input_range),
+        }
+        key = (str(Path(calib).resolve()), export.imgsz, calib_count, *options.values())
+        batches = prepared_images(  # decoded once for the int8 schemes of a task (executor)
+            key, lambda: calibration_batches(calib, export.imgsz, calib_count, **options)
         )
         log.info("calibrating %s with %d images from %s", scheme.value, len(batches), calib)
 

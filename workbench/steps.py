@@ -198,28 +198,26 @@ def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     variants = load_variants(run_dir)
     dataset = dataset_for(cfg, need_training=False)
     # SQNR against our fp32 file of the same model and size; zoo files have no float reference
-    references = {(v.model, v.imgsz): v.path for v in variants if v.scheme == Scheme.FP32.value}
-    # interleaved, so the latency ratios between variants survive a busy machine
-    timings = bench_models(
-        [v.path for v in variants], threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed
-    )
-    rows = []
-    for variant, timing in zip(tqdm(variants, desc="inspect"), timings, strict=True):
-        reference = (
-            references.get((variant.model, variant.imgsz)) if variant.scheme != Scheme.FP32.value else None
-        )
+    fp32 = {(v.model, v.imgsz): v.path for v in variants if v.scheme == Scheme.FP32.value}
+    references = {}
+    for variant in variants:
+        reference = fp32.get((variant.model, variant.imgsz)) if variant.scheme != Scheme.FP32.value else None
         if reference and variant.recipe and not same_network(variant.path, reference):
             reference = (
                 None  # a recipe that changed the outputs (split-head) has no fp32 file of its own here
             )
-        info = inspect_model(
-            variant.path,
-            reference=reference,
-            calib_images=dataset.val_images if reference else None,
-            calib_count=4,
-            threads=cfg.threads,
-        )
-        worst = info.sqnr[0] if info.sqnr else None
+        if reference:
+            references[variant.name] = reference
+    # interleaved, so the latency ratios between variants survive a busy machine
+    timings = bench_models(
+        [v.path for v in variants], threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed
+    )
+    sqnr = _layer_sqnr(variants, references, dataset.val_images, cfg.threads)
+    rows = []
+    for variant, timing in zip(tqdm(variants, desc="inspect"), timings, strict=True):
+        info = inspect_model(variant.path, threads=cfg.threads)
+        layers = sqnr.get(variant.name)
+        worst = layers[0] if layers else None
         rows.append(
             {
                 "variant": variant.name,
@@ -236,6 +234,29 @@ def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
         )
     write_json(_results_path(run_dir, "benchmark"), rows)
     return pd.DataFrame(rows)
+
+
+def _layer_sqnr(
+    variants: list[Variant], references: dict[str, str], images: Path, threads: int, count: int = 4
+) -> dict[str, list]:
+    """Per-layer SQNR of each variant named in ``references`` against its reference, on the first
+    ``count`` images: the variants of one reference (the schemes of one export) run together, so
+    the reference runs once per image (:func:`workbench.sqnr.layer_sqnr_many`)."""
+    from workbench.data.images import list_images, load_image
+    from workbench.sqnr import layer_sqnr_many
+
+    groups: dict[str, list[Variant]] = {}
+    for variant in variants:
+        if variant.name in references:
+            groups.setdefault(references[variant.name], []).append(variant)
+    if not groups:
+        return {}
+    decoded = [load_image(p) for p in list_images(images, count)]
+    out = {}
+    for reference, members in groups.items():
+        layers = layer_sqnr_many([v.path for v in members], reference, decoded, threads=threads)
+        out.update({v.name: result for v, result in zip(members, layers, strict=True)})
+    return out
 
 
 # ---- 05 compare -------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import math
 import warnings
@@ -86,15 +85,16 @@ def _evaluate_images(gt: dict, results: list[dict], iou_type: str, img_ids: list
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from workbench.metrics.coco import _with_num_keypoints
+    from workbench.metrics.coco import _with_num_keypoints, editable_copy
 
     gt = _with_num_keypoints(gt) if iou_type == "keypoints" else gt
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.dataset = editable_copy(gt)
         coco_gt.createIndex()
         cats, imgs = set(cat_ids), set(img_ids)
-        kept = [copy.deepcopy(r) for r in results if r["category_id"] in cats and r["image_id"] in imgs]
+        # loadRes and COCOeval set keys of each entry (area, id, ignore): one level deep is enough
+        kept = [dict(r) for r in results if r["category_id"] in cats and r["image_id"] in imgs]
         coco_dt = coco_gt.loadRes(kept) if kept else COCO()
         evaluator = COCOeval(coco_gt, coco_dt, iou_type)
         evaluator.params.imgIds = list(img_ids)

@@ -50,6 +50,23 @@ def load_gt_dict(gt: Any) -> tuple[dict[str, Any], str | None]:
     )
 
 
+def editable_copy(gt: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a COCO dict that pycocotools and faster-coco-eval may edit, for a fraction of
+    ``copy.deepcopy``'s cost (0.36 s per evaluation for 200 synthetic val images with polygons).
+
+    Their COCO index and evaluators set keys of the entries (``ignore``, ``id``, ``area``, an RLE
+    replacing a polygon, ``fp``/``fn`` marks), never edit a value inside one, so each image,
+    annotation and category dict is copied one level deep and everything else deeply
+    (tests/test_metrics.py checks that an evaluation leaves the original unchanged).
+    """
+    return {
+        key: [dict(e) if isinstance(e, dict) else copy.deepcopy(e) for e in value]
+        if isinstance(value, list)
+        else copy.deepcopy(value)
+        for key, value in gt.items()
+    }
+
+
 def default_category_map(gt: dict[str, Any], nc: int | None = None) -> dict[int, int]:
     """Model class index -> GT category id.
 
@@ -160,15 +177,13 @@ class CocoEvaluator:
         return self._result(stats, img_ids, n_gt, n_det)
 
     def _run(self, img_ids: list[int], cat_ids: list[int]) -> list[float]:
-        results = copy.deepcopy(
-            [r for r in self.results if r["category_id"] in cat_ids]
-        )  # loadRes edits entries
+        results = [dict(r) for r in self.results if r["category_id"] in cat_ids]  # loadRes edits entries
         gt = _with_num_keypoints(self.gt) if self.iou_type == "keypoints" else self.gt
         with contextlib.redirect_stdout(io.StringIO()):
             if self.backend == "faster":
                 from faster_coco_eval import COCO, COCOeval_faster
 
-                coco_gt = COCO(copy.deepcopy(gt))
+                coco_gt = COCO(editable_copy(gt))
                 coco_dt = coco_gt.loadRes(results)
                 evaluator = COCOeval_faster(
                     coco_gt, coco_dt, self.iou_type, kpt_oks_sigmas=self.kpt_oks_sigmas
@@ -179,7 +194,7 @@ class CocoEvaluator:
                 from pycocotools.cocoeval import COCOeval
 
                 coco_gt = COCO()
-                coco_gt.dataset = copy.deepcopy(gt)
+                coco_gt.dataset = editable_copy(gt)
                 coco_gt.createIndex()
                 coco_dt = coco_gt.loadRes(results)
                 evaluator = COCOeval(coco_gt, coco_dt, self.iou_type)

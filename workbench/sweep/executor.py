@@ -2,8 +2,8 @@
 ``steps.evaluate`` delegate here), on the same cluster code as ``workbench sweep``.
 
 - quantize: one export task per (model, imgsz); after it, one task per float scheme, one that
-  converts the plain int8 schemes in turn (they share one calibration:
-  :mod:`workbench.calibration`), and one per recipe entry that converts every int8 scheme with
+  converts the plain int8 schemes in turn (they share one calibration, and the calibration images
+  decoded once: :mod:`workbench.calibration`), and one per recipe entry that converts every int8 scheme with
   that recipe in turn (they share the recipe's re-export, which two tasks must not write at once).
 - evaluate: one task per (model, imgsz) of ours, which runs every scheme's file over the images
   in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
@@ -215,38 +215,52 @@ def _convert_group(
     dataset: PreparedDataset,
     run_dir: str,
 ) -> list[Variant]:
+    from workbench.calibration import share_images
+
+    with share_images():  # the int8 schemes of this task calibrate on images decoded once
+        return [
+            _convert_one(cfg, record, imgsz, saved, scheme_name, recipe, dataset, run_dir)
+            for _, scheme_name, recipe in members
+        ]
+
+
+def _convert_one(
+    cfg: RunConfig,
+    record: dict[str, Any],
+    imgsz: int,
+    saved,
+    scheme_name: str,
+    recipe: str,
+    dataset: PreparedDataset,
+    run_dir: str,
+) -> Variant:
     from workbench.config import IOType, Scheme
     from workbench.quantize import quantize
 
-    variants = []
-    for _, scheme_name, recipe in members:
-        scheme, name = Scheme(scheme_name), record["name"]
-        io = cfg.io if scheme.is_int8 else IOType.FF
-        tag = scheme.value + (f"+{recipe}" if recipe else "")
-        out = Path(run_dir) / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
-        result = quantize(
-            saved.saved_model,
-            scheme,
-            out,
-            io=io,
-            calib=dataset.calib_images,
-            calib_count=cfg.calib_images,
-            recipes=recipe or None,
-        )
-        variants.append(
-            Variant(
-                name=f"{name}_{imgsz}_{tag}_{result.io.value}",
-                model=name,
-                source="ours",
-                task=cfg.task.value,
-                imgsz=imgsz,
-                scheme=scheme.value,
-                io=result.io.value,
-                path=str(out),
-                sha256=result.sha256,
-                size_bytes=result.size_bytes,
-                recipe=recipe,
-                all_int8=result.all_int8,
-            )
-        )
-    return variants
+    scheme, name = Scheme(scheme_name), record["name"]
+    io = cfg.io if scheme.is_int8 else IOType.FF
+    tag = scheme.value + (f"+{recipe}" if recipe else "")
+    out = Path(run_dir) / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
+    result = quantize(
+        saved.saved_model,
+        scheme,
+        out,
+        io=io,
+        calib=dataset.calib_images,
+        calib_count=cfg.calib_images,
+        recipes=recipe or None,
+    )
+    return Variant(
+        name=f"{name}_{imgsz}_{tag}_{result.io.value}",
+        model=name,
+        source="ours",
+        task=cfg.task.value,
+        imgsz=imgsz,
+        scheme=scheme.value,
+        io=result.io.value,
+        path=str(out),
+        sha256=result.sha256,
+        size_bytes=result.size_bytes,
+        recipe=recipe,
+        all_int8=result.all_int8,
+    )
