@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from workbench.config import RunConfig, Task
+from workbench.config import METRIC_OF_TASK, RunConfig, Task
 from workbench.decode.ssd import decode_ssd
 from workbench.errors import WorkbenchError
 from workbench.families import family_of, get_family, list_families
-from workbench.families.base import METRIC_OF_TASK
 from workbench.families.ssd_train import encode, match
 from workbench.families.st_config import load_st_config
 from workbench.locations import weights_dir

@@ -48,7 +48,14 @@ class IOType(StrEnum):
 
 
 IMGSZ_MIN, IMGSZ_MAX, IMGSZ_STRIDE = 64, 1280, 32
-PROTOCOLS = ("coco", "st")
+PROTOCOLS = ("coco", "st")  # evaluation protocols: COCO's, and ST's model-zoo one
+# The one definition of each task vocabulary: the COCO iou type that scores a task, and Ultralytics'
+# name for it (keys are Task members, equal to their plain strings).
+METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
+TASK_OF_METRIC = {metric: task for task, metric in METRIC_OF_TASK.items()}
+METRICS = tuple(METRIC_OF_TASK.values())
+ULTRALYTICS_TASK = {Task.POSE: "pose", Task.SEG: "segment", Task.DETECT: "detect"}
+TASK_OF_ULTRALYTICS = {name: task for task, name in ULTRALYTICS_TASK.items()}
 TARGETS = (None, "cpu", "npu")
 
 

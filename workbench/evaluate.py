@@ -39,16 +39,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from workbench.config import Task
+from workbench.config import METRIC_OF_TASK, PROTOCOLS, TASK_OF_METRIC, Task
 from workbench.decode import Detections, decode, model_family
 from workbench.decode.yolo import resolve_layout
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_json
 from workbench.metrics import CocoEvaluator, MetricResult, StEvaluator, default_category_map
-from workbench.metrics.coco import IOU_TYPE_OF_TASK, TASK_OF_IOU_TYPE
 from workbench.metrics.st import ST_EVAL_IOU, ST_SETTINGS
 
-PROTOCOLS = ("coco", "st")
 COCO_SETTINGS = {"conf": 0.001, "iou": 0.7}  # Ultralytics' val defaults
 PREFETCH = 4  # images decoded and pre-processed ahead of the interpreter
 TIMING_KEYS = ("load", "preprocess", "invoke", "decode", "metric", "wall")
@@ -283,13 +281,13 @@ def evaluate_models(
     protocols = list(protocols)
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
         raise WorkbenchError(f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {protocols}")
-    iou_type = iou_type or IOU_TYPE_OF_TASK[task]
-    if iou_type not in TASK_OF_IOU_TYPE:
-        raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_IOU_TYPE)}, got {iou_type!r}")
+    iou_type = iou_type or METRIC_OF_TASK[task]
+    if iou_type not in TASK_OF_METRIC:
+        raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_METRIC)}, got {iou_type!r}")
     _check_arguments(task, iou_type, conf, iou, max_det, threads, None)
     for out_dir in out_dirs or ():
         _check_out_dir(out_dir)
-    if "st" in protocols and (task is Task.SEG or iou_type != IOU_TYPE_OF_TASK[task]):
+    if "st" in protocols and (task is Task.SEG or iou_type != METRIC_OF_TASK[task]):
         raise WorkbenchError(
             f"protocol 'st' scores pose keypoints and detection boxes only (got task {task.value}, iou_type {iou_type})"
         )
@@ -311,7 +309,7 @@ def evaluate_models(
             )
 
     # Ground truth first: a dataset that cannot score this task fails before any model is opened.
-    dataset = load_coco(ann, images, task=TASK_OF_IOU_TYPE[iou_type])
+    dataset = load_coco(ann, images, task=TASK_OF_METRIC[iou_type])
     entries = dataset.images[:max_images] if max_images else list(dataset.images)
     if not entries:
         raise WorkbenchError("has no images to evaluate", path=ann)
@@ -423,7 +421,7 @@ class _Scorer:
         seconds["decode"] += time.perf_counter() - start
         start = time.perf_counter()
         self.evaluator.update(entry["id"], det)
-        self.coco_results.extend(det.to_coco(entry["id"], self.category_map, TASK_OF_IOU_TYPE[self.iou_type]))
+        self.coco_results.extend(det.to_coco(entry["id"], self.category_map, TASK_OF_METRIC[self.iou_type]))
         seconds["metric"] += time.perf_counter() - start
         self.n_det += len(det)
 
@@ -672,10 +670,10 @@ def _check_arguments(task: Task, iou_type: str, conf, iou, max_det, threads, out
     for name, value in (("max-det", max_det), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise WorkbenchError(f"--{name} must be an integer of at least 1, got {value!r}")
-    if TASK_OF_IOU_TYPE[iou_type] not in (task, Task.DETECT):
-        valid = sorted({IOU_TYPE_OF_TASK[task], "bbox"})
+    if TASK_OF_METRIC[iou_type] not in (task, Task.DETECT):
+        valid = sorted({METRIC_OF_TASK[task], "bbox"})
         raise WorkbenchError(
-            f"iou_type {iou_type!r} needs a {TASK_OF_IOU_TYPE[iou_type].value} model; a {task.value} "
+            f"iou_type {iou_type!r} needs a {TASK_OF_METRIC[iou_type].value} model; a {task.value} "
             f"model can be scored with: {', '.join(valid)}"
         )
     _check_out_dir(out_dir)

@@ -21,13 +21,12 @@ from typing import Any
 
 import yaml
 
-from workbench.config import validate_imgsz
+from workbench.config import METRIC_OF_TASK, TASK_OF_ULTRALYTICS, validate_imgsz
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.offline import ensure_calibration_npy, import_tensorflow
 
 EXPORT_META = "workbench_export.json"
-ULTRALYTICS_TASK = {"pose": "pose", "segment": "seg", "detect": "detect"}
 HEADS = ("single", "split", "levels")
 
 
@@ -58,7 +57,7 @@ class ExportResult:
     qat: str | None = None  # "<granularity>:<calibration digest>" (the qat recipe)
 
     def __post_init__(self) -> None:
-        if self.task not in ULTRALYTICS_TASK.values():
+        if self.task not in METRIC_OF_TASK:
             raise ValueError(f"unknown task {self.task!r}")
         if self.preprocess not in ("letterbox", "resize"):
             raise ValueError(f"preprocess must be letterbox or resize, got {self.preprocess!r}")
@@ -292,7 +291,7 @@ def export_saved_model(
             model = YOLO(str(local))
         except Exception as err:  # corrupt or foreign checkpoints fail deep inside torch.load
             raise WorkbenchError(f"cannot load checkpoint: {err}", path=weights) from None
-        task = ULTRALYTICS_TASK.get(model.task)
+        task = TASK_OF_ULTRALYTICS.get(model.task)
         if task is None:
             raise WorkbenchError(f"task {model.task!r} is not exportable here", path=weights)
         if head != "single" and task not in ("pose", "detect"):

@@ -83,9 +83,9 @@ def ultralytics_val(
     """Ultralytics' own val with the COCO protocol's thresholds (conf 0.001, IoU 0.7, 100 dets)."""
     from ultralytics import YOLO
 
-    from workbench.train import TASK_TO_ULTRALYTICS
+    from workbench.config import ULTRALYTICS_TASK
 
-    metrics = YOLO(str(weights), task=TASK_TO_ULTRALYTICS[task]).val(
+    metrics = YOLO(str(weights), task=ULTRALYTICS_TASK[task]).val(
         data=str(data_yaml),
         imgsz=imgsz,
         batch=batch,

@@ -33,7 +33,6 @@ from workbench.config import RunConfig, Scheme
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.families import family_of
-from workbench.families.base import METRIC_OF_TASK  # noqa: F401  (the steps' public name for it)
 from workbench.fileio import sha256_file, write_csv, write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
 from workbench.variant import Variant

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workbench.config import ULTRALYTICS_TASK
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file
 
@@ -23,7 +24,6 @@ FINE_TUNE_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 0,
     "warmup_bias_lr": 0.0,
 }
-TASK_TO_ULTRALYTICS = {"pose": "pose", "seg": "segment", "detect": "detect"}
 METRIC_KEYS = {
     "pose": ("metrics/mAP50-95(P)", "metrics/mAP50(P)"),
     "seg": ("metrics/mAP50-95(M)", "metrics/mAP50(M)"),
@@ -91,8 +91,8 @@ def train(
         ...       epochs=1, imgsz=256)  # doctest: +SKIP
     """
     data, out = Path(data), Path(out).resolve()
-    if task not in TASK_TO_ULTRALYTICS:
-        raise WorkbenchError(f"unknown task {task!r}; expected one of {sorted(TASK_TO_ULTRALYTICS)}")
+    if task not in ULTRALYTICS_TASK:
+        raise WorkbenchError(f"unknown task {task!r}; expected one of {sorted(map(str, ULTRALYTICS_TASK))}")
     if not data.is_file():
         raise WorkbenchError("data.yaml not found", path=data)
     model_str = str(model)
@@ -126,7 +126,7 @@ def train(
         args.update(FINE_TUNE_DEFAULTS)
     args.update(overrides or {})
     started = time.perf_counter()
-    yolo = YOLO(model_str, task=TASK_TO_ULTRALYTICS[task])
+    yolo = YOLO(model_str, task=ULTRALYTICS_TASK[task])
     yolo.train(trainer=_validating_once(yolo.task_map[yolo.task]["trainer"]), **args)
     seconds = time.perf_counter() - started
     weights = out / "weights" / "best.pt"

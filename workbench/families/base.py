@@ -7,16 +7,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config import Task
+from workbench.config import METRIC_OF_TASK, Task
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
     from workbench.export import ExportResult
-
-# COCO iou type scored for each task (the metric a family's models are ranked by)
-METRIC_OF_TASK = {Task.POSE: "keypoints", Task.SEG: "segm", Task.DETECT: "bbox"}
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.config import Task
+from workbench.config import TASK_OF_METRIC
 from workbench.decode.detections import COCO80_TO_91, Detections
 from workbench.errors import WorkbenchError
 from workbench.metrics.result import MetricResult
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 BACKENDS = ("faster", "pycocotools")
-TASK_OF_IOU_TYPE = {"bbox": Task.DETECT, "segm": Task.SEG, "keypoints": Task.POSE}
-IOU_TYPE_OF_TASK = {Task.DETECT: "bbox", Task.SEG: "segm", Task.POSE: "keypoints"}
 # Ultralytics' val scales OKS by 0.53 x the box area (COCO persons fill about 53 % of their box);
 # COCO scales it by the annotation's own (segment) area.
 ULTRALYTICS_OKS_AREA = 0.53
@@ -137,7 +135,7 @@ class CocoEvaluator:
             raise WorkbenchError(f"image id {image_id} is not in the ground truth", path=self.source)
         if isinstance(detections, Detections):
             kept = detections.filter(classes=list(self.category_map))
-            entries = kept.to_coco(image_id, self.category_map, TASK_OF_IOU_TYPE[self.iou_type])
+            entries = kept.to_coco(image_id, self.category_map, TASK_OF_METRIC[self.iou_type])
         else:
             entries = [dict(d, image_id=image_id) for d in detections]
         self._evaluated.add(image_id)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.config import IOType, Scheme, Task
+from workbench.config import METRICS, IOType, Scheme, Task
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path
 
@@ -46,7 +46,6 @@ OPTIONAL_COLUMNS = (
 RESULT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 SOURCES = ("ours", "zoo")
-METRICS = ("keypoints", "segm", "bbox")
 _FRACTIONS = ("ap", "ap50", "ap75", "ar", "ap_low", "ap_high", "ap50_low", "ap50_high", "st_ap")
 _NON_NEGATIVE = (
     "latency_ms_median",

@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from workbench.config import IOType
+from workbench.config import METRIC_OF_TASK, IOType
 from workbench.data.prepare import PreparedDataset
 from workbench.export import EXPORT_META, ExportResult
 from workbench.sweep.grid import Cell
-
-METRIC_OF_TASK = {"pose": "keypoints", "seg": "segm", "detect": "bbox"}
 
 
 def export_task(weights: str, imgsz: int, folder: str) -> ExportResult:
