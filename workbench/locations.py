@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.config import RunConfig, resolve_path
 from workbench.errors import WorkbenchError
 from workbench.offline import REPO_ROOT
 
@@ -69,8 +70,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
         return model
     if IMGSZ_FIELD in model:
         return _resolve_template(model)
-    from workbench.config import resolve_path
-
     looked: list[str] = []
     for candidate in (Path(model).expanduser(), resolve_path(model)):
         if candidate.exists():
@@ -96,8 +95,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
 
 def _resolve_template(model: str) -> Path:
     """``…_{imgsz}.h5`` (one file per image size): the template in the first folder holding a match."""
-    from workbench.config import resolve_path
-
     pattern = Path(model).name.replace(IMGSZ_FIELD, "*")
     folders = [Path(model).expanduser().parent, resolve_path(model).parent]
     root = weights_dir()
@@ -151,8 +148,6 @@ def resolve_data(path: str | None) -> Path | None:
     """
     if path is None:
         return None
-    from workbench.config import resolve_path
-
     given = resolve_path(path)
     if given.exists():
         return given
@@ -184,9 +179,30 @@ def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:
     """Resolve a config's model entry: a folder of .tflite files (as given, from the repository
     root, or under :func:`zoo_dir`) is a zoo source; anything else is weights
     (:func:`resolve_weights`)."""
-    from workbench.config import resolve_path
-
     for candidate in (Path(entry).expanduser(), resolve_path(entry), zoo_dir() / entry):
         if candidate.is_dir():
             return ModelSource(entry, "zoo", candidate.resolve())
     return ModelSource(entry, "ours", resolve_weights(entry, allow_download))
+
+
+def validate_paths(config: RunConfig, source: str | None = None) -> None:
+    """Raise unless every model and dataset path ``config`` names is found.
+
+    Models resolve through :func:`resolve_model` (paths, names under WORKBENCH_WEIGHTS_DIR /
+    WORKBENCH_ZOO_DIR); data paths through :func:`resolve_data` (as given, the repository root,
+    WORKBENCH_DATA_DIR).
+    """
+    for entry in config.models:
+        try:
+            resolve_model(entry, config.allow_download)
+        except WorkbenchError as err:
+            raise WorkbenchError(err.message, path=source) from None
+    named = [("dataset", config.dataset)] if config.dataset not in ("synthetic", "coco") else []
+    keys = ("ann", "images", "train_ann", "train_images", "calib_dir")
+    named += [(key, getattr(config, key)) for key in keys if getattr(config, key)]
+    for key, value in named:
+        if not resolve_data(value).exists():
+            raise WorkbenchError(
+                f"{key} {value!r} not found (as given, from the repository root, or under WORKBENCH_DATA_DIR)",
+                path=source,
+            )

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_json, write_text
+from workbench.locations import validate_paths
 from workbench.provenance import Provenance
 from workbench.runlock import Interrupted, pending_interrupt, raise_if_interrupted, run_lock, stop_children
 from workbench.stepcache import (
@@ -278,7 +279,7 @@ def run_pipeline(
         nb.stem: {**base_parameters(config, run_dir), **dict(params_for(nb.stem) if params_for else {})}
         for nb in notebooks
     }
-    config.validate_paths()
+    validate_paths(config)
     _validate_inputs(notebooks, params)
     check_kernel(kernel_name)
 

@@ -34,7 +34,7 @@ from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.families import family_of
 from workbench.fileio import sha256_file, write_csv, write_json
-from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.locations import ModelSource, resolve_data, resolve_model, validate_paths
 from workbench.variant import Variant
 
 RESULTS = "results"
@@ -88,7 +88,7 @@ def preflight(cfg: RunConfig, source: str | None = None) -> None:
     and image files. A report calls it before its first notebook."""
     from workbench.data.coco import load_coco, require_image_files
 
-    cfg.validate_paths(source)
+    validate_paths(cfg, source)
     dataset = dataset_for(cfg, need_training=False)
     require_image_files(load_coco(dataset.val_ann, dataset.val_images, task=cfg.task))
 

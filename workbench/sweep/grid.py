@@ -160,7 +160,7 @@ class SweepConfig:
         Raises:
             WorkbenchError: an invalid axis value (named with its axis), before anything runs.
         """
-        from workbench.locations import resolve_model
+        from workbench.locations import resolve_model, validate_paths
         from workbench.recipes import applies
 
         keys = list(self.axes)
@@ -178,7 +178,7 @@ class SweepConfig:
                 settings["recipes"] = []
             try:
                 config = RunConfig.from_dict(settings)
-                config.validate_paths()
+                validate_paths(config)
             except WorkbenchError as err:
                 where = ", ".join(f"{k}={v}" for k, v in values.items())
                 raise WorkbenchError(f"cell ({where}): {err.message}", path=self.source) from None

@@ -13,9 +13,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+import workbench.sweep.store as store
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
-from workbench.sweep import store
 from workbench.sweep.grid import Cell, SweepConfig
 from workbench.sweep.tasks import cell_task, export_task, failed_row
 
