@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.config import RunConfig, resolve_path
+from workbench.config import resolve_path
 from workbench.errors import WorkbenchError
 from workbench.offline import REPO_ROOT
 
@@ -183,26 +183,3 @@ def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:
         if candidate.is_dir():
             return ModelSource(entry, "zoo", candidate.resolve())
     return ModelSource(entry, "ours", resolve_weights(entry, allow_download))
-
-
-def validate_paths(config: RunConfig, source: str | None = None) -> None:
-    """Raise unless every model and dataset path ``config`` names is found.
-
-    Models resolve through :func:`resolve_model` (paths, names under WORKBENCH_WEIGHTS_DIR /
-    WORKBENCH_ZOO_DIR); data paths through :func:`resolve_data` (as given, the repository root,
-    WORKBENCH_DATA_DIR).
-    """
-    for entry in config.models:
-        try:
-            resolve_model(entry, config.allow_download)
-        except WorkbenchError as err:
-            raise WorkbenchError(err.message, path=source) from None
-    named = [("dataset", config.dataset)] if config.dataset not in ("synthetic", "coco") else []
-    keys = ("ann", "images", "train_ann", "train_images", "calib_dir")
-    named += [(key, getattr(config, key)) for key in keys if getattr(config, key)]
-    for key, value in named:
-        if not resolve_data(value).exists():
-            raise WorkbenchError(
-                f"{key} {value!r} not found (as given, from the repository root, or under WORKBENCH_DATA_DIR)",
-                path=source,
-            )
