@@ -29,9 +29,11 @@ def tiny():
     return tiny_models()
 
 
-def test_the_registry_holds_the_host_and_four_ethos_u_targets():
-    assert list_targets() == ["ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host"]
-    assert {get_target(n).latency_source for n in list_targets()} == {"tool", "measured"}
+def test_the_registry_holds_the_host_four_ethos_u_and_two_st_targets():
+    assert list_targets() == [
+        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host", "stm32mp2", "stm32n6",
+    ]  # fmt: skip
+    assert {get_target(n).latency_source for n in list_targets()} == {"tool", "measured", "fitted"}
 
 
 @pytest.mark.parametrize("name", list_targets())
@@ -46,7 +48,7 @@ def test_an_unknown_target_is_refused_with_the_valid_list(tiny, capsys):
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown target 'stm32x9'" in err[0] and "ethos-u85-256, host" in err[0]
+    assert len(err) == 1 and "unknown target 'stm32x9'" in err[0] and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
 
 
 def test_macs_are_counted_from_the_tensor_shapes(tiny):
@@ -123,3 +125,68 @@ def test_the_json_has_one_object_per_target_with_the_documented_keys(tiny, capsy
         assert key in row
     assert row["target"] == "host" and row["latency_source"] == "measured" and row["latency_ms"] > 0
     assert row["latency_error_pct"] is None and row["error"] is None and row["provenance"]["simd"] is not None
+
+
+# ---- ST's boards: documented placement, latency fitted to the published figures -----------------
+ST_FILES = {  # the 7 files of ST's published MP2 figures, and the engine that runs most of each
+    "pose_estimation/yolov8n_256_quant_pc_uf_pose_coco-st.tflite": "gpu",
+    "pose_estimation/yolov8n_256_quant_pt_uf_pose_coco-st.tflite": "npu",
+    "segmentation/yolov8n_256_quant_pc_ii_seg_coco-st.tflite": "npu",  # named pc, per-tensor inside
+    "segmentation/yolov8n_320_quant_pc_ii_seg_coco-st.tflite": "npu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_192_int8.tflite": "gpu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_224_int8.tflite": "gpu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite": "gpu",
+}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", sorted(ST_FILES))
+def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, name):
+    estimate = get_target("stm32mp2").estimate(zoo_dir / "st" / name)
+    majority = "npu" if estimate.accelerator_mac_share > 0.5 else "gpu"
+    assert majority == ST_FILES[name]
+    assert estimate.latency_source == "fitted" and estimate.latency_error_pct > 0
+
+
+@pytest.mark.zoo
+def test_st_files_show_the_published_figure_beside_the_estimate(zoo_dir):
+    estimate = get_target("stm32mp2").estimate(
+        zoo_dir / "st" / "pose_estimation" / "yolov8n_256_quant_pt_uf_pose_coco-st.tflite"
+    )
+    assert estimate.provenance["published_ms"] == 17.57
+    assert abs(estimate.latency_ms - 17.57) / 17.57 * 100 < 2 * estimate.provenance["loo_max_pct"]
+
+
+@pytest.mark.zoo
+def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
+    from workbench.targets.st import MP2_POINTS, N6_POINTS
+
+    by_name = {p.name: p for p in (zoo_dir / "st").glob("*/*.tflite")}
+    for point in (*N6_POINTS, *MP2_POINTS):
+        path = by_name.get(point.file.removeprefix("st_"))
+        graph = read_graph(path)
+        assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
+            sum(point.mmacs.values()), abs=0.05
+        )
+
+
+def test_leave_one_out_is_computed_and_printed(capsys):
+    from workbench.targets.st import LatencyModel, PublishedPoint, leave_one_out
+
+    exact = [
+        PublishedPoint(f"m{i}", 2.0 * m**0.5, {"npu": m}) for i, m in enumerate((50.0, 200.0, 800.0, 1500.0))
+    ]
+    assert max(leave_one_out(exact)) < 1e-6  # a power law is recovered exactly
+    assert LatencyModel.fit(exact).predict({"npu": 400.0}) == pytest.approx(40.0)
+    assert main(["targets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("stm32n6", "stm32mp2"):
+        target = get_target(name)
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert f"median {target.loo_median_pct:.1f} %" in line and target.loo_median_pct <= 25.0
+
+
+def test_st_targets_refuse_to_cost_what_st_never_published(tiny):
+    estimate = get_target("stm32n6").estimate(tiny["fp32"])  # float convolutions: the CPU
+    assert estimate.error.startswith("no latency model for") and estimate.latency_ms is None
+    assert {p.engine for p in estimate.placement} == {"cpu"}

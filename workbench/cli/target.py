@@ -36,16 +36,19 @@ def run(args) -> int:
         return 0
     print(f"{model.name}")
     print(
-        f"{'target':<15} {'latency ms':>10}  {'source':<9} {'SRAM KiB':>9} {'flash KiB':>9} {'MACs on acc.':>12}  off the accelerator"
+        f"{'target':<15} {'latency ms':>10}  {'source':<12} {'SRAM KiB':>9} {'flash KiB':>9} {'MACs on acc.':>12}  off the accelerator"
     )
     for e in estimates:
         if e.error:
             print(f"{e.target:<15} {e.error}")
             continue
         share = "-" if e.accelerator_mac_share is None else f"{100 * e.accelerator_mac_share:.1f} %"
+        source = e.latency_source + (
+            f" ±{e.latency_error_pct:.0f}%" if e.latency_error_pct is not None else ""
+        )
         ops = _op_counts(e.fallback_ops)
         print(
-            f"{e.target:<15} {e.latency_ms:10.2f}  {e.latency_source:<9} {_kib(e.sram_bytes):>9} "
+            f"{e.target:<15} {e.latency_ms:10.2f}  {source:<12} {_kib(e.sram_bytes):>9} "
             f"{_kib(e.flash_bytes):>9} {share:>12}  {ops}"
         )
     return 0
@@ -56,7 +59,13 @@ def run_list(args) -> int:
 
     for name in list_targets():
         target = get_target(name)
-        print(f"{name:<15} {target.latency_source:<9} {target.description}")
+        error = getattr(target, "loo_errors", None)
+        fit = (
+            f" (leave-one-out error: median {target.loo_median_pct:.1f} %, max {max(error):.1f} %)"
+            if error
+            else ""
+        )
+        print(f"{name:<15} {target.latency_source:<9} {target.description}{fit}")
     return 0
 
 

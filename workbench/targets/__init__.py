@@ -8,6 +8,8 @@ target            latency     how
 ``ethos-u55-256`` tool        and the ops it leaves to the CPU (:mod:`workbench.targets.vela`)
 ``ethos-u65-256`` tool
 ``ethos-u85-256`` tool
+``stm32n6``       fitted      ST's documented placement rules; latency fitted to ST's published
+``stm32mp2``      fitted      figures, with its leave-one-out error (:mod:`workbench.targets.st`)
 ================= =========== ================================================================
 
 Example:
@@ -22,6 +24,7 @@ from __future__ import annotations
 from workbench.errors import WorkbenchError
 from workbench.targets.base import Target, TargetEstimate
 from workbench.targets.host import HostTarget
+from workbench.targets.st import STM32MP2, STM32N6
 from workbench.targets.vela import ETHOS_U_CONFIGS, EthosUTarget
 
 _REGISTRY: dict[str, Target] = {}
@@ -48,6 +51,8 @@ def get_target(name: str) -> Target:
 
 
 register_target(HostTarget())
+register_target(STM32N6)
+register_target(STM32MP2)
 for _name, _config in ETHOS_U_CONFIGS.items():
     register_target(EthosUTarget(_name, _config))
 
