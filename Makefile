@@ -28,6 +28,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup bench-recovery
+	$(BIN)/python benchmarks/targets.py
 	$(BIN)/python benchmarks/run.py
 
 # int8 recovery recipes on ST's SSD, then on yolo11n-pose (the targets; needs ../shared weights and
