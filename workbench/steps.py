@@ -194,6 +194,13 @@ def benchmark(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
                 "worst_sqnr_layer": f"{worst.op_index}:{worst.op}" if worst else None,
             }
         )
+    if plan.targets:  # latency, memory and placement on each deployment target (workbench.targets)
+        from workbench.targets.columns import target_columns
+
+        for row, extra in zip(
+            rows, target_columns([v.path for v in variants], plan.targets, timings), strict=True
+        ):
+            row.update(extra)
     write_json(_results_path(run_dir, "benchmark"), rows)
     return pd.DataFrame(rows)
 
