@@ -35,6 +35,7 @@ from workbench.errors import WorkbenchError
 from workbench.families import family_of
 from workbench.fileio import sha256_file, write_csv, write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.safeload import check_weights
 from workbench.variant import Variant
 
 RESULTS = "results"
@@ -89,6 +90,8 @@ def preflight(cfg: RunConfig, source: str | None = None) -> None:
     from workbench.data.coco import load_coco, require_image_files
 
     cfg.validate_paths(source)
+    for model in model_sources(cfg):  # a weights file whose loading runs code: refused before any work
+        check_weights(model.path, trust=cfg.trust_weights or None)
     dataset = dataset_for(cfg, need_training=False)
     require_image_files(load_coco(dataset.val_ann, dataset.val_images, task=cfg.task))
 

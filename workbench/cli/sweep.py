@@ -35,7 +35,7 @@ def run(args) -> int:
         if args.out
         else resolve_path(sweep.base.get("out_dir", "reports")) / "sweeps" / sweep.name
     )
-    if args.query:
+    if args.query is not None:  # "" is an empty query, refused; not "run the sweep"
         frame = query(out, args.query)
         if args.json:
             print_json(frame.to_dict(orient="records"))
