@@ -141,6 +141,8 @@ def quantize(
     """
     from workbench.recipes import build_plan
 
+    if isinstance(calib_count, bool) or not isinstance(calib_count, int) or calib_count < 1:
+        raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {calib_count!r}")
     scheme, io = Scheme(scheme), IOType(io)
     io = effective_io(scheme, io)
     plan = build_plan(recipes, calib_count)

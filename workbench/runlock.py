@@ -182,7 +182,10 @@ def run_lock(run_dir: str | Path, *, wait: bool = False) -> Iterator[Path]:
     """
     run_dir = Path(run_dir)
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # innermost first
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # read-only, or a file where a folder should be
+        raise WorkbenchError(f"cannot create the folder ({err.strerror or err})", path=run_dir) from None
     path = run_dir.resolve() / LOCK_NAME  # the folder resolved, never the lock file (see _acquire)
     if path in _held:
         _held[path][1] += 1

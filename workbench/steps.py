@@ -35,6 +35,7 @@ from workbench.errors import WorkbenchError
 from workbench.families import family_of
 from workbench.fileio import sha256_file, write_csv, write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.recipes import applies
 from workbench.safeload import check_weights
 from workbench.variant import Variant
 
@@ -92,6 +93,12 @@ def preflight(cfg: RunConfig, source: str | None = None) -> None:
     cfg.validate_paths(source)
     for model in model_sources(cfg):  # a weights file whose loading runs code: refused before any work
         check_weights(model.path, trust=cfg.trust_weights or None)
+    for recipe in cfg.recipes:  # the CLI refuses such a pair; a config must not silently add no rows
+        if not any(s.is_int8 and applies(recipe, s.value) for s in cfg.schemes):
+            raise WorkbenchError(
+                f"recipes: {recipe!r} applies to none of the schemes {[s.value for s in cfg.schemes]}",
+                path=source,
+            )
     dataset = dataset_for(cfg, need_training=False)
     require_image_files(load_coco(dataset.val_ann, dataset.val_images, task=cfg.task))
 
