@@ -1,0 +1,539 @@
+"""Bad-input campaign, part 2 (issue 21): untrusted files and destructive paths.
+
+Hostile but realistic inputs. Each must end in exit 2 with one error line naming the culprit
+(nothing run, nothing deleted, nothing written outside what the workbench created), or in the
+clean behaviour. Part 1 (57 cases) is in test_reliability.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CHECKPOINT, REPO
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+
+SHARED = REPO.parent / "shared" / "weights"
+REAL_PT = SHARED / "ultralytics" / "yolo11n-pose.pt"
+REAL_H5 = SHARED / "st" / "st_ssd_mobilenet_v1_025_192.h5"
+
+
+def _one_error(err: str, verb: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith(f"workbench {verb}: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---- 1. no code from a weights file ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def evil(tmp_path_factory):
+    """A .pt whose pickle runs `touch MARKER`, and a Keras .h5 whose Lambda layer does the same."""
+    root = tmp_path_factory.mktemp("evil")
+    marker = root / "PWNED"
+    maker = (
+        "import os, sys, torch\n"
+        "class E:\n"
+        "    def __reduce__(self): return (os.system, ('touch ' + sys.argv[1],))\n"
+        "torch.save({'model': E()}, sys.argv[2])\n"
+    )
+    subprocess.run([sys.executable, "-c", maker, str(marker), str(root / "evil.pt")], check=True)
+    h5_maker = (
+        "import sys, tf_keras\n"
+        "inp = tf_keras.Input((192, 192, 3))\n"
+        "out = tf_keras.layers.Lambda(lambda x, m=sys.argv[1]: (__import__('os').system('touch ' + m), x)[1],\n"
+        "                             name='evil')(inp)\n"
+        "tf_keras.Model(inp, out).save(sys.argv[2])\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", h5_maker, str(marker), str(root / "evil.h5")], check=True,
+                   env=env, capture_output=True)  # fmt: skip
+    marker.unlink(missing_ok=True)  # building the model ran the lambda once
+    return root, marker
+
+
+def _synth(tmp_path: Path):
+    from workbench.data.synth import generate_dataset
+
+    ds = generate_dataset(tmp_path / "synth", 2, 2, imgsz=64, seed=0, preset="easy", progress=False)
+    return ds.ann("val"), ds.root / "images" / "val"
+
+
+@pytest.mark.parametrize("suffix", ["pt", "h5"])
+def test_export_refuses_a_weights_file_that_runs_code(evil, suffix, tmp_path, capsys):
+    root, marker = evil
+    weights = root / f"evil.{suffix}"
+    assert main(["export", "--weights", str(weights), "--imgsz", "192", "--out", str(tmp_path / "x")]) == 2
+    line = _one_error(capsys.readouterr().err, "export")
+    assert f"{weights}: refused:" in line and "--trust-weights" in line
+    assert not marker.exists() and not (tmp_path / "x").exists()
+
+
+def test_evaluate_refuses_a_weights_file_that_runs_code(evil, tmp_path, capsys):
+    root, marker = evil
+    ann, images = _synth(tmp_path)
+    args = ["evaluate", str(root / "evil.pt"), "--task", "pose", "--ann", str(ann), "--images", str(images)]
+    assert main([*args, "--imgsz", "64", "--out", str(tmp_path / "o")]) == 2
+    assert "refused: its pickle names code" in _one_error(capsys.readouterr().err, "evaluate")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", ["pt", "h5"])
+def test_a_report_config_naming_a_weights_file_that_runs_code_is_refused_before_work(
+    evil, suffix, tmp_path, capsys
+):
+    root, marker = evil
+    config = tmp_path / "c.yaml"
+    task = "pose" if suffix == "pt" else "detect"
+    config.write_text(f"name: evil\ntask: {task}\nmodel: {root / f'evil.{suffix}'}\nimgsz: [192]\n")
+    st_config = REAL_H5.with_name(f"{REAL_H5.stem}_config.yaml")
+    if suffix == "h5" and st_config.is_file():  # an SSD .h5 needs its ST config beside it
+        (root / "evil_config.yaml").write_text(st_config.read_text())
+    code = main(["report", "--config", str(config), "--reports-dir", str(tmp_path / "reports")])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists(), err
+    assert not (tmp_path / "reports").exists()
+    if suffix == "pt" or st_config.is_file():
+        assert "refused:" in _one_error(err, "report")
+
+
+def test_trust_weights_loads_what_the_user_vouches_for(evil, tmp_path, capsys):
+    """The explicit opt-in is honoured (and is the only way the code runs)."""
+    root, marker = evil
+    main(["export", "--trust-weights", "--weights", str(root / "evil.pt"), "--imgsz", "192",
+          "--out", str(tmp_path / "x")])  # fmt: skip
+    assert marker.exists()  # the pickle's code ran: the user asked for it
+    marker.unlink()
+    assert os.environ.get("WORKBENCH_TRUST_WEIGHTS") is None  # the opt-in ends with the command
+
+
+@pytest.mark.parametrize(
+    "path", [CHECKPOINT, REAL_PT, REAL_H5], ids=["project-checkpoint", "yolo11n-pose", "st-ssd-h5"]
+)
+def test_real_weights_pass_the_safe_check(path):
+    from workbench.safeload import check_weights
+
+    if not Path(path).is_file():
+        pytest.skip(f"{path} absent")
+    check_weights(path)  # raises if refused
+
+
+def test_real_ssd_h5_still_loads():
+    if not REAL_H5.is_file():
+        pytest.skip("ST .h5 absent")
+    from workbench.families.ssd import load_ssd
+    from workbench.families.st_config import config_beside, load_st_config
+
+    model = load_ssd(REAL_H5, load_st_config(config_beside(REAL_H5)))
+    assert len(model.outputs) in (2, 3)
+
+
+# ---- 2. never delete what we did not write -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_tflite():
+    from tiny_tflite import tiny_models
+
+    return tiny_models()["fp32"]
+
+
+@pytest.mark.parametrize("verb", ["bench", "inspect"])
+@pytest.mark.parametrize("target", [".", "folder"])
+def test_out_naming_a_users_folder_is_refused_and_the_folder_kept(
+    verb, target, tiny_tflite, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("keep")
+    monkeypatch.chdir(folder)
+    args = [verb, str(tiny_tflite), "--out", "." if target == "." else str(folder)]
+    if verb == "bench":
+        args += ["--runs", "2", "--warmup", "0"]
+    assert main(args) == 2
+    line = _one_error(capsys.readouterr().err, verb)
+    assert "existing folder" in line
+    assert (folder / "keep.txt").read_text() == "keep" and sorted(p.name for p in folder.iterdir()) == [
+        "keep.txt"
+    ]
+
+
+def test_atomic_path_replaces_only_folders_it_wrote(tmp_path):
+    from workbench.fileio import OWNER_MARKER, atomic_path
+
+    ours = tmp_path / "ours"
+    with atomic_path(ours) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("1")
+    assert (ours / OWNER_MARKER).is_file()
+    with atomic_path(ours) as tmp:  # a re-run replaces its own output
+        tmp.mkdir()
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in ours.iterdir()) == [OWNER_MARKER, "b.txt"]
+    with pytest.raises(WorkbenchError, match="existing folder; name a file"), atomic_path(ours) as tmp:
+        tmp.write_text("a file over our folder")
+    assert (ours / "b.txt").is_file()
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path):
+    from workbench.fileio import write_json
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data").write_text("precious")
+    (tmp_path / "out.json").symlink_to(victim / "data")
+    write_json(tmp_path / "out.json", {"a": 1})
+    assert (victim / "data").read_text() == "precious"
+    assert not (tmp_path / "out.json").is_symlink()
+
+
+def test_synth_refuses_a_folder_with_a_foreign_dataset_json(tmp_path, capsys):
+    folder = tmp_path / "D"
+    folder.mkdir()
+    (folder / "dataset.json").write_text('{"mine": true}')
+    (folder / "thesis.tex").write_text("years of work")
+    assert main(["data", "synth", "--out", str(folder), "--train", "2", "--val", "1", "--imgsz", "64"]) == 2
+    assert str(folder) in _one_error(capsys.readouterr().err, "data")
+    assert (folder / "thesis.tex").read_text() == "years of work"
+
+
+def test_rebuild_refuses_to_overwrite_an_index_html_it_did_not_write(tmp_path, capsys):
+    run = tmp_path / "site" / "run-0123456789ab"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "failed", "step": "01_retrain", "error": "stopped"}')
+    page = tmp_path / "site" / "index.html"
+    page.write_text("<html><title>My homepage</title></html>")
+    assert main(["report", "--rebuild", str(run)]) == 2
+    assert f"{page}: was not written by the workbench" in _one_error(capsys.readouterr().err, "report")
+    assert page.read_text() == "<html><title>My homepage</title></html>"
+
+
+def test_a_run_lock_that_is_a_symlink_is_not_followed(tmp_path):
+    from workbench.runlock import run_lock
+
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").symlink_to(target)
+    with pytest.raises(WorkbenchError, match="cannot open the run lock"), run_lock(run):
+        pass
+    assert target.read_text() == "precious"
+
+
+@pytest.mark.parametrize("verb", ["bench", "report"])
+def test_an_output_folder_under_a_file_is_one_line(verb, tiny_tflite, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    if verb == "bench":
+        args = ["bench", str(tiny_tflite), "--runs", "2", "--warmup", "0", "--out", str(blocker / "b.json")]
+    else:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"name: x\nout_dir: {blocker}\nsynth_preset: easy\nsynth_train: 8\nsynth_val: 8\n")
+        args = ["report", "--config", str(config)]
+    assert main(args) == 2
+    assert str(blocker) in _one_error(capsys.readouterr().err, verb)
+
+
+def test_disk_full_inside_an_atomic_write_is_one_line(tmp_path):
+    import errno
+
+    from workbench.fileio import atomic_path
+
+    with pytest.raises(WorkbenchError, match="No space left"), atomic_path(tmp_path / "o.tflite"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- 3. the results store: read-only, over the store only --------------------------------------------
+@pytest.fixture()
+def store_dir(tmp_path):
+    from workbench.sweep import store
+
+    for i in range(2):
+        store.write_row(
+            tmp_path, {"cell": f"{i:016x}", "status": "ok", "variant": f"v{i}", "ap": 0.5 + i / 10}
+        )
+    return tmp_path
+
+
+ESCAPES = {
+    "copy-to": "COPY (select 1) TO '{out}/leak.csv'",
+    "read-csv": "select * from read_csv('/etc/passwd')",
+    "read-text": "select * from read_text('/etc/hostname')",
+    "attach": "ATTACH '{out}/new.db' AS x",
+    "install-httpfs": "INSTALL httpfs",
+    "re-enable": "SET enable_external_access = true",
+    "read-parquet-elsewhere": "select * from read_parquet('{out}/*.parquet')",
+}
+
+
+@pytest.mark.parametrize("sql", list(ESCAPES.values()), ids=list(ESCAPES))
+def test_a_query_cannot_reach_outside_the_store(sql, store_dir, tmp_path_factory):
+    from workbench.sweep import query
+
+    out = tmp_path_factory.mktemp("outside")
+    with pytest.raises(WorkbenchError, match="query failed"):
+        query(store_dir, sql.format(out=out))
+    assert list(out.iterdir()) == []
+
+
+def test_a_query_still_answers_over_the_store(store_dir):
+    from workbench.sweep import query
+
+    frame = query(store_dir, "select variant, ap from results order by ap")
+    assert list(frame["variant"]) == ["v0", "v1"] and frame["ap"].tolist() == pytest.approx([0.5, 0.6])
+
+
+def test_a_truncated_cell_file_is_skipped_with_a_warning_naming_it(store_dir):
+    from workbench.sweep import query
+
+    damaged = store_dir / "results" / f"{0:016x}.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    with pytest.warns(UserWarning, match=f"{damaged}: unreadable"):
+        frame = query(store_dir, "select variant from results")
+    assert list(frame["variant"]) == ["v1"]
+
+
+@pytest.mark.parametrize(
+    "name", ["0stray.parquet", f"{7:016x}.parquet"], ids=["foreign-name", "foreign-columns"]
+)
+def test_a_stray_parquet_file_adds_no_rows(name, store_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.sweep import query
+
+    pq.write_table(pa.table({"variant": ["intruder"], "ap": [1.0]}), store_dir / "results" / name)
+    with pytest.warns(UserWarning, match="not a cell of this sweep"):
+        frame = query(store_dir, "select variant from results order by variant")
+    assert list(frame["variant"]) == ["v0", "v1"]
+
+
+def _sweep_yaml(tmp_path: Path, name: str = "s") -> Path:
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"name: {name}\nimgsz: [192]\nschemes: [fp32]\nout_dir: {tmp_path / 'reports'}\n")
+    return config
+
+
+@pytest.mark.parametrize("sql", ["", "   "], ids=["empty", "blank"])
+def test_an_empty_query_is_refused_not_a_sweep(sql, tmp_path, capsys):
+    assert main(["sweep", "--config", str(_sweep_yaml(tmp_path)), "--query", sql]) == 2
+    assert "the query is empty" in _one_error(capsys.readouterr().err, "sweep")
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs", ".."])
+def test_a_sweep_name_cannot_escape_the_sweeps_folder(name, tmp_path, capsys):
+    config = _sweep_yaml(tmp_path, json.dumps(name))
+    assert main(["sweep", "--config", str(config), "--query", "select 1"]) == 2
+    assert "cannot name a folder" in _one_error(capsys.readouterr().err, "sweep")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_two_sweeps_into_one_folder_are_refused(tmp_path):
+    from workbench.sweep import SweepConfig, run_sweep
+
+    sweep_dir = tmp_path / "sweep"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom workbench.runlock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(30)\n", str(sweep_dir)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkbenchError, match=f"in use by pid {holder.pid}"):
+            run_sweep(SweepConfig.from_dict({"name": "s", "imgsz": [192]}), sweep_dir, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- 4. resource exhaustion ------------------------------------------------------------------------
+BOMB = "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['lol'] * 9)}]\n"
+    for k, p in zip("abcdefghi", [None, *"abcdefgh"], strict=True)
+)  # 9^9 = 387 million values once expanded, ~450 bytes
+
+
+@pytest.mark.parametrize("where", ["report-config", "sweep-config", "st-config"])
+def test_a_yaml_alias_bomb_is_refused_quickly(where, tmp_path, capsys):
+    path = tmp_path / "bomb.yaml"
+    path.write_text("name: x\n" + BOMB if where != "st-config" else BOMB)
+    started = time.perf_counter()
+    if where == "st-config":
+        from workbench.families.st_config import load_st_config
+
+        with pytest.raises(WorkbenchError, match="expands to more than"):
+            load_st_config(path)
+    else:
+        verb = "report" if where == "report-config" else "sweep"
+        assert main([verb, "--config", str(path)]) == 2
+        assert "expands to more than" in _one_error(capsys.readouterr().err, verb)
+    assert time.perf_counter() - started < 5
+
+
+def test_yaml_anchors_of_normal_size_still_work():
+    from workbench.safeparse import load_yaml
+
+    assert load_yaml("base: &b {imgsz: [256]}\nother: *b\n") == {
+        "base": {"imgsz": [256]},
+        "other": {"imgsz": [256]},
+    }
+
+
+def test_tflite_metadata_that_inflates_to_gigabytes_is_refused_quickly(tiny_tflite, tmp_path):
+    from workbench.runtime import MAX_METADATA_BYTES, read_tflite_metadata
+
+    bomb = tmp_path / "bomb.tflite"
+    bomb.write_bytes(tiny_tflite.read_bytes())
+    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("metadata.json", "w", force_zip64=True) as member:
+            chunk = b" " * (1 << 20)
+            for _ in range((MAX_METADATA_BYTES >> 20) * 4):
+                member.write(chunk)
+    assert bomb.stat().st_size < MAX_METADATA_BYTES / 50
+    started = time.perf_counter()
+    with pytest.raises(WorkbenchError, match="inflates to more than"):
+        read_tflite_metadata(bomb)
+    assert time.perf_counter() - started < 5
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_json_nested_100000_deep_is_one_line(tmp_path, capsys):
+    ann = tmp_path / "deep.json"
+    ann.write_text(DEEP)
+    assert main(["data", "validate", str(ann), "--images", str(tmp_path), "--task", "pose"]) == 2
+    assert f"{ann}: JSON nested too deeply" in _one_error(capsys.readouterr().err, "data")
+
+
+def test_tflite_metadata_nested_100000_deep_is_one_line(tiny_tflite, tmp_path):
+    from workbench.runtime import read_tflite_metadata
+
+    model = tmp_path / "deep.tflite"
+    model.write_bytes(tiny_tflite.read_bytes())
+    with zipfile.ZipFile(model, "a") as zf:
+        zf.writestr("metadata.json", DEEP)
+    with pytest.raises(WorkbenchError, match="nested too deeply"):
+        read_tflite_metadata(model)
+
+
+# ---- 5. inputs silently replaced ---------------------------------------------------------------------
+@pytest.fixture()
+def weights_tree(tmp_path, monkeypatch):
+    root = tmp_path / "weights"
+    for sub in ("a", "b"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "m.pt").write_bytes(sub.encode())
+    monkeypatch.setenv("WORKBENCH_WEIGHTS_DIR", str(root))
+    return root
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/typo/m.pt", "typo/m.pt", "~/nowhere/m.pt"])
+def test_a_weights_path_is_never_swapped_for_a_namesake(name, weights_tree):
+    from workbench.locations import resolve_weights
+
+    with pytest.raises(WorkbenchError, match="not found"):
+        resolve_weights(name)
+
+
+def test_a_weights_path_under_the_weights_folder_is_used_as_given(weights_tree):
+    from workbench.locations import resolve_weights
+
+    assert resolve_weights("b/m.pt") == weights_tree / "b" / "m.pt"
+
+
+def test_a_bare_weights_name_matching_several_files_is_refused_listing_them(weights_tree):
+    from workbench.locations import resolve_weights
+
+    with pytest.raises(WorkbenchError, match="matches 2 files") as err:
+        resolve_weights("m.pt")
+    assert str(weights_tree / "a" / "m.pt") in str(err.value) and str(weights_tree / "b" / "m.pt") in str(
+        err.value
+    )
+
+
+@pytest.mark.parametrize("recipe", [",", " , ", "+"], ids=["comma", "spaced-comma", "plus"])
+def test_an_empty_recipe_list_is_refused(recipe, tmp_path, capsys):
+    args = ["quantize", "--saved-model", str(tmp_path / "sm"), "--scheme", "int8-per-channel",
+            "--out", str(tmp_path / "o.tflite"), "--recipe", recipe]  # fmt: skip
+    assert main(args) == 2
+    assert "names no recipe" in _one_error(capsys.readouterr().err, "quantize")
+
+
+@pytest.mark.parametrize(
+    "schemes, recipe",
+    [
+        ("[fp32, fp16]", "split-head"),
+        ("[int8-per-channel]", "split-channels"),
+        ("[int8-per-tensor]", "int16x8"),
+    ],
+    ids=["float-only", "split-channels-per-channel", "int16x8-per-tensor"],
+)
+def test_a_config_recipe_for_none_of_the_schemes_is_refused(schemes, recipe, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nschemes: {schemes}\nrecipes: [{recipe}]\nsynth_preset: easy\n")
+    assert main(["report", "--config", str(config), "--reports-dir", str(tmp_path / "reports")]) == 2
+    assert f"recipes: '{recipe}' applies to none of the schemes" in _one_error(
+        capsys.readouterr().err, "report"
+    )
+    assert not (tmp_path / "reports").exists()
+
+
+# ---- 6. signals and one-line messages ----------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the discarded raise
+def test_a_sigterm_during_a_del_is_acted_on_not_lost():
+    from workbench.runlock import Interrupted, raise_if_interrupted, signals_as_exceptions
+
+    class KilledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here; Python discards it
+
+    reached = []
+    with pytest.raises(Interrupted) as raised, signals_as_exceptions():
+        KilledWhileCollected()
+        reached.append("after the __del__")
+        raise_if_interrupted()  # a safe point (a sweep calls it between cells)
+        reached.append("past the safe point")
+    assert raised.value.signum == signal.SIGTERM and reached == ["after the __del__"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_second_signal_is_not_ignored():
+    from workbench.runlock import Interrupted, signals_as_exceptions
+
+    class KilledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted), signals_as_exceptions():
+        KilledWhileCollected()  # lost inside __del__ ...
+        os.kill(os.getpid(), signal.SIGTERM)  # ... and the next kill still stops the block at once
+        time.sleep(5)
+        pytest.fail("the second SIGTERM was ignored")
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+@pytest.mark.parametrize("scheme", ["fp32", "int8-per-channel"])
+def test_quantize_calib_count_below_1_is_one_line(count, scheme, tmp_path, capsys):
+    args = ["quantize", "--saved-model", str(tmp_path / "sm"), "--scheme", scheme,
+            "--out", str(tmp_path / "o.tflite"), "--calib-count", count]  # fmt: skip
+    assert main(args) == 2
+    assert f"--calib-count must be an integer of at least 1, got {count}" in _one_error(
+        capsys.readouterr().err, "quantize"
+    )
+
+
+def test_an_unclosed_ipv6_scheduler_address_is_one_line(tmp_path, capsys):
+    args = ["sweep", "--config", str(_sweep_yaml(tmp_path)), "--scheduler", "tcp://[::1"]
+    assert main(args) == 2
+    assert "scheduler address 'tcp://[::1' is not host:port" in _one_error(capsys.readouterr().err, "sweep")
