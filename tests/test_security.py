@@ -537,3 +537,35 @@ def test_an_unclosed_ipv6_scheduler_address_is_one_line(tmp_path, capsys):
     args = ["sweep", "--config", str(_sweep_yaml(tmp_path)), "--scheduler", "tcp://[::1"]
     assert main(args) == 2
     assert "scheduler address 'tcp://[::1' is not host:port" in _one_error(capsys.readouterr().err, "sweep")
+
+
+def test_a_console_run_shows_our_error_line_and_none_of_tensorflows_logs(evil, tmp_path):
+    root, marker = evil
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "workbench", "export", "--weights", str(root / "evil.pt"), "--imgsz", "192",
+            "--out", str(tmp_path / "x")]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()  # no "I0000 ... port.cc" nor "WARNING: All log messages before absl"
+    assert len(lines) == 1 and lines[0].startswith(f"workbench export: error: {root / 'evil.pt'}: refused"), lines
+    ]
+    assert "refused" in done.stderr and not marker.exists()
+
+
+def test_the_log_filter_keeps_our_lines_bars_and_childrens_output_in_order():
+    script = (
+        "import os, subprocess, sys\n"
+        "from workbench.quietlogs import tf_logs_hidden\n"
+        "with tf_logs_hidden():\n"
+        "    os.write(2, b'W0000 00:00:1796217196.712285   14528 port.cc:153] oneDNN custom operations\\n')\n"
+        "    print('ours 1', file=sys.stderr)\n"
+        "    os.write(2, b'bar 10%\\rbar 20%\\r')\n"
+        "    subprocess.run([sys.executable, '-c', \"import os; os.write(2, b'fully_quantize: 0, inference_type: 6\\\\n"
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\\\nchild line\\\\n')\"])\n"
+        "    print('ours 2', file=sys.stderr)\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"ours 1\nbar 10%\rbar 20%\rchild line\nours 2\nafter\n"

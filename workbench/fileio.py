@@ -80,12 +80,33 @@ def _refuse_foreign_folder(path: Path, will_be_folder: bool | None) -> None:
         return  # os.replace swaps a symlink itself, never its target
     if will_be_folder is False:
         raise WorkbenchError("is an existing folder; name a file instead", path=path)
-    if not (path / OWNER_MARKER).is_file():
+    if not _owned(path):
         raise WorkbenchError(
             "is an existing folder the workbench did not write; refusing to replace it "
             "(name a new folder, or remove this one yourself)",
             path=path,
         )
+
+
+def _owned(folder: Path) -> bool:
+    """A folder the workbench wrote: it or a folder around it carries :data:`OWNER_MARKER`, it lies
+    in the project cache, or inside a run or sweep folder (their lock and status files, written
+    before markers existed)."""
+    from workbench.offline import cache_dir
+
+    folder = folder.resolve()
+    if folder.is_relative_to(cache_dir()):
+        return True
+    for level in (folder, *folder.parents):
+        if (level / OWNER_MARKER).is_file():
+            return True
+        if (
+            level != folder
+            and (level / ".lock").is_file()
+            and any((level / name).is_file() for name in ("status.json", "sweep.yaml"))
+        ):
+            return True
+    return False
 
 
 def check_owned_file(path: str | Path, signature: str) -> None:
