@@ -547,8 +547,9 @@ def test_a_console_run_shows_our_error_line_and_none_of_tensorflows_logs(evil, t
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 2
     lines = done.stderr.splitlines()  # no "I0000 ... port.cc" nor "WARNING: All log messages before absl"
-    assert len(lines) == 1 and lines[0].startswith(f"workbench export: error: {root / 'evil.pt'}: refused"), lines
-    ]
+    assert len(lines) == 1 and lines[0].startswith(f"workbench export: error: {root / 'evil.pt'}: refused"), (
+        lines
+    )
     assert "refused" in done.stderr and not marker.exists()
 
 
