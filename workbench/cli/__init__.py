@@ -23,7 +23,7 @@ from workbench.safeload import trusting
 
 VERB_MODULES = [
     "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
-    "sweep",
+    "sweep", "target",
 ]  # fmt: skip
 TRUST_HELP = "load a weights file even if loading it runs code it carries (only for files you trust)"
 
