@@ -19,6 +19,7 @@ import yaml
 
 from workbench.errors import WorkbenchError
 from workbench.recipe_names import parse_recipes
+from workbench.safeparse import load_yaml
 
 
 class Task(StrEnum):
@@ -97,6 +98,7 @@ class RunConfig:
     # files (e.g. ST's zoo, also found under WORKBENCH_ZOO_DIR), evaluated as shipped beside ours.
     model: str | list[str] = "data/weights/yolov8n-pose-synth.pt"
     allow_download: bool = False  # let Ultralytics fetch a weights name found nowhere locally
+    trust_weights: bool = False  # load weights files whose loading runs code (workbench.safeload)
     imgsz: list[int] = field(default_factory=lambda: [256])
     schemes: list[Scheme] = field(default_factory=lambda: [Scheme.FP32, Scheme.INT8_PER_CHANNEL])
     io: IOType = IOType.UF
@@ -232,7 +234,7 @@ class RunConfig:
         if not path.is_file():
             raise WorkbenchError("config file not found", path=path)
         try:
-            values = yaml.safe_load(path.read_text())
+            values = load_yaml(path.read_text(), path)
         except yaml.YAMLError as err:
             raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
         if values is None:
@@ -265,12 +267,12 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the config (``name`` and ``workers``,
-        which change no result, excluded)."""
+        """12 hex digits of sha256 over the canonical JSON of the config (``name``, ``workers`` and
+        ``trust_weights``, which change no result, excluded; fields added later count only when set)."""
         content = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in ("name", "workers") and not (k in HASHED_WHEN_SET and not v)
+            if k not in ("name", "workers", "trust_weights") and not (k in HASHED_WHEN_SET and not v)
         }
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
