@@ -2,8 +2,10 @@
 
 Each verb lives in its own module here and exposes ``register(subparsers)``, which adds a parser
 whose ``func`` default takes the parsed ``args`` and returns an exit code. A
-:class:`~workbench.errors.WorkbenchError` becomes one line on stderr and exit code 2; SIGTERM or
-SIGINT (Ctrl-C) one line and exit code 128 + signal, after the verb's clean-up has run.
+:class:`~workbench.errors.WorkbenchError` becomes one line on stderr and exit code 2; so does any
+other exception a library raises (named with the verb's input file; ``workbench --verbose VERB`` or
+``WORKBENCH_VERBOSE=1`` prints its traceback too). SIGTERM or SIGINT (Ctrl-C): one line and exit
+code 128 + signal, after the verb's clean-up has run.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,10 +27,18 @@ VERB_MODULES = [
     "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
     "sweep",
 ]  # fmt: skip
+# The argument naming a verb's input file, first found: an unexpected library error names it.
+INPUT_ARGUMENTS = ("weights", "model", "saved_model", "models", "config", "data", "ann")
+VERBOSE_ENV = "WORKBENCH_VERBOSE"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"print the traceback of an unexpected error (or set {VERBOSE_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name in VERB_MODULES:
         try:
@@ -78,6 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as err:
         _error(args.verb, str(err))
         return err.exit_code
+    except Exception as err:  # a library's own exception: still one line, never a bare traceback
+        if args.verbose or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        _error(args.verb, _unexpected(err, args))
+        return 2
+
+
+def _unexpected(err: Exception, args: argparse.Namespace) -> str:
+    """One line for an exception no check of ours anticipated: the input file, its type and first line."""
+    text = str(err).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    inputs = [getattr(args, name, None) for name in INPUT_ARGUMENTS]
+    given = next((value for value in inputs if value), None)
+    if isinstance(given, list):
+        given = " ".join(map(str, given))
+    where = f"{given}: " if given else ""
+    return (
+        f"{where}unexpected {type(err).__name__}{': ' + first if first else ''} "
+        f"(workbench --verbose {args.verb} ... prints the traceback)"
+    )
 
 
 if __name__ == "__main__":
