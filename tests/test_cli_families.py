@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
+from workbench.export import EXPORT_META
 from workbench.families import list_families
 from workbench.locations import weights_dir
 
@@ -125,7 +127,7 @@ def test_every_registered_family_has_a_sample():
 @pytest.mark.parametrize("family", list_families())
 def test_export_writes_a_savedmodel_naming_its_family(family, exports):
     found = sample(family)
-    meta = json.loads((exports(family) / "export.json").read_text())
+    meta = json.loads((exports(family) / EXPORT_META).read_text())
     assert meta["family"] == family
     assert meta["imgsz"] == found.imgsz and meta["task"] == found.task and meta["normalized"] is True
     assert Path(meta["weights"]).name == found.weights.name
@@ -216,7 +218,7 @@ def junk(tmp_path) -> dict[str, Path]:
         files[name].write_bytes(b"not a model \x00\x01\x02" * 64)
     unknown = tmp_path / "sm-unknown"
     unknown.mkdir()
-    (unknown / "export.json").write_text(
+    (unknown / EXPORT_META).write_text(
         json.dumps({
             "task": "detect", "imgsz": 192, "names": {"0": "person"}, "kpt_shape": None, "normalized": True,
             "weights": "w.onnx", "weights_sha256": "0" * 64, "seconds": 0.0, "family": "no-such-family",
@@ -225,16 +227,18 @@ def junk(tmp_path) -> dict[str, Path]:
     files["unknown family"] = unknown
     garbled = tmp_path / "sm-garbled"
     garbled.mkdir()
-    (garbled / "export.json").write_text("{ not json")
+    (garbled / EXPORT_META).write_text("{ not json")
     files["garbled export"] = garbled
     return files
 
 
 @pytest.mark.parametrize("family", list_families())
 def test_bad_weights_are_one_line_for_every_verb(family, junk, synth_eval_set, tmp_path, capsys):
-    suffix = SAMPLES[family].weights.suffix
-    missing = tmp_path / f"missing{suffix}"
-    corrupt = junk[f"corrupt{suffix}"]
+    found = sample(family)
+    missing = tmp_path / f"missing{found.weights.suffix}"
+    corrupt = junk[f"corrupt{found.weights.suffix}"]
+    for companion in found.weights.parent.glob(f"{found.weights.stem}_*"):  # e.g. ST's <model>_config.yaml
+        shutil.copyfile(companion, corrupt.parent / companion.name.replace(found.weights.stem, corrupt.stem))
     data = ["--data", str(synth_eval_set.root), "--out", str(tmp_path / "run")]
     for argv, verb, name in [
         (["export", "--weights", missing, "--imgsz", 192, "--out", tmp_path / "sm"], "export", missing.name),

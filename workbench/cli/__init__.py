@@ -64,7 +64,8 @@ def _error(verb: str, message: str) -> None:
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
     sys.stderr.flush()
-    print(f"workbench {verb}: error: {message}", file=sys.stderr, flush=True)
+    one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())  # a library's text
+    print(f"workbench {verb}: error: {one_line}", file=sys.stderr, flush=True)
 
 
 def _show_warning(verb: str):
