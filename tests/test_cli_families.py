@@ -159,7 +159,7 @@ def test_quantize_converts_the_export(family, scheme, conversions, synth_eval_se
     path, result = conversions(family, scheme)
     graph = read_graph(path)
     meta = read_tflite_metadata(path)["workbench"]
-    assert meta["family"] == family and meta["imgsz"] == SAMPLES[family].imgsz
+    assert meta["family"] == result["family"] == family and meta["imgsz"] == SAMPLES[family].imgsz
     if scheme == "fp32":
         assert not is_all_int8(graph) and result["recipes"] == [] and result["calib_images"] == 0
     else:

@@ -39,7 +39,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.quantize import quantize
 
-    exported_family(args.saved_model)
+    family = exported_family(args.saved_model)
     result = quantize(
         args.saved_model,
         args.scheme,
@@ -51,10 +51,11 @@ def run(args) -> int:
         recipes=args.recipe,
     )
     if args.json:
-        print_json(result.to_dict())
+        print_json({"family": family.name, **result.to_dict()})
     else:
         print(
-            f"{result.path}: {result.scheme.value}-{result.io.value}, {result.size_bytes / 1e6:.2f} MB, "
+            f"{result.path}: {family.name} {result.scheme.value}-{result.io.value}, "
+            f"{result.size_bytes / 1e6:.2f} MB, "
             f"calibrated on {result.calib_images} images, {result.seconds:.0f} s; "
             f"weights {result.granularity}, {'all-int8' if result.all_int8 else 'not all-int8'}"
             + (f", recipes {'+'.join(result.recipes)}" if result.recipes else "")
