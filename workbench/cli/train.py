@@ -64,11 +64,11 @@ def run(args) -> int:
         print_json(summary)
         return 0
     if args.epochs == 0:
-        print(f"weights: {summary['weights']}  (kept as they are: 0 epochs)")
+        print(f"weights: {summary['weights_file']}  (kept as they are: 0 epochs)")
     else:
         val = summary["val"] or {}
         scores = "".join(f"  {key} {value:.3f}" for key, value in val.items() if isinstance(value, float))
-        print(f"weights: {summary['weights']}{scores}  ({summary['train_seconds']:.0f} s)")
+        print(f"weights: {summary['weights_file']}{scores}  ({summary['train_seconds']:.0f} s)")
     return 0
 
 
@@ -94,7 +94,10 @@ def retrain(args) -> dict:
     dataset = family.dataset(cfg, need_training=args.epochs > 0)
     out = Path(args.out)
     result = family.retrain(cfg, start, dataset, out)
-    return {"family": family.name, "task": task, "epochs": args.epochs, "start": str(start), **result}
+    summary = {"family": family.name, "task": task, "epochs": args.epochs, "start": str(start), **result}
+    # the file of this image size (a family may name one weights file per size with a template)
+    summary["weights_file"] = str(family.weights_for(result["weights"], args.imgsz))
+    return summary
 
 
 def dataset_entry(data: str) -> str:
