@@ -111,8 +111,9 @@ def dataset_entry(data: str) -> str:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise WorkbenchError("data.yaml not found", path=path)
-        root = path.resolve().parent.parent
-        if path.parent.name != "yolo" or not (root / "annotations").is_dir():
+        folder = path.resolve().parent
+        root = folder.parent
+        if folder.name != "yolo" or not (root / "annotations").is_dir():
             raise WorkbenchError(
                 "not the yolo/data.yaml of a dataset folder (images/, annotations/*.json, yolo/data.yaml, as "
                 "`workbench data synth` and `workbench data coco --subset` write them): pass that folder",
