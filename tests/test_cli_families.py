@@ -350,3 +350,17 @@ def test_yolo_family_exports_pixel_outputs():
     from workbench.families import get_family
 
     assert "normalize" in inspect.signature(get_family("yolo").export).parameters
+
+
+def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_loose_one(
+    synth_eval_set, tmp_path, capsys
+):
+    found = sample("yolo")
+    argv = ["train", "--model", found.weights, "--epochs", 0, "--out", tmp_path / "run", "--json", "--data"]
+    code, out, err = run_cli(capsys, *argv, synth_eval_set.root / "yolo" / "data.yaml")
+    assert code == 0, err
+    assert json.loads(out)["weights_file"] == str(found.weights)
+    loose = tmp_path / "data.yaml"
+    loose.write_text("path: .\ntrain: images\nval: images\nnames: {0: person}\n")
+    code, _, err = run_cli(capsys, *argv, loose)
+    assert "pass that folder" in assert_one_error_line(code, err, "train", str(loose))
