@@ -37,8 +37,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from workbench.errors import WorkbenchError
     from workbench.quantize import quantize
+    from workbench.recipe_names import parse_recipes
 
+    # the arguments first: they need no file
+    if args.calib_count < 1:
+        raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {args.calib_count!r}")
+    if args.recipe is not None:
+        parse_recipes(args.recipe)
     family = exported_family(args.saved_model)
     result = quantize(
         args.saved_model,

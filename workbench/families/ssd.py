@@ -138,6 +138,7 @@ class SsdFamily(ModelFamily):
         from workbench.offline import import_tensorflow
 
         weights = self.weights_for(weights, imgsz)
+        check_weights(weights)  # before anything reads the user's files
         config = self.config_for(weights)
         started = time.perf_counter()
         model = load_ssd(weights, config)
