@@ -34,8 +34,9 @@ class UltralyticsRunner(EvalRunner):
         try:
             self.model = YOLO(str(self.path))
         except Exception as err:  # Ultralytics raises many types for a bad checkpoint
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""  # one line, not its advice
             raise WorkbenchError(
-                f"not a loadable Ultralytics model ({type(err).__name__}: {err})", path=self.path
+                f"not a loadable Ultralytics model ({type(err).__name__}: {first[:200]})", path=self.path
             ) from None
         if self.model.task != ULTRALYTICS_TASK[settings.task]:
             raise WorkbenchError(f"is a {self.model.task} model, not {settings.task.value}", path=self.path)
