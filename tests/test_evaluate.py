@@ -80,7 +80,10 @@ def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_p
         ({"conf": 1.5}, r"--conf must be a number within \[0, 1\]"),
         ({"preprocess": "crop"}, "preprocess must be one of"),
         ({"model": "missing.tflite"}, "missing.tflite: model file not found"),
-        ({"model": "weights.onnx"}, r"weights.onnx: model must be a .tflite or a family's float weights: .pt \(yolo\)"),
+        (
+            {"model": "weights.onnx"},
+            r"weights.onnx: model must be a .tflite or a family's float weights: .pt \(yolo\)",
+        ),
         ({"protocols": ("coco", "st")}, "evaluate scores one protocol"),
     ],
 )

@@ -77,7 +77,9 @@ def test_recorded_family_wins_over_the_layout(name):
 
 
 def test_outputs_no_family_reads_are_refused_with_their_shapes():
-    with pytest.raises(WorkbenchError, match=r"odd.tflite: records no model family, and its outputs \[\(1, 7\)\]"):
+    with pytest.raises(
+        WorkbenchError, match=r"odd.tflite: records no model family, and its outputs \[\(1, 7\)\]"
+    ):
         tflite_family(Path("odd.tflite"), {}, [np.zeros((1, 7))], (256, 256))
 
 
@@ -119,7 +121,11 @@ def test_settings_are_frozen_and_normalized_once():
 # restricted to persons, ST's zoo files, both protocols in one pass.
 BRANCH_POINT = {
     "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite": {
-        "coco": (0.18930932026999706, 1600, "85b7291ff5435245bde83c4266f238810cffa7abcdd4a44929c64b80dd58b59f"),
+        "coco": (
+            0.18930932026999706,
+            1600,
+            "85b7291ff5435245bde83c4266f238810cffa7abcdd4a44929c64b80dd58b59f",
+        ),
         "st": (0.17811790224960014, 1555, "d2f047f3508905c5673dd1789fc3f1a1b43495abf10cf425573501c75482d7a3"),
     },
     "object_detection/yolov8n_256_quant_pc_uf_od_coco-person-st.tflite": {
@@ -144,7 +150,9 @@ def person_gt(tiny_coco, tmp_path):
 def test_tflite_ap_and_detections_are_those_of_the_branch_point(zoo_dir, person_gt, tmp_path, model):
     ann, images = person_gt
     settings = EvalSettings(ann, images, "detect", protocols=("coco", "st"), progress=False)
-    results = evaluate_protocols(evaluation_runner(zoo_dir / "st" / model), settings, out_dir=tmp_path / "out")
+    results = evaluate_protocols(
+        evaluation_runner(zoo_dir / "st" / model), settings, out_dir=tmp_path / "out"
+    )
     for protocol, (ap, n_detections, sha256) in BRANCH_POINT[model].items():
         written = (tmp_path / "out" / protocol / "detections.json").read_bytes()
         assert results[protocol].AP == pytest.approx(ap, abs=1e-12), protocol
@@ -158,11 +166,16 @@ def test_float_ssd_h5_scores_a_sane_ap_near_st_int8_file(zoo_dir):
     images, against ST's int8 file of the same size on the same images."""
     weights = Path(str(SSD_H5).format(imgsz=192))
     if not weights.is_file() or not (DEV / "instances_person.json").is_file():
-        pytest.skip(f"ST's SSD .h5 or COCO person data not found ({weights}, {DEV}); see ../shared/weights/MANIFEST.md")
-    settings = EvalSettings(DEV / "instances_person.json", DEV / "images", "detect", ("coco", "st"), max_images=8, progress=False)
+        pytest.skip(
+            f"ST's SSD .h5 or COCO person data not found ({weights}, {DEV}); see ../shared/weights/MANIFEST.md"
+        )
+    settings = EvalSettings(
+        DEV / "instances_person.json", DEV / "images", "detect", ("coco", "st"), max_images=8, progress=False
+    )
     float_h5 = evaluate_protocols(evaluation_runner(weights), settings)
     int8 = evaluate_protocols(
-        evaluation_runner(zoo_dir / "st" / "object_detection_ssd" / "ssd_mobilenet_v1_025_192_int8.tflite"), settings
+        evaluation_runner(zoo_dir / "st" / "object_detection_ssd" / "ssd_mobilenet_v1_025_192_int8.tflite"),
+        settings,
     )
     assert float_h5["coco"].preprocess == "resize" and float_h5["coco"].imgsz == 192
     card = float_h5["st"].metrics["extra"]["AP@0.4"]

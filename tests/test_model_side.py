@@ -192,13 +192,17 @@ def test_checkpoint_val_ap_is_reproduced_by_ultralytics_and_by_workbench_evaluat
     recorded = checkpoint_record["val"]["map50_95"]
     live = ultralytics_val(CHECKPOINT, synth_eval_set.data_yaml, 256)
     assert live["map50_95"] == pytest.approx(recorded, abs=0.002)
-    settings = EvalSettings(synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=256, progress=False)
+    settings = EvalSettings(
+        synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=256, progress=False
+    )
     ours = evaluate(evaluation_runner(pose256["fp32"]), settings)
     assert ours.n_images == checkpoint_record["dataset"]["val"]
     # Same thresholds and the same OKS scale (Ultralytics': 0.53 x box area): the same AP.
     ultralytics_gt = tmp_path / "val_ultralytics_oks_area.json"
     ultralytics_gt.write_text(json.dumps(with_ultralytics_oks_area(synth_eval_set.val_ann)))
-    same_scale = evaluate(evaluation_runner(pose256["fp32"]), dataclasses.replace(settings, ann=ultralytics_gt))
+    same_scale = evaluate(
+        evaluation_runner(pose256["fp32"]), dataclasses.replace(settings, ann=ultralytics_gt)
+    )
     assert same_scale.AP == pytest.approx(live["map50_95"], abs=0.01)
     # COCO's own OKS scale (the silhouette area, ~0.39 x box area here) is stricter.
     assert live["map50_95"] - 0.05 < ours.AP < same_scale.AP

@@ -107,7 +107,9 @@ def test_ssd_class_count_comes_from_the_scores_tensor_not_the_widest_output(zoo_
         annotations=[a for a in data["annotations"] if a["category_id"] == 1],
     )
     (tmp_path / "person.json").write_text(json.dumps(person_only))
-    person = evaluate(evaluation_runner(ssd), EvalSettings(tmp_path / "person.json", images, "detect", progress=False))
+    person = evaluate(
+        evaluation_runner(ssd), EvalSettings(tmp_path / "person.json", images, "detect", progress=False)
+    )
     assert multi.AP == pytest.approx(person.AP, abs=1e-9)
     assert multi.AP > 0.15
 

@@ -44,7 +44,8 @@ def clean(tmp_path_factory):
 
     ds = prepare_dataset(RunConfig(synth_preset="easy", synth_train=8, synth_val=16, seed=0), progress=False)
     result = evaluate(
-        evaluation_runner(CHECKPOINT), EvalSettings(ds.val_ann, ds.val_images, "pose", imgsz=256, progress=False)
+        evaluation_runner(CHECKPOINT),
+        EvalSettings(ds.val_ann, ds.val_images, "pose", imgsz=256, progress=False),
     )
     assert 0.3 < result.AP < 1.0
     return ds, result.AP

@@ -118,4 +118,6 @@ def decode_ssd_boxes(
     ``multi_label``) do not apply to it."""
     if Task(task) is not Task.DETECT:
         raise layout_error(task, outputs, transform.input_hw, "an SSD layout only decodes boxes")
-    return decode_ssd(outputs, transform, conf=conf, iou=iou, max_det=max_det, max_nms=max_nms, classes=classes)
+    return decode_ssd(
+        outputs, transform, conf=conf, iou=iou, max_det=max_det, max_nms=max_nms, classes=classes
+    )

@@ -118,7 +118,7 @@ def evaluate_models(
     warn_exif(tagged, len(entries), settings.exif_transpose)
 
     outs = []
-    for index, (runner, scorers, spent) in enumerate(zip(runners, all_scorers, seconds, strict=True)):
+    for index, (scorers, spent) in enumerate(zip(all_scorers, seconds, strict=True)):
         results, detections = {}, {}
         for scorer in scorers:
             start = time.perf_counter()
@@ -172,7 +172,12 @@ class _Scorer:
 
     def __init__(self, protocol: str, settings: EvalSettings, dataset, category_map, runner: EvalRunner):
         defaults = dict(COCO_SETTINGS) if protocol == "coco" else dict(ST_SETTINGS[settings.task])
-        self.protocol, self.settings, self.runner, self.category_map = protocol, settings, runner, category_map
+        self.protocol, self.settings, self.runner, self.category_map = (
+            protocol,
+            settings,
+            runner,
+            category_map,
+        )
         self.conf = defaults["conf"] if settings.conf is None else float(settings.conf)
         self.iou = defaults["iou"] if settings.iou is None else float(settings.iou)
         if protocol == "coco":
@@ -202,7 +207,9 @@ class _Scorer:
         seconds["metric"] += time.perf_counter() - start
         self.n_det += len(det)
 
-    def result(self, metric: MetricResult, n_images: int, seconds: dict[str, float], wall: float) -> EvalResult:
+    def result(
+        self, metric: MetricResult, n_images: int, seconds: dict[str, float], wall: float
+    ) -> EvalResult:
         return EvalResult(
             AP=metric.AP,
             AP50=metric.AP50,

@@ -109,12 +109,18 @@ class TFLiteRunner(EvalRunner):
         zeros = [np.zeros(spec.shape, np.float32) for spec in self.model.outputs]
         decoding = self.decoding_of(self.path, meta, zeros, self.model.input_hw)
         recorded = meta.get("workbench", {})
-        mode = settings.preprocess or recorded.get("preprocess") or decoding.default_preprocess(settings.protocols[0])
+        mode = (
+            settings.preprocess
+            or recorded.get("preprocess")
+            or decoding.default_preprocess(settings.protocols[0])
+        )
         if mode != self.model.preprocess_mode:
             self.model = TFLiteModel(self.path, threads=settings.threads, preprocess=mode)
         h, w = self.model.input_hw
         if settings.imgsz is not None and (h, w) != (settings.imgsz, settings.imgsz):
-            raise WorkbenchError(f"model input is {h}x{w}, not the requested imgsz {settings.imgsz}", path=self.path)
+            raise WorkbenchError(
+                f"model input is {h}x{w}, not the requested imgsz {settings.imgsz}", path=self.path
+            )
         try:
             self.nc = decoding.output_classes(zeros, meta, settings.task, (h, w))
         except WorkbenchError as err:

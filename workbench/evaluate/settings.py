@@ -73,14 +73,20 @@ class EvalSettings:
                 f"unknown task {self.task!r}; expected one of {', '.join(t.value for t in Task)}"
             ) from None
         protocols = (self.protocols,) if isinstance(self.protocols, str) else tuple(self.protocols)
-        if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
+        if (
+            not protocols
+            or any(p not in PROTOCOLS for p in protocols)
+            or len(set(protocols)) != len(protocols)
+        ):
             raise WorkbenchError(
                 f"protocol must be one of {', '.join(PROTOCOLS)} (each once), got {list(protocols)}"
             )
         set_(self, "protocols", protocols)
         set_(self, "iou_type", self.iou_type or METRIC_OF_TASK[self.task])
         if self.iou_type not in TASK_OF_METRIC:
-            raise WorkbenchError(f"iou_type must be one of {', '.join(TASK_OF_METRIC)}, got {self.iou_type!r}")
+            raise WorkbenchError(
+                f"iou_type must be one of {', '.join(TASK_OF_METRIC)}, got {self.iou_type!r}"
+            )
         self._check_numbers()
         if TASK_OF_METRIC[self.iou_type] not in (self.task, Task.DETECT):
             valid = sorted({METRIC_OF_TASK[self.task], "bbox"})
@@ -108,5 +114,7 @@ class EvalSettings:
                 raise WorkbenchError(f"--{name} must be an integer of at least 1, got {value!r}")
         if self.max_images is not None and self.max_images < 1:
             raise WorkbenchError(f"max_images must be at least 1, got {self.max_images}")
-        if self.imgsz is not None and (isinstance(self.imgsz, bool) or not isinstance(self.imgsz, int) or self.imgsz < 1):
+        if self.imgsz is not None and (
+            isinstance(self.imgsz, bool) or not isinstance(self.imgsz, int) or self.imgsz < 1
+        ):
             raise WorkbenchError(f"imgsz must be a positive integer, got {self.imgsz!r}")

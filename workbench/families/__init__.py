@@ -104,7 +104,11 @@ def tflite_family(
         return get_family(recorded)
     claimed = [f for f in _REGISTRY.values() if f.claims_outputs(outputs, input_hw)]
     if len(claimed) != 1:
-        which = "no model family's layout" if not claimed else f"the layouts of {', '.join(f.name for f in claimed)}"
+        which = (
+            "no model family's layout"
+            if not claimed
+            else f"the layouts of {', '.join(f.name for f in claimed)}"
+        )
         shapes = [tuple(o.shape) for o in outputs]
         raise WorkbenchError(f"records no model family, and its outputs {shapes} fit {which}", path=path)
     return claimed[0]

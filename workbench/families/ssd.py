@@ -206,7 +206,11 @@ class SsdFamily(ModelFamily):
         from workbench.families.ssd_eval import KerasSsdRunner
 
         return KerasSsdRunner(
-            weights, load=load_ssd, config_for=self.config_for, decoder=self.decoder, st_eval_iou=self.st_eval_iou
+            weights,
+            load=load_ssd,
+            config_for=self.config_for,
+            decoder=self.decoder,
+            st_eval_iou=self.st_eval_iou,
         )
 
     def claims_outputs(self, outputs: list[np.ndarray], input_hw: tuple[int, int]) -> bool:

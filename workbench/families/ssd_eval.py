@@ -27,7 +27,9 @@ def check_ssd_task(task: Task) -> None:
         raise WorkbenchError(f"an SSD model cannot be evaluated as {task.value}")
 
 
-def ssd_classes(outputs: list[np.ndarray], metadata: dict[str, Any], task: Task, input_hw: tuple[int, int]) -> int:
+def ssd_classes(
+    outputs: list[np.ndarray], metadata: dict[str, Any], task: Task, input_hw: tuple[int, int]
+) -> int:
     """Classes of ST's SSD outputs: the score columns but the background (column 0)."""
     check_ssd_task(task)
     # scores are the one output not 4 wide (boxes and anchors are); 3 classes + background
@@ -66,7 +68,9 @@ class KerasSsdRunner(EvalRunner):
         model = self.load(self.path, config)
         h, w = (int(d) for d in model.inputs[0].shape[1:3])
         if settings.imgsz is not None and (h, w) != (settings.imgsz, settings.imgsz):
-            raise WorkbenchError(f"model input is {h}x{w}, not the requested imgsz {settings.imgsz}", path=self.path)
+            raise WorkbenchError(
+                f"model input is {h}x{w}, not the requested imgsz {settings.imgsz}", path=self.path
+            )
         preprocessing = config.preprocessing
         self.input_hw, self.imgsz = (h, w), h if h == w else None
         self.preprocess_mode = settings.preprocess or preprocessing.mode

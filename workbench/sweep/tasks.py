@@ -63,7 +63,9 @@ def cell_task(
         threads=threads,
         progress=False,
     )
-    results = evaluate_protocols(evaluation_runner(out), settings, out_dir=Path(sweep_dir) / "eval" / cell.key)
+    results = evaluate_protocols(
+        evaluation_runner(out), settings, out_dir=Path(sweep_dir) / "eval" / cell.key
+    )
     first = results[cfg.protocols[0]]
     info = inspect_model(out, threads=threads)
     st = results.get("st")
