@@ -104,7 +104,8 @@ def main() -> int:
         print(f"recovery benchmark skipped: {', '.join(map(str, missing))} not found", file=sys.stderr)
         return 0
 
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
     from workbench.metrics.bootstrap import ApBootstrap
     from workbench.quantize import quantize
 
@@ -117,9 +118,8 @@ def main() -> int:
     def evaluated(name: str, path: Path) -> dict:
         out = root / "eval" / name
         if args.force or not (out / "metrics.json").is_file():
-            evaluate(
-                path, ann, images, "pose", imgsz=IMGSZ, max_images=args.images, out_dir=out, progress=False
-            )
+            settings = EvalSettings(ann, images, "pose", imgsz=IMGSZ, max_images=args.images, progress=False)
+            evaluate(evaluation_runner(path), settings, out_dir=out)
         return {
             "metrics": json.loads((out / "metrics.json").read_text()),
             "detections": json.loads((out / "detections.json").read_text()),

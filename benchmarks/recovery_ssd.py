@@ -57,8 +57,8 @@ def main() -> int:
         return 0
 
     from workbench.bench import bench_models, cpu_features, cpu_model
-    from workbench.evaluate import evaluate
-    from workbench.families import get_family
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner, get_family
     from workbench.metrics.bootstrap import ApBootstrap
     from workbench.quantize import quantize
 
@@ -78,7 +78,8 @@ def main() -> int:
                 kw = {"calib": CALIB, "calib_count": 200, "recipes": recipes} if scheme != "fp32" else {}
                 quantize(saved, scheme, path, io="uf", **kw)
             if not (out / "detections.json").is_file():
-                evaluate(path, ANN, ANN.parent / "images", "detect", out_dir=out, progress=False)
+                settings = EvalSettings(ANN, ANN.parent / "images", "detect", progress=False)
+                evaluate(evaluation_runner(path), settings, out_dir=out)
             dets[name] = json.loads((out / "detections.json").read_text())
             meta = json.loads((out / "metrics.json").read_text())
             ap = boot.interval(dets[name])

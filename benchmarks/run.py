@@ -22,6 +22,7 @@ Exit status 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -31,8 +32,9 @@ import workbench  # noqa: F401  (offline environment first)
 from workbench.bench import INT8_DOT_PRODUCT_FLAGS, bench_models, cpu_features, cpu_model
 from workbench.config import RunConfig
 from workbench.data.prepare import prepare_dataset
-from workbench.evaluate import evaluate
+from workbench.evaluate import EvalSettings, evaluate
 from workbench.export import export_saved_model
+from workbench.families import evaluation_runner
 from workbench.fileio import sha256_file, write_json
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import package_versions
@@ -121,13 +123,11 @@ def main() -> int:
     model = files["int8-per-channel"]
     # The first evaluate of a process pays one-time imports (torchvision's NMS, the COCO backend:
     # ~3 s here); a short cold run takes them, and is reported, before the timed one.
-    cold = evaluate(
-        model, dataset.val_ann, dataset.val_images, "pose", imgsz=256, threads=args.threads, max_images=4,
-        progress=False,
-    )  # fmt: skip
-    result = evaluate(
-        model, dataset.val_ann, dataset.val_images, "pose", imgsz=256, threads=args.threads, progress=False
+    settings = EvalSettings(
+        dataset.val_ann, dataset.val_images, "pose", imgsz=256, threads=args.threads, progress=False
     )
+    cold = evaluate(evaluation_runner(model), dataclasses.replace(settings, max_images=4))
+    result = evaluate(evaluation_runner(model), settings)
     budget = 1.5 * result.n_images * timings["int8-per-channel"].median_ms / 1e3
     throughput = {
         "model": str(model.name),

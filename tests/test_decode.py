@@ -191,6 +191,15 @@ def test_ssd_round_trip_any_output_order():
     det = decode(outputs, "detect", t, conf=0.3, iou=0.5)
     np.testing.assert_allclose(det.boxes, boxes, atol=1e-3)
     np.testing.assert_array_equal(det.classes, [0, 0, 0])
+    named = decode(outputs, "detect", t, decoder="ssd", conf=0.3, iou=0.5)  # as a family names it
+    np.testing.assert_array_equal(named.boxes, det.boxes)
+    with pytest.raises(WorkbenchError, match="1 prediction and 0 prototype tensors|split head needs"):
+        decode(outputs, "detect", t, decoder="yolo", conf=0.3)  # the named decoder, not the layout's
+
+
+def test_unknown_decoder_is_named_with_the_known_ones():
+    with pytest.raises(WorkbenchError, match="unknown decoder 'detr'; known: ssd, yolo"):
+        decode([np.zeros((1, 5, 10), np.float32)], "detect", _transform("letterbox"), decoder="detr")
 
 
 def test_bad_layout_names_seen_and_expected_shapes():

@@ -62,3 +62,35 @@ def test_diagnosis_ranks_a_damaged_layer_first(tmp_path):
     best, best_score = max(scored, key=lambda p: p[1])
     assert any("damaged" in n for n in best.nodes), [b.label for b, _ in scored]
     assert best_score > base + 10  # dB: keeping it in float is what restores the output
+
+
+@pytest.mark.zoo
+def test_outputs_only_ap_runs_the_rounding_on_every_image_through_the_family_runner(zoo_dir, tiny_coco):
+    """What :func:`diagnose` scores as "fp32 with int8-rounded outputs only": the runner it gets
+    applies the transform to each image's float outputs; rounding to a coarse grid costs AP."""
+    from workbench.diagnose import audit_outputs
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
+
+    model = zoo_dir / "st" / "object_detection" / "yolov8n_256_quant_pc_uf_od_coco-person-st.tflite"
+    settings = EvalSettings(
+        tiny_coco / "instances_train2017_small.json", tiny_coco / "train_2017_small", "detect",
+        max_images=6, progress=False,
+    )  # fmt: skip
+    calls = []
+
+    def counted(transform):
+        def apply(outputs):
+            calls.append(len(outputs))
+            return transform(outputs)
+
+        return apply
+
+    audit = audit_outputs(model)
+    plain = evaluate(evaluation_runner(model), settings).AP
+    same_grid = evaluate(evaluation_runner(model, output_transform=counted(rounded_outputs(audit))), settings)
+    coarse = [OutputAudit(a.name, a.shape, a.role, 0.1, 0, {}) for a in audit]  # 0.1 of the input: 26 px
+    coarser = evaluate(evaluation_runner(model, output_transform=rounded_outputs(coarse)), settings).AP
+    assert calls == [1] * 6  # every image, its one output
+    assert same_grid.AP == pytest.approx(plain, abs=1e-6)  # already on that grid: nothing changes
+    assert coarser < plain - 0.05, (coarser, plain)

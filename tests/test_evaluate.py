@@ -10,7 +10,8 @@ import pytest
 
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.evaluate import TIMING_KEYS, EvalResult, evaluate
+from workbench.evaluate import TIMING_KEYS, EvalResult, EvalSettings, evaluate
+from workbench.families import evaluation_runner
 
 ZOO = {
     "pose256": "pose_estimation/yolov8n_256_quant_pc_uf_pose_coco-st.tflite",
@@ -18,6 +19,11 @@ ZOO = {
     "seg256": "segmentation/yolov8n_256_quant_pc_ii_seg_coco-st.tflite",
     "ssd256": "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite",
 }
+
+
+def run(model, ann, images, task, out_dir=None, **options) -> EvalResult:
+    """Evaluate a model file as the callers do: its family's runner, the settings, one protocol."""
+    return evaluate(evaluation_runner(model), EvalSettings(ann, images, task, **options), out_dir)
 
 
 def _no_keypoint_dataset(tmp_path):
@@ -58,7 +64,7 @@ def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_p
     ann, images = _no_keypoint_dataset(tmp_path)
     start = time.perf_counter()
     with pytest.raises(WorkbenchError, match="boxes_only.json: annotation id 1 has no keypoints"):
-        evaluate(model, ann, images, "pose", out_dir=tmp_path / "out", progress=False)
+        run(model, ann, images, "pose", out_dir=tmp_path / "out", progress=False)
     assert time.perf_counter() - start < 2.0
     assert not (tmp_path / "out").exists()
 
@@ -66,12 +72,19 @@ def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_p
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"protocol": "voc"}, "protocol must be one of coco, st"),
+        ({"protocols": ("voc",)}, "protocol must be one of coco, st"),
+        ({"protocols": ("coco", "coco")}, r"protocol must be one of coco, st \(each once\)"),
         ({"task": "segment"}, "unknown task 'segment'"),
-        ({"task": "seg", "protocol": "st"}, "protocol 'st' scores pose keypoints and detection boxes only"),
+        ({"task": "seg", "protocols": "st"}, "protocol 'st' scores pose keypoints and detection boxes only"),
         ({"max_images": 0}, "max_images must be at least 1"),
+        ({"conf": 1.5}, r"--conf must be a number within \[0, 1\]"),
+        ({"preprocess": "crop"}, "preprocess must be one of"),
         ({"model": "missing.tflite"}, "missing.tflite: model file not found"),
-        ({"model": "weights.onnx"}, "weights.onnx: model must be a .tflite or an Ultralytics .pt file"),
+        (
+            {"model": "weights.onnx"},
+            r"weights.onnx: model must be a .tflite or a family's float weights: .pt \(yolo\)",
+        ),
+        ({"protocols": ("coco", "st")}, "evaluate scores one protocol"),
     ],
 )
 def test_bad_arguments_fail_with_one_clear_message(tmp_path, kwargs, message):
@@ -80,7 +93,7 @@ def test_bad_arguments_fail_with_one_clear_message(tmp_path, kwargs, message):
     ann, images = _no_keypoint_dataset(tmp_path)
     args = {"model": "m.tflite", "task": "detect", **kwargs}
     with pytest.raises(WorkbenchError, match=message):
-        evaluate(tmp_path / args.pop("model"), ann, images, args.pop("task"), progress=False, **args)
+        run(tmp_path / args.pop("model"), ann, images, args.pop("task"), progress=False, **args)
 
 
 def test_cli_error_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
@@ -127,7 +140,7 @@ def test_ultralytics_pt_runs_through_predict(person_gt, tmp_path):
     weights = tmp_path / "rand-pose.pt"
     YOLO("yolov8n-pose.yaml").save(weights)
     ann, images = person_gt
-    result = evaluate(
+    result = run(
         weights,
         ann,
         images,
@@ -149,7 +162,7 @@ def test_ultralytics_pt_runs_through_predict(person_gt, tmp_path):
 def test_zoo_person_box_ap_is_sane(zoo_dir, person_gt, name):
     ann, images = person_gt
     task = "pose" if name.startswith("pose") else "detect"
-    result = evaluate(zoo_dir / "st" / ZOO[name], ann, images, task, iou_type="bbox", progress=False)
+    result = run(zoo_dir / "st" / ZOO[name], ann, images, task, iou_type="bbox", progress=False)
     assert result.preprocess == "letterbox" and result.n_images == 16 and result.n_instances == 32
     assert 0.30 <= result.AP <= 0.60, result.AP  # measured 0.43 (pose), 0.36 (od)
     assert set(result.seconds) == set(TIMING_KEYS) and result.seconds["invoke"] > 0
@@ -180,7 +193,7 @@ def test_zoo_wrong_geometry_scores_far_below(zoo_dir, person_gt):
 @pytest.mark.zoo
 def test_zoo_seg_mask_ap_and_results_files(zoo_dir, person_gt, tmp_path):
     ann, images = person_gt
-    result = evaluate(zoo_dir / "st" / ZOO["seg256"], ann, images, "seg", out_dir=tmp_path, progress=False)
+    result = run(zoo_dir / "st" / ZOO["seg256"], ann, images, "seg", out_dir=tmp_path, progress=False)
     assert result.iou_type == "segm" and 0.20 <= result.AP <= 0.55, result.AP  # measured 0.33
     detections = json.loads((tmp_path / "detections.json").read_text())
     assert len(detections) == result.n_detections and {d["category_id"] for d in detections} == {1}
@@ -192,7 +205,7 @@ def test_zoo_seg_mask_ap_and_results_files(zoo_dir, person_gt, tmp_path):
 @pytest.mark.zoo
 def test_zoo_ssd_st_protocol_is_near_the_card(zoo_dir, person_gt):
     ann, images = person_gt
-    result = evaluate(zoo_dir / "st" / ZOO["ssd256"], ann, images, "detect", protocol="st", progress=False)
+    result = run(zoo_dir / "st" / ZOO["ssd256"], ann, images, "detect", protocols="st", progress=False)
     assert result.headline == "AP@0.4" and result.iou == 0.5 and result.conf == 0.001
     card = result.metrics["extra"]["AP@0.4"]
     assert 0.35 <= card <= 0.65, card  # ST's card: 47.03 % on COCO person val; measured 0.48 here
@@ -229,8 +242,8 @@ def test_zoo_pose_keypoint_ap_on_synthetic_people(zoo_dir, tmp_path):
 
     data = generate_dataset(tmp_path / "synth", 1, 12, imgsz=256, seed=0, preset="easy", progress=False)
     model = zoo_dir / "st" / ZOO["pose256"]
-    coco = evaluate(model, data.ann("val"), data.images("val"), "pose", progress=False)
-    st = evaluate(model, data.ann("val"), data.images("val"), "pose", protocol="st", progress=False)
+    coco = run(model, data.ann("val"), data.images("val"), "pose", progress=False)
+    st = run(model, data.ann("val"), data.images("val"), "pose", protocols="st", progress=False)
     assert coco.iou_type == st.iou_type == "keypoints" and (coco.iou, st.iou) == (0.7, 0.1)
     assert coco.AP50 >= 0.5 and st.AP50 >= 0.5, (coco.AP50, st.AP50)  # measured 1.00 / 0.995 on 16 images
     assert st.preprocess == "resize" and st.headline == "AP50"

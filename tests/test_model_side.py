@@ -1,5 +1,6 @@
 """Export with normalized outputs, quantization schemes, and the pretrained checkpoint's record."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -184,21 +185,23 @@ def test_ultralytics_loads_our_float_file(pose256, synth_eval_set):
 def test_checkpoint_val_ap_is_reproduced_by_ultralytics_and_by_workbench_evaluate(
     pose256, synth_eval_set, checkpoint_record, tmp_path
 ):
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
     from workbench.pretrain import ultralytics_val
 
     recorded = checkpoint_record["val"]["map50_95"]
     live = ultralytics_val(CHECKPOINT, synth_eval_set.data_yaml, 256)
     assert live["map50_95"] == pytest.approx(recorded, abs=0.002)
-    ours = evaluate(
-        pose256["fp32"], synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=256, progress=False
+    settings = EvalSettings(
+        synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=256, progress=False
     )
+    ours = evaluate(evaluation_runner(pose256["fp32"]), settings)
     assert ours.n_images == checkpoint_record["dataset"]["val"]
     # Same thresholds and the same OKS scale (Ultralytics': 0.53 x box area): the same AP.
     ultralytics_gt = tmp_path / "val_ultralytics_oks_area.json"
     ultralytics_gt.write_text(json.dumps(with_ultralytics_oks_area(synth_eval_set.val_ann)))
     same_scale = evaluate(
-        pose256["fp32"], ultralytics_gt, synth_eval_set.val_images, "pose", imgsz=256, progress=False
+        evaluation_runner(pose256["fp32"]), dataclasses.replace(settings, ann=ultralytics_gt)
     )
     assert same_scale.AP == pytest.approx(live["map50_95"], abs=0.01)
     # COCO's own OKS scale (the silhouette area, ~0.39 x box area here) is stricter.
@@ -270,12 +273,14 @@ def test_quantize_refuses_an_empty_calibration_folder(pose256, tmp_path, capsys)
 
 
 def test_imgsz_mismatches_are_named(pose256, pixel_export, synth_eval_set, tmp_path, capsys):
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
     from workbench.inspect import inspect_model
     from workbench.quantize import quantize
 
     with pytest.raises(WorkbenchError, match="model input is 256x256, not the requested imgsz 320"):
-        evaluate(pose256["fp32"], synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=320)
+        settings = EvalSettings(synth_eval_set.val_ann, synth_eval_set.val_images, "pose", imgsz=320)
+        evaluate(evaluation_runner(pose256["fp32"]), settings)
     reference_128 = quantize(pixel_export.saved_model, "fp32", tmp_path / "fp32-128.tflite").path
     with pytest.raises(
         WorkbenchError,

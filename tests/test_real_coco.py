@@ -16,7 +16,8 @@ from workbench.cli import main
 from workbench.config import RunConfig, resolve_path
 from workbench.decode import Detections
 from workbench.errors import WorkbenchError
-from workbench.evaluate import evaluate
+from workbench.evaluate import EvalSettings, evaluate
+from workbench.families import evaluation_runner
 from workbench.locations import data_dir, weights_dir
 from workbench.metrics.st import StEvaluator
 
@@ -87,7 +88,8 @@ def test_st_pose_protocol_runs_on_real_val2017(coco_dev, zoo_dir, tmp_path):
     keypointed = {a["image_id"] for a in data["annotations"] if a.get("num_keypoints", 0) > 0}
     assert len(keypointed) < len(data["images"]), "the slice must hold an image without keypointed persons"
     result = evaluate(
-        zoo_dir / "st" / ST_POSE, ann, coco_dev / "images", "pose", protocol="st", progress=False
+        evaluation_runner(zoo_dir / "st" / ST_POSE),
+        EvalSettings(ann, coco_dev / "images", "pose", protocols="st", progress=False),
     )
     assert 0.0 < result.AP50 <= 1.0 and result.n_images == 12
 
@@ -97,7 +99,7 @@ def test_ssd_class_count_comes_from_the_scores_tensor_not_the_widest_output(zoo_
     ssd = zoo_dir / "st" / "object_detection_ssd" / "ssd_mobilenet_v1_025_256_int8.tflite"
     ann = tiny_coco / "instances_train2017_small.json"
     images = tiny_coco / "train_2017_small"
-    multi = evaluate(ssd, ann, images, "detect", progress=False)
+    multi = evaluate(evaluation_runner(ssd), EvalSettings(ann, images, "detect", progress=False))
     data = json.loads(ann.read_text())
     person_only = dict(
         data,
@@ -105,7 +107,9 @@ def test_ssd_class_count_comes_from_the_scores_tensor_not_the_widest_output(zoo_
         annotations=[a for a in data["annotations"] if a["category_id"] == 1],
     )
     (tmp_path / "person.json").write_text(json.dumps(person_only))
-    person = evaluate(ssd, tmp_path / "person.json", images, "detect", progress=False)
+    person = evaluate(
+        evaluation_runner(ssd), EvalSettings(tmp_path / "person.json", images, "detect", progress=False)
+    )
     assert multi.AP == pytest.approx(person.AP, abs=1e-9)
     assert multi.AP > 0.15
 
@@ -120,8 +124,11 @@ def test_a_pose_file_is_refused_as_a_detector(zoo_dir, tiny_coco, capsys):
     assert main(args) == 2
     assert "56-channel head" in capsys.readouterr().err
     with_boxes = evaluate(
-        zoo_dir / "st" / ST_POSE, tiny_coco / "instances_train2017_small.json",
-        tiny_coco / "train_2017_small", "pose", iou_type="bbox", progress=False,
+        evaluation_runner(zoo_dir / "st" / ST_POSE),
+        EvalSettings(
+            tiny_coco / "instances_train2017_small.json", tiny_coco / "train_2017_small", "pose",
+            iou_type="bbox", progress=False,
+        ),
     )  # fmt: skip
     assert with_boxes.AP > 0.2  # the supported way to score a pose file's boxes
 
@@ -216,5 +223,6 @@ def test_fp32_tflite_agrees_with_ultralytics_val_on_the_same_oks_scale(
     fp32 = quantize(saved.saved_model, "fp32", tmp_path / "fp32.tflite").path
     scale = tmp_path / "ultralytics_oks_area.json"
     scale.write_text(json.dumps(with_ultralytics_oks_area(ann)))
-    ours = evaluate(fp32, scale, coco_dev / "images", "pose", imgsz=imgsz, progress=False).AP
+    settings = EvalSettings(scale, coco_dev / "images", "pose", imgsz=imgsz, progress=False)
+    ours = evaluate(evaluation_runner(fp32), settings).AP
     assert ours == pytest.approx(theirs, abs=0.01), f"workbench {ours:.4f} vs Ultralytics val {theirs:.4f}"

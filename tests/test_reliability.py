@@ -40,10 +40,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 def clean(tmp_path_factory):
     """16 synthetic val images + COCO JSON (seed 0, easy) and the checkpoint's AP on them."""
     from workbench.data.prepare import prepare_dataset
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
 
     ds = prepare_dataset(RunConfig(synth_preset="easy", synth_train=8, synth_val=16, seed=0), progress=False)
-    result = evaluate(CHECKPOINT, ds.val_ann, ds.val_images, "pose", imgsz=256, progress=False)
+    result = evaluate(
+        evaluation_runner(CHECKPOINT),
+        EvalSettings(ds.val_ann, ds.val_images, "pose", imgsz=256, progress=False),
+    )
     assert 0.3 < result.AP < 1.0
     return ds, result.AP
 

@@ -10,7 +10,8 @@ from workbench.families import get_family
 
 @pytest.mark.slow
 def test_seg_trains_exports_converts_and_scores_masks(tmp_path):
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
     from workbench.quantize import quantize
 
     cfg = RunConfig(
@@ -40,7 +41,8 @@ def test_seg_trains_exports_converts_and_scores_masks(tmp_path):
             calib=dataset.train_images,
             calib_count=8,
         )
-        scored = evaluate(result.path, dataset.val_ann, dataset.val_images, "seg", progress=False)
+        settings = EvalSettings(dataset.val_ann, dataset.val_images, "seg", progress=False)
+        scored = evaluate(evaluation_runner(result.path), settings)
         assert scored.iou_type == "segm" and scored.n_images == 8
         sizes[scheme], aps[scheme] = result.size_bytes, scored.AP
     assert all(0.0 <= ap <= 1.0 for ap in aps.values()), aps

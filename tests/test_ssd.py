@@ -73,15 +73,15 @@ def test_fp32_file_detects_what_the_keras_model_detects(ssd224):
 def test_our_int8_per_channel_224_scores_within_001_of_st_file(ssd224, zoo_dir):
     """Same images, same protocol: ours (from the 2.x .h5, calibrated on 100 COCO person train
     images) against ST's 1.3 int8 file; measured 0.184 vs 0.186 box AP, 0.191 vs 0.186 AP@0.4."""
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
 
     st_file = zoo_dir / "st" / "object_detection_ssd" / "ssd_mobilenet_v1_025_224_int8.tflite"
     ann, images = DEV / "instances_person.json", DEV / "images"
     for protocol in ("coco", "st"):
-        ours = evaluate(
-            ssd224["int8-per-channel"].path, ann, images, "detect", protocol=protocol, progress=False
-        )
-        theirs = evaluate(st_file, ann, images, "detect", protocol=protocol, progress=False)
+        settings = EvalSettings(ann, images, "detect", protocols=protocol, progress=False)
+        ours = evaluate(evaluation_runner(ssd224["int8-per-channel"].path), settings)
+        theirs = evaluate(evaluation_runner(st_file), settings)
         assert ours.n_images == theirs.n_images == 450
         key = "AP" if protocol == "coco" else "AP@0.4"
         a, b = (r.AP if key == "AP" else r.metrics["extra"][key] for r in (ours, theirs))

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,6 +33,9 @@ from workbench.decode.yolo import STRIDES as LEVEL_STRIDES
 from workbench.decode.yolo import anchor_count, level_sizes
 from workbench.errors import WorkbenchError
 from workbench.recipes.selective import Block, SelectiveQuantizer
+
+if TYPE_CHECKING:
+    from workbench.evaluate import EvalRunner
 
 log = logging.getLogger(__name__)
 DEFAULT_SLICE = 32
@@ -270,18 +273,23 @@ def diagnose(
     calib_count: int = 200,
     sqnr_images: int = 4,
     threads: int = 2,
+    runner_for: Callable[..., EvalRunner],
 ) -> Diagnosis:
     """Diagnose ``model`` (int8 .tflite) against ``reference`` (its fp32 .tflite) on a COCO slice.
 
     ``saved_model`` (what both were converted from) and ``calib`` (the calibration images) rebuild
     the int8 conversion with one block at a time in float; per-channel or per-tensor as ``model``.
+    ``runner_for(path, output_transform=...)`` gives each file's evaluation runner
+    (``workbench.families.evaluation_runner``).
 
     Example:
-        >>> # d = diagnose("pc.tflite", "fp32.tflite", "val.json", "val/", "build/sm256", "train/images")
+        >>> # from workbench.families import evaluation_runner
+        >>> # d = diagnose("pc.tflite", "fp32.tflite", "val.json", "val/", "build/sm256", "train/images",
+        >>> #              runner_for=evaluation_runner)
         >>> # print(d.table())
     """
     from workbench.data.images import list_images, load_image
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
     from workbench.inspect import layer_sqnr, weight_granularity
     from workbench.quantize import calibration_batches
     from workbench.runtime import TFLiteModel, read_tflite_metadata
@@ -298,11 +306,10 @@ def diagnose(
         )
     imgsz = TFLiteModel(model).input_hw[0]
 
+    settings = EvalSettings(ann, images, task, max_images=slice_images, threads=threads, progress=False)
+
     def ap(path: Path, transform=None) -> float:
-        return evaluate(
-            path, ann, images, task, max_images=slice_images, threads=threads, progress=False,
-            output_transform=transform,
-        ).AP  # fmt: skip
+        return evaluate(runner_for(path, output_transform=transform), settings).AP
 
     audit = audit_outputs(model)
     ap_ref, ap_model = ap(Path(reference)), ap(Path(model))

@@ -26,6 +26,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from workbench.diagnose import diagnose
+    from workbench.families import evaluation_runner
     from workbench.fileio import write_json
 
     result = diagnose(
@@ -40,6 +41,7 @@ def run(args) -> int:
         block_size=args.block_size,
         calib_count=args.calib_count,
         threads=args.threads,
+        runner_for=evaluation_runner,
     )
     if args.out:
         write_json(args.out, result.to_dict())

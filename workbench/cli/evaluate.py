@@ -55,28 +55,28 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.evaluate import evaluate
+    from workbench.evaluate import EvalSettings, evaluate
+    from workbench.families import evaluation_runner
 
     if Path(args.model).suffix != ".tflite":
         check_float_weights(args.model, args.task)
-    result = evaluate(
-        args.model,
+    settings = EvalSettings(
         args.ann,
         args.images,
         args.task,
+        protocols=(args.protocol,),
         imgsz=args.imgsz,
-        protocol=args.protocol,
         conf=args.conf,
         iou=args.iou,
         max_det=args.max_det,
         max_images=args.max_images,
-        out_dir=args.out,
         threads=args.threads,
         preprocess=args.preprocess,
         progress=not args.json,
         iou_type=args.iou_type,
         exif_transpose=args.exif_transpose,
     )
+    result = evaluate(evaluation_runner(args.model), settings, out_dir=args.out)
     if args.json:
         print_json(result.to_dict())
         return 0

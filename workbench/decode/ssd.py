@@ -96,3 +96,28 @@ def decode_ssd(
     idx, labels, values = select_candidates(scores[:, 1:], conf, True, max_nms, classes)
     keep = nms(boxes_in[idx], values, labels, iou, max_det)
     return Detections(transform.inverse_boxes(boxes_in[idx][keep]), values[keep], labels[keep])
+
+
+def decode_ssd_boxes(
+    outputs: Sequence[np.ndarray],
+    task: Task | str,
+    transform: ImageTransform,
+    *,
+    conf: float = 0.001,
+    iou: float = 0.5,
+    max_det: int = 100,
+    max_nms: int = MAX_NMS,
+    classes: Sequence[int] | None = None,
+    normalized: bool | None = None,
+    nc: int | None = None,
+    kpt_shape: tuple[int, int] | None = None,
+    multi_label: bool = False,
+) -> Detections:
+    """:func:`decode_ssd` behind the decoders' common signature (:data:`workbench.decode.DECODERS`):
+    an SSD only decodes boxes, and the YOLO options (``normalized``, ``nc``, ``kpt_shape``,
+    ``multi_label``) do not apply to it."""
+    if Task(task) is not Task.DETECT:
+        raise layout_error(task, outputs, transform.input_hw, "an SSD layout only decodes boxes")
+    return decode_ssd(
+        outputs, transform, conf=conf, iou=iou, max_det=max_det, max_nms=max_nms, classes=classes
+    )

@@ -22,11 +22,17 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily
 from workbench.families.ssd import SsdFamily
 from workbench.families.yolo import YoloFamily
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from workbench.evaluate import EvalRunner, OutputTransform
 
 _REGISTRY: dict[str, ModelFamily] = {}
 
@@ -63,7 +69,60 @@ def family_of(model: str | Path) -> ModelFamily:
     )
 
 
+# ---- evaluation: the runner of any model file --------------------------------------------------------
+def evaluation_runner(model: str | Path, *, output_transform: OutputTransform | None = None) -> EvalRunner:
+    """The runner that evaluates ``model``: a ``.tflite`` of any family, or a family's float weights.
+
+    The runner is opened by the evaluation pass (after its ground truth loads); a ``.tflite``'s
+    family is read then (:func:`tflite_family`). ``output_transform`` applies to a ``.tflite``'s
+    float outputs before decoding (e.g. the diagnosis's int8 rounding of a float model's outputs).
+
+    Example:
+        >>> # evaluate(evaluation_runner("st_ssd_mobilenet_v1_025_256.h5"), EvalSettings(ann, images, "detect"))
+    """
+    from workbench.evaluate import TFLiteRunner
+
+    path = Path(model)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path, tflite_family, output_transform)
+    for family in _REGISTRY.values():
+        if path.suffix in family.weights_suffixes:
+            if output_transform is not None:
+                raise WorkbenchError("output_transform applies to .tflite models only", path=path)
+            return family.evaluation_runner(path)
+    weights = ", ".join(f"{' / '.join(f.weights_suffixes)} ({f.name})" for f in _REGISTRY.values())
+    raise WorkbenchError(f"model must be a .tflite or a family's float weights: {weights}", path=path)
+
+
+def tflite_family(
+    path: Path, metadata: dict[str, Any], outputs: list[np.ndarray], input_hw: tuple[int, int]
+) -> ModelFamily:
+    """The family of an open ``.tflite``: the one its metadata records (our conversions), else the
+    one family whose output layout its outputs have (ST's zoo files record none)."""
+    recorded = metadata.get("workbench", {}).get("family")
+    if recorded:
+        return get_family(recorded)
+    claimed = [f for f in _REGISTRY.values() if f.claims_outputs(outputs, input_hw)]
+    if len(claimed) != 1:
+        which = (
+            "no model family's layout"
+            if not claimed
+            else f"the layouts of {', '.join(f.name for f in claimed)}"
+        )
+        shapes = [tuple(o.shape) for o in outputs]
+        raise WorkbenchError(f"records no model family, and its outputs {shapes} fit {which}", path=path)
+    return claimed[0]
+
+
 register(YoloFamily())
 register(SsdFamily())
 
-__all__ = ["ModelFamily", "family_of", "get_family", "list_families", "register"]
+__all__ = [
+    "ModelFamily",
+    "evaluation_runner",
+    "family_of",
+    "get_family",
+    "list_families",
+    "register",
+    "tflite_family",
+]

@@ -11,8 +11,11 @@ from workbench.config import METRIC_OF_TASK, Task
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
+    from workbench.evaluate import EvalRunner
     from workbench.export import ExportResult
 
 
@@ -102,6 +105,28 @@ class ModelFamily(ABC):
     @abstractmethod
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         """How images are prepared for this model (recorded in every converted file)."""
+
+    # ---- evaluation: a family is the TFLiteDecoding of its .tflite files (workbench.evaluate) -----
+    st_eval_iou: float = 0.5  # IoU of ST's detection AP for this family's models (their cards)
+    weights_suffixes: tuple[str, ...] = ()  # float weights files its evaluation runner reads
+
+    @abstractmethod
+    def evaluation_runner(self, weights: str | Path) -> EvalRunner:
+        """The runner that evaluates the family's float ``weights`` (one of ``weights_suffixes``)."""
+
+    @abstractmethod
+    def claims_outputs(self, outputs: list[np.ndarray], input_hw: tuple[int, int]) -> bool:
+        """Whether a ``.tflite`` without a recorded family has this family's outputs (ST's zoo files)."""
+
+    @abstractmethod
+    def default_preprocess(self, protocol: str) -> str:
+        """Pre-processing of a ``.tflite`` that records none, under ``protocol``'s convention."""
+
+    @abstractmethod
+    def output_classes(
+        self, outputs: list[np.ndarray], metadata: dict[str, Any], task: Task, input_hw: tuple[int, int]
+    ) -> int:
+        """Classes that a ``.tflite``'s ``outputs`` hold for ``task``; WorkbenchError if they cannot."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -33,8 +33,11 @@ from workbench.locations import IMGSZ_FIELD
 from workbench.safeload import check_weights
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
+    from workbench.evaluate import EvalRunner
     from workbench.export import ExportResult
 
 
@@ -196,6 +199,37 @@ class SsdFamily(ModelFamily):
             meta.pop("saved_model")
             write_json(tmp / EXPORT_META, meta)
         return result
+
+    # ---- evaluation (workbench.families.ssd_eval) ---------------------------------------------
+    st_eval_iou = 0.4  # ST's SSD card: AP at IoU 0.4
+    weights_suffixes = (".h5",)
+
+    def evaluation_runner(self, weights: str | Path) -> EvalRunner:
+        from workbench.families.ssd_eval import KerasSsdRunner
+
+        return KerasSsdRunner(
+            weights,
+            load=load_ssd,
+            config_for=self.config_for,
+            decoder=self.decoder,
+            st_eval_iou=self.st_eval_iou,
+        )
+
+    def claims_outputs(self, outputs: list[np.ndarray], input_hw: tuple[int, int]) -> bool:
+        from workbench.decode.ssd import is_ssd_layout
+
+        return is_ssd_layout(outputs)
+
+    def default_preprocess(self, protocol: str) -> str:
+        """Resize under every protocol: ST's SSD scripts ``cv2.resize`` without keeping the aspect ratio."""
+        return "resize"
+
+    def output_classes(
+        self, outputs: list[np.ndarray], metadata: dict[str, Any], task: Task, input_hw: tuple[int, int]
+    ) -> int:
+        from workbench.families.ssd_eval import ssd_classes
+
+        return ssd_classes(outputs, metadata, task, input_hw)
 
 
 def load_ssd(path: str | Path, config: StSsdConfig | None = None):

@@ -10,8 +10,11 @@ from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily, Preprocessing
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
+    from workbench.evaluate import EvalRunner
     from workbench.export import ExportResult
 
 SEG_YOLO_DIR = "yolo-seg"  # the segmentation copy of a dataset's YOLO labels (polygons)
@@ -69,6 +72,32 @@ class YoloFamily(ModelFamily):
 
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         return Preprocessing("letterbox", "bilinear", (0.0, 1.0))
+
+    # ---- evaluation (workbench.families.yolo_eval) --------------------------------------------
+    st_eval_iou = 0.5  # ST's YOLOv8 person-detection card
+    weights_suffixes = (".pt",)
+
+    def evaluation_runner(self, weights: str | Path) -> EvalRunner:
+        from workbench.families.yolo_eval import UltralyticsRunner
+
+        return UltralyticsRunner(weights, self.st_eval_iou)
+
+    def claims_outputs(self, outputs: list[np.ndarray], input_hw: tuple[int, int]) -> bool:
+        from workbench.families.yolo_eval import is_yolo_head
+
+        return is_yolo_head(outputs, input_hw)
+
+    def default_preprocess(self, protocol: str) -> str:
+        """Letterbox, Ultralytics' pipeline, under ``coco``; resize under ``st``, as
+        stm32ai-modelzoo-services evaluates (``aspect_ratio: fit``)."""
+        return "resize" if protocol == "st" else "letterbox"
+
+    def output_classes(
+        self, outputs: list[np.ndarray], metadata: dict[str, Any], task: Task, input_hw: tuple[int, int]
+    ) -> int:
+        from workbench.families.yolo_eval import yolo_head_classes
+
+        return yolo_head_classes(outputs, metadata, task, input_hw)
 
 
 def _with_seg_labels(prepared: PreparedDataset) -> PreparedDataset:

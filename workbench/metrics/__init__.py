@@ -13,13 +13,12 @@ from workbench.metrics.coco import (
 )
 from workbench.metrics.oks import COCO_SIGMAS, oks
 from workbench.metrics.result import MetricResult
-from workbench.metrics.st import ST_EVAL_IOU, ST_SETTINGS, StEvaluator, inclusive_iou, st_ap101, voc_ap
+from workbench.metrics.st import ST_SETTINGS, StEvaluator, inclusive_iou, st_ap101, voc_ap
 
 __all__ = [
     "COCO_SIGMAS",
     "CocoEvaluator",
     "MetricResult",
-    "ST_EVAL_IOU",
     "ST_SETTINGS",
     "StEvaluator",
     "default_category_map",

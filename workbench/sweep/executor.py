@@ -141,19 +141,23 @@ def _client(workers: int | None):
 def _evaluate_group(
     cfg: RunConfig, variants: list[Variant], dataset: PreparedDataset, run_dir: str, threads: int
 ) -> list[dict[str, Any]]:
-    from workbench.evaluate import evaluate_models
+    from workbench.evaluate import EvalSettings, evaluate_models
+    from workbench.families import evaluation_runner
 
-    passes = evaluate_models(
-        [v.path for v in variants],
+    settings = EvalSettings(
         dataset.val_ann,
         dataset.val_images,
         variants[0].task,
-        cfg.protocols,
+        tuple(cfg.protocols),
         imgsz=variants[0].imgsz,
         max_images=cfg.eval_images,
-        out_dirs=[Path(run_dir) / "eval" / v.name for v in variants],
         threads=threads,
         progress=False,
+    )
+    passes = evaluate_models(
+        [evaluation_runner(v.path) for v in variants],
+        settings,
+        out_dirs=[Path(run_dir) / "eval" / v.name for v in variants],
     )
     rows = []
     for variant, results in zip(variants, passes, strict=True):

@@ -32,7 +32,8 @@ def cell_task(
     cell: Cell, export: ExportResult, dataset: PreparedDataset, sweep_dir: str, threads: int
 ) -> dict[str, Any]:
     """Convert, evaluate and inspect one cell; its row for the store (latency filled in later)."""
-    from workbench.evaluate import evaluate_protocols
+    from workbench.evaluate import EvalSettings, evaluate_protocols
+    from workbench.families import evaluation_runner
     from workbench.inspect import inspect_model
     from workbench.provenance import package_versions
     from workbench.quantize import quantize
@@ -52,17 +53,18 @@ def cell_task(
         recipes=cfg.recipes[0] if cfg.recipes else None,
     )
     convert_seconds = time.perf_counter() - start
-    results = evaluate_protocols(
-        out,
+    settings = EvalSettings(
         dataset.val_ann,
         dataset.val_images,
         cfg.task,
-        cfg.protocols,
+        tuple(cfg.protocols),
         imgsz=cfg.imgsz[0],
         max_images=cfg.eval_images,
-        out_dir=Path(sweep_dir) / "eval" / cell.key,
         threads=threads,
         progress=False,
+    )
+    results = evaluate_protocols(
+        evaluation_runner(out), settings, out_dir=Path(sweep_dir) / "eval" / cell.key
     )
     first = results[cfg.protocols[0]]
     info = inspect_model(out, threads=threads)
