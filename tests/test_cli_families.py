@@ -34,14 +34,11 @@ class Sample:
     task: str
     recipe: str  # an int8 recipe that applies to the family
     foreign_recipe: str | None  # a recipe that does not (None: every recipe applies)
-    float_evaluation: bool  # `workbench evaluate WEIGHTS` runs today (False: a clean refusal)
 
 
 SAMPLES = {
-    "yolo": Sample(REPO / "data" / "weights" / "yolov8n-pose-synth.pt", 192, "pose", "calib-all", None, True),
-    # Evaluating a float SSD .h5 needs the family's float runner (helper "evaluation"): until it
-    # lands, `evaluate x.h5` must refuse in one line. Switch float_evaluation to True with it.
-    "ssd": Sample(SHARED_ST / "st_ssd_mobilenet_v1_025_192.h5", 192, "detect", "equalize", "split-head", False),
+    "yolo": Sample(REPO / "data" / "weights" / "yolov8n-pose-synth.pt", 192, "pose", "calib-all", None),
+    "ssd": Sample(SHARED_ST / "st_ssd_mobilenet_v1_025_192.h5", 192, "detect", "equalize", "split-head"),
 }  # fmt: skip
 EVAL_IMAGES = 6
 CALIB_IMAGES = 8
@@ -182,18 +179,15 @@ def test_evaluate_scores_the_int8_file(family, conversions, synth_eval_set):
 
 
 @pytest.mark.parametrize("family", list_families())
-def test_evaluate_float_weights_runs_or_refuses_in_one_line(family, synth_eval_set, capsys):
+def test_evaluate_runs_every_family_s_float_weights(family, synth_eval_set, capsys):
     found = sample(family)
     code, out, err = run_cli(
         capsys, "evaluate", found.weights, "--task", found.task, "--ann", synth_eval_set.val_ann,
         "--images", synth_eval_set.val_images, "--imgsz", found.imgsz, "--max-images", 2, "--json",
     )  # fmt: skip
-    if found.float_evaluation:
-        assert code == 0, err
-        result = json.loads(out)
-        assert result["n_images"] == 2 and 0.0 <= result["AP"] <= 1.0
-    else:
-        assert_one_error_line(code, err, "evaluate", found.weights.name)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_images"] == 2 and 0.0 <= result["AP"] <= 1.0
 
 
 @pytest.mark.slow
