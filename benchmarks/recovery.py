@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import workbench  # noqa: F401  (offline environment first)
-from workbench.export import export_saved_model
 from workbench.fileio import sha256_file, write_json
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import dataset_hash, package_versions
@@ -105,13 +104,12 @@ def main() -> int:
         return 0
 
     from workbench.evaluate import evaluate
+    from workbench.jobs import export_job, quantize_with_recipes
     from workbench.metrics.bootstrap import ApBootstrap
-    from workbench.quantize import quantize
 
     root = cache_dir() / "recovery" / sha256_file(WEIGHTS)[:12] / str(IMGSZ)
     saved = root / "saved_model"
-    if not saved.is_dir():
-        export_saved_model(WEIGHTS, IMGSZ, saved)
+    export_job(WEIGHTS, IMGSZ, saved)  # the one there unless the weights changed
     ann, images = DEV / "person_keypoints.json", DEV / "images"
 
     def evaluated(name: str, path: Path) -> dict:
@@ -128,7 +126,7 @@ def main() -> int:
     started = time.perf_counter()
     fp32_path = root / "fp32.tflite"
     if args.force or not fp32_path.is_file():
-        quantize(saved, "fp32", fp32_path)
+        quantize_with_recipes(saved, "fp32", fp32_path)
     fp32 = evaluated("fp32", fp32_path)
     img_ids = _image_ids(ann, args.images)
     boot = ApBootstrap(ann, "keypoints", img_ids=img_ids, n_boot=args.n_boot)
@@ -143,7 +141,7 @@ def main() -> int:
             continue
         if not record.is_file() or args.force or (only is not None and name in only):
             t0 = time.perf_counter()
-            result = quantize(
+            result = quantize_with_recipes(
                 saved, scheme, path, io="uf", calib=CALIB, calib_count=args.calib_count, recipes=recipes
             )
             write_json(record, dict(result.to_dict(), convert_seconds=round(time.perf_counter() - t0, 1)))

@@ -20,10 +20,13 @@ def test_parse_recipes_orders_validates_and_rejects():
 
 
 def test_plan_composes_recipes():
-    plan = build_plan("split-head,calib-all,int16x8", calib_count=50)
-    assert (plan.head, plan.activations, plan.equalize, plan.float_blocks) == ("split", "int16", False, 0)
-    assert plan.calib_count > 50 and plan.recipes == ("split-head", "calib-all", "int16x8")
-    assert build_plan(None, 50).to_dict()["recipes"] == []
+    plan = build_plan("split-head,calib-all,int16x8", calib_count=50, scheme="int8-per-channel")
+    export, conversion = plan.export, plan.conversion
+    assert (export.head, conversion.activations, export.equalize, conversion.float_blocks) == ("split", "int16", False, 0)
+    assert conversion.calib_count > 50 and plan.recipes == ("split-head", "calib-all", "int16x8")
+    assert build_plan(None, 50, "fp32").to_dict()["recipes"] == []
+    with pytest.raises(WorkbenchError, match="apply to int8 schemes, not fp16"):
+        build_plan("equalize", 50, "fp16")
 
 
 def test_config_recipes_and_target_are_validated():
@@ -101,13 +104,13 @@ def pose256_folders(pose256):
 def recipe_files(pose256, synth_eval_set, tmp_path_factory):
     """Each recipe alone on the synthetic checkpoint at 256 (per-channel; equalize also per-tensor)."""
     import workbench.recipes.qat as qat
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
     root = tmp_path_factory.mktemp("recipes")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qat, "QAT_STEPS", 10)  # the file's form is at stake here, not what fine-tuning gains
         return {
-            (name, scheme): quantize(
+            (name, scheme): quantize_with_recipes(
                 pose256["saved_model"],
                 scheme,
                 root / f"{scheme}+{name}.tflite",
@@ -162,9 +165,9 @@ def test_recipe_file_matches_its_record(recipe_files, pose256_folders, name, sch
 @pytest.fixture(scope="module")
 def split_pc(pose256, synth_eval_set, tmp_path_factory):
     """The split-head per-channel file alone (its re-export is shared with ``recipe_files``)."""
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
-    return quantize(
+    return quantize_with_recipes(
         pose256["saved_model"],
         "int8-per-channel",
         tmp_path_factory.mktemp("split") / "split-pc.tflite",

@@ -38,8 +38,6 @@ from workbench.locations import ModelSource, resolve_data, resolve_model
 from workbench.variant import Variant
 
 RESULTS = "results"
-# steps that run Dask graphs (workbench.sweep.executor): a report gives them one shared cluster
-EXECUTOR_STEPS = ("quantize", "evaluate")
 DIFFERENCES_CSV = "differences.csv"  # every AP difference the report states, with its interval
 
 

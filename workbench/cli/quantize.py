@@ -33,9 +33,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
-    result = quantize(
+    result = quantize_with_recipes(
         args.saved_model,
         args.scheme,
         args.out,

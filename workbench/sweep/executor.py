@@ -27,9 +27,8 @@ from tqdm.auto import tqdm
 
 from workbench.config import RunConfig
 from workbench.data.prepare import PreparedDataset
+from workbench.sweep.cluster import SCHEDULER_ENV
 from workbench.variant import Variant
-
-SCHEDULER_ENV = "WORKBENCH_SCHEDULER"  # an existing scheduler for the report's graphs
 
 
 def evaluate_variants(
@@ -67,11 +66,13 @@ def convert_variants(
     scheme, recipe."""
     from dask import delayed
 
+    from workbench.jobs import export_job
+
     tag = _folder_tag(run_dir)
     jobs = conversion_jobs(cfg, [r["name"] for r in records])
     order = sum(len(members) for members in jobs.values())
     exports = {
-        (record["name"], imgsz): delayed(_export, pure=True)(
+        (record["name"], imgsz): delayed(export_job, pure=True)(
             record["weights"],
             imgsz,
             str(run_dir / "saved_models" / record["name"] / str(imgsz)),
@@ -200,12 +201,6 @@ def _evaluate_group(
     return rows
 
 
-def _export(weights: str, imgsz: int, folder: str):
-    from workbench.families import family_of
-
-    return family_of(weights).export(weights, imgsz, Path(folder))
-
-
 def _convert_group(
     cfg: RunConfig,
     record: dict[str, Any],
@@ -235,21 +230,15 @@ def _convert_one(
     run_dir: str,
 ) -> Variant:
     from workbench.config import IOType, Scheme
-    from workbench.quantize import quantize
+    from workbench.jobs import convert_job, recipe_export
 
     scheme, name = Scheme(scheme_name), record["name"]
     io = cfg.io if scheme.is_int8 else IOType.FF
     tag = scheme.value + (f"+{recipe}" if recipe else "")
     out = Path(run_dir) / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
-    result = quantize(
-        saved.saved_model,
-        scheme,
-        out,
-        io=io,
-        calib=dataset.calib_images,
-        calib_count=cfg.calib_images,
-        recipes=recipe or None,
-    )
+    calib = {"calib": dataset.calib_images, "calib_count": cfg.calib_images}
+    export = recipe_export(saved, recipe or None, scheme, **calib)  # shared by this task's schemes
+    result = convert_job(export, scheme, out, io=io, recipes=recipe or None, **calib)
     return Variant(
         name=f"{name}_{imgsz}_{tag}_{result.io.value}",
         model=name,
