@@ -26,8 +26,8 @@ def _int8_output_error(model, images, per_channel: bool, teacher) -> float:
     """Mean squared error of ``model``'s distillation targets vs ``teacher``'s, weights rounded to int8."""
     import torch
 
-    from workbench.recipes.weight_rounding import fake_quantize_weights
     from workbench.recipes.qat import _distillation_targets
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     rounded = copy.deepcopy(model)
     with torch.no_grad():
@@ -99,5 +99,7 @@ def test_qat_refuses_a_segmentation_checkpoint_before_exporting(tmp_path):
     weights = tmp_path / "seg.pt"
     YOLO("yolov8n-seg.yaml").save(weights)  # an untrained architecture: the task is what matters
     with pytest.raises(WorkbenchError, match="qat distils the split head's outputs.*not seg$"):
-        get_family("yolo").export(weights, 128, tmp_path / "sm", edits=ExportEdits(qat="per-tensor"), calib=tmp_path)
+        get_family("yolo").export(
+            weights, 128, tmp_path / "sm", edits=ExportEdits(qat="per-tensor"), calib=tmp_path
+        )
     assert not (tmp_path / "sm").exists()

@@ -121,8 +121,8 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
     the calibration inputs (exactly: the shift is linear in the inputs)."""
     import torch
 
-    from workbench.recipes.weight_rounding import fake_quantize_weights
     from workbench.recipes.bias_correct import correct_biases
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     class Net(torch.nn.Sequential):
         def fuse(self, verbose=False):  # Ultralytics' models fold BatchNorm here; nothing to fold

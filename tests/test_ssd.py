@@ -98,7 +98,9 @@ def test_equalize_recipe_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd
     from workbench.runtime import TFLiteModel
 
     saved = ssd224["export"].saved_model
-    with pytest.raises(WorkbenchError, match="split-head does not apply to ssd models .its recipes: equalize"):
+    with pytest.raises(
+        WorkbenchError, match="split-head does not apply to ssd models .its recipes: equalize"
+    ):
         quantize_with_recipes(
             saved, "int8-per-tensor", tmp_path / "x.tflite", calib=TRAIN / "images", recipes=["split-head"]
         )
