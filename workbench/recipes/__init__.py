@@ -1,8 +1,12 @@
 """Recovery recipes: named, composable changes to how a SavedModel becomes an int8 .tflite.
 
-Each recipe edits a :class:`Plan` (what to export, how to calibrate, what to keep out of int8);
-``quantize(..., recipes=["split-head", "calib-all"])`` applies them in registry order, so the
-same set gives the same file whatever order it was named in. ``workbench recipes`` lists them.
+Each registry entry (:class:`Recipe`) declares the model families and the schemes it applies to,
+and its edits, split by who makes them: export edits (:class:`~.edits.ExportEdits`: head,
+equalization, split convolutions, bias correction, qat, keypoint clamp), which the model family
+makes when it exports, and conversion edits (:class:`~.edits.ConversionEdits`: calibration count,
+ranges, float blocks, int16 activations). :func:`build_plan` composes a set for one scheme in
+registry order, so the same set gives the same file whatever order it was named in.
+``workbench recipes`` lists them.
 
 ================ ====================================================================== =========
 recipe           does                                                                   all-int8
