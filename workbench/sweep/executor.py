@@ -9,6 +9,9 @@
   in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
   once); one task per zoo file.
 
+The jobs themselves (an export, a recipe's export, a conversion, each cached by its key) are
+:mod:`workbench.jobs`, which the sweep's cells (:mod:`workbench.sweep.tasks`) run too.
+
 ``cfg.workers`` picks the executor: ``None`` a LocalCluster with one process per core (or the
 scheduler in ``WORKBENCH_SCHEDULER``), ``0`` Dask's synchronous scheduler in this process. Both
 run the same graph, so both write the same files (tests/test_sweep_executor.py checks the bytes).
