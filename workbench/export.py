@@ -26,6 +26,7 @@ from workbench.exported import EXPORT_META, HEADS, ExportResult
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.heads import normalized_head, split_head
 from workbench.offline import ensure_calibration_npy, import_tensorflow
+from workbench.safeload import check_weights
 
 __all__ = [
     "EXPORT_META",
@@ -82,6 +83,7 @@ def export_saved_model(
     with tempfile.TemporaryDirectory(prefix="wb-export-") as scratch:
         scratch = Path(scratch)
         local = scratch / weights.name
+        check_weights(weights)
         shutil.copyfile(weights, local)
         ensure_calibration_npy(scratch)
         try:

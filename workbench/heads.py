@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from workbench.safeload import check_weights
+
 
 @contextlib.contextmanager
 def normalized_head() -> Iterator[None]:
@@ -139,6 +141,7 @@ def keypoint_offset_percentiles(
     import torch
     from ultralytics import YOLO
 
+    check_weights(weights)
     model = YOLO(str(weights)).model.float().eval()
     if equalize:
         from workbench.recipes.equalize import equalize_model

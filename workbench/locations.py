@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.config import resolve_path
 from workbench.errors import WorkbenchError
 from workbench.offline import REPO_ROOT
 
@@ -69,8 +70,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
         return model
     if IMGSZ_FIELD in model:
         return _resolve_template(model)
-    from workbench.config import resolve_path
-
     looked: list[str] = []
     for candidate in (Path(model).expanduser(), resolve_path(model)):
         if candidate.exists():
@@ -79,10 +78,18 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
             looked.append(str(candidate.resolve()))
     root = weights_dir()
     name = Path(model).name
-    if root.is_dir():
-        found = sorted(root.rglob(name))
-        if found:
-            return found[0]
+    if name != model:  # a path: used as given (or under the weights folder), never swapped for a namesake
+        if (root / model).is_file() and not Path(model).is_absolute() and ".." not in Path(model).parts:
+            return root / model
+        raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked)}; {root / model}")
+    found = sorted(root.rglob(name)) if root.is_dir() else []
+    if len(found) > 1:
+        raise WorkbenchError(
+            f"weights name {model!r} matches {len(found)} files under WORKBENCH_WEIGHTS_DIR "
+            f"({', '.join(map(str, found[:10]))}); pass the path of the one you mean"
+        )
+    if found:
+        return found[0]
     looked.append(f"{root}/**/{name} (WORKBENCH_WEIGHTS_DIR)")
     if allow_download and _ultralytics_asset(name):
         return name
@@ -96,8 +103,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
 
 def _resolve_template(model: str) -> Path:
     """``…_{imgsz}.h5`` (one file per image size): the template in the first folder holding a match."""
-    from workbench.config import resolve_path
-
     pattern = Path(model).name.replace(IMGSZ_FIELD, "*")
     folders = [Path(model).expanduser().parent, resolve_path(model).parent]
     root = weights_dir()
@@ -151,8 +156,6 @@ def resolve_data(path: str | None) -> Path | None:
     """
     if path is None:
         return None
-    from workbench.config import resolve_path
-
     given = resolve_path(path)
     if given.exists():
         return given
@@ -184,8 +187,6 @@ def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:
     """Resolve a config's model entry: a folder of .tflite files (as given, from the repository
     root, or under :func:`zoo_dir`) is a zoo source; anything else is weights
     (:func:`resolve_weights`)."""
-    from workbench.config import resolve_path
-
     for candidate in (Path(entry).expanduser(), resolve_path(entry), zoo_dir() / entry):
         if candidate.is_dir():
             return ModelSource(entry, "zoo", candidate.resolve())

@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.quietlogs import tf_logs_hidden
 from workbench.runlock import Interrupted, signals_as_exceptions
+from workbench.safeload import trusting
 
 VERB_MODULES = [
     "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
-    "sweep",
+    "sweep", "target",
 ]  # fmt: skip
+TRUST_HELP = "load a weights file even if loading it runs code it carries (only for files you trust)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # verb not built yet
             raise
         module.register(sub)
+    for verb in sub.choices.values():
+        verb.add_argument("--trust-weights", action="store_true", help=TRUST_HELP)
+        verb.add_argument("--verbose", action="store_true", help="also show TensorFlow's own log lines")
     return parser
 
 
@@ -70,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # a console run (not a caller's own warning filters): one plain line per warning
         warnings.showwarning = _show_warning(args.verb)
     try:
-        with signals_as_exceptions():
+        quiet = argv is None and not args.verbose  # a console run: TF's log lines hidden (quietlogs)
+        with tf_logs_hidden(quiet), signals_as_exceptions(), trusting(args.trust_weights):
             return int(args.func(args) or 0)
     except WorkbenchError as err:
         _error(args.verb, str(err))

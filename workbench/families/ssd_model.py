@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
+from workbench.safeload import check_weights
 
 if TYPE_CHECKING:
     from workbench.families.st_config import StSsdConfig
@@ -22,6 +23,7 @@ def load_ssd(path: str | Path, config: StSsdConfig | None = None):
     import_tensorflow()
     import tf_keras
 
+    check_weights(path)
     try:
         model = tf_keras.models.load_model(str(path), compile=False)
     except Exception as err:  # h5py and Keras raise many types for foreign files

@@ -47,12 +47,12 @@ Whether a file is still all-int8 and its weight granularity are read from the fi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.recipe_names import RECIPE_NAMES, parse_recipes
 from workbench.recipes.edits import ConversionEdits, ExportEdits
 
 FLOAT_FALLBACK_K = 3
@@ -100,8 +100,9 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register(recipe: Recipe) -> Recipe:
-    if recipe.name in RECIPES:
-        raise ValueError(f"recipe {recipe.name!r} is already registered")
+    # the vocabulary's order is the registry's: a recipe set applies in that order
+    if (*RECIPES, recipe.name) != RECIPE_NAMES[: len(RECIPES) + 1]:
+        raise ValueError(f"recipe {recipe.name!r} is not next in workbench.recipe_names.RECIPE_NAMES")
     unknown = set(recipe.export) - set(ExportEdits.__dataclass_fields__)
     unknown |= set(recipe.conversion) - set(ConversionEdits.__dataclass_fields__)
     if unknown:
@@ -214,49 +215,6 @@ register(Recipe(
 ))  # fmt: skip
 
 
-def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
-    """Recipe names from ``"a,b"``, a config entry ``"a+b"`` or a list, validated, de-duplicated, in registry order.
-
-    Example:
-        >>> parse_recipes("calib-all,split-head")
-        ['split-head', 'calib-all']
-    """
-    if value is None:
-        return []
-    names = (
-        [v.strip() for v in re.split(r"[,+]", value)]
-        if isinstance(value, str)
-        else [str(v).strip() for v in value]
-    )
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
-    if "calib-percentile" in names and not {"split-head", "split-levels"} & set(names):
-        raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
-    if "int16x8" in names and "float-fallback" in names:
-        raise WorkbenchError(
-            "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
-        )
-    if "qat" in names and {"weights-octav", "bias-correct"} & set(names):
-        raise WorkbenchError(
-            "qat leaves the weights on the converter's min/max int8 grid: weights-octav would clip them off it "
-            "and bias-correct has no rounding shift left to correct; use qat without them"
-        )
-    if "split-channels" in names and {"qat", "bias-correct"} & set(names):
-        raise WorkbenchError(
-            "split-channels changes which weights share an int8 scale after qat and bias-correct have "
-            "learned for the unsplit convolutions' scales; use it without them"
-        )
-    library = {"calib-mse", "weights-octav"} & set(names)
-    if library and {"int16x8", "float-fallback"} & set(names):
-        raise WorkbenchError(
-            f"{', '.join(sorted(library))} cannot be combined with int16x8 or float-fallback (ai-edge-quantizer "
-            "sets the ranges; 16x8 and the float denylist are the TFLite converter's)"
-        )
-    return [n for n in RECIPES if n in names]
-
-
 def build_plan(recipes: str | Iterable[str] | None, calib_count: int, scheme: Any) -> Plan:
     """The :class:`Plan` for ``recipes`` converting ``scheme`` (a Scheme or its value) on top of a plain
     conversion with ``calib_count`` images; a clear error if a recipe does not convert that scheme.
@@ -266,6 +224,8 @@ def build_plan(recipes: str | Iterable[str] | None, calib_count: int, scheme: An
         >>> plan.export.key, plan.conversion.calib_count > 50
         ('levels-head+bc-per-tensor', True)
     """
+    if isinstance(calib_count, bool) or not isinstance(calib_count, int) or calib_count < 1:
+        raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {calib_count!r}")
     names = parse_recipes(recipes)
     scheme_value = getattr(scheme, "value", scheme)
     if names and scheme_value not in INT8_SCHEMES:

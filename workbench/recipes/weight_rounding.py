@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.safeload import check_weights
 
 
 def fake_quantize_weights(weights: np.ndarray, per_channel: bool, axis: int = 0) -> np.ndarray:
@@ -49,6 +50,7 @@ def weight_quantization_error(weights_pt: str | Path, layers: int | None = None)
     path = Path(weights_pt)
     if not path.is_file():
         raise WorkbenchError("weights file not found", path=path)
+    check_weights(path)
     model = YOLO(str(path)).model.fuse()
     rows = []
     for name, module in model.named_modules():
