@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import workbench  # noqa: F401  (offline environment first)
-from workbench.export import export_saved_model
 from workbench.fileio import sha256_file, write_json
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import dataset_hash, package_versions
@@ -85,7 +84,7 @@ def cli_line(scheme: str, recipes: tuple[str, ...], calib_count: int) -> str:
     )
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--images", type=int, default=None, help="evaluate the first N dev images (default all)"
@@ -98,7 +97,42 @@ def main() -> int:
     parser.add_argument(
         "--cached-only", action="store_true", help="report the variants already converted, convert nothing"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _targets(rows: list[dict], boot, evaluated, root: Path) -> tuple[dict | None, dict | None, dict]:
+    """The best all-int8 row of each scheme and the two targets (per-channel near fp32, per-tensor
+    near the best per-channel)."""
+
+    def best(scheme: str) -> dict | None:
+        pool = [r for r in rows if r["scheme"] == scheme and r["all_int8"]]
+        return max(pool, key=lambda r: r["AP"]) if pool else None
+
+    best_pc, best_pt = best(SCHEMES["pc"]), best(SCHEMES["pt"])
+    pt_vs_pc = None
+    if best_pc and best_pt:
+        pt_vs_pc = boot.difference(
+            evaluated(best_pt["variant"], root / f"{best_pt['variant']}.tflite")["detections"],
+            evaluated(best_pc["variant"], root / f"{best_pc['variant']}.tflite")["detections"],
+        )
+    targets = {
+        "pc_within_0.02_of_fp32": {
+            "value": best_pc["minus_fp32"] if best_pc else None,
+            "target": f">= -{PC_TO_FP32}",
+            "met": bool(best_pc and best_pc["minus_fp32"] >= -PC_TO_FP32),
+        },
+        "pt_within_0.01_of_best_pc": {
+            "value": round(pt_vs_pc.estimate, 4) if pt_vs_pc else None,
+            "interval": [round(pt_vs_pc.low, 4), round(pt_vs_pc.high, 4)] if pt_vs_pc else None,
+            "target": f">= -{PT_TO_PC}",
+            "met": bool(pt_vs_pc and pt_vs_pc.estimate >= -PT_TO_PC),
+        },
+    }
+    return best_pc, best_pt, targets
+
+
+def main() -> int:
+    args = _arguments()
     missing = [p for p in (WEIGHTS, DEV / "person_keypoints.json", CALIB) if not p.exists()]
     if missing:
         print(f"recovery benchmark skipped: {', '.join(map(str, missing))} not found", file=sys.stderr)
@@ -106,13 +140,12 @@ def main() -> int:
 
     from workbench.evaluate import EvalSettings, evaluate
     from workbench.families import evaluation_runner
+    from workbench.jobs import export_job, quantize_with_recipes
     from workbench.metrics.bootstrap import ApBootstrap
-    from workbench.quantize import quantize
 
     root = cache_dir() / "recovery" / sha256_file(WEIGHTS)[:12] / str(IMGSZ)
     saved = root / "saved_model"
-    if not saved.is_dir():
-        export_saved_model(WEIGHTS, IMGSZ, saved)
+    export_job(WEIGHTS, IMGSZ, saved)  # the one there unless the weights changed
     ann, images = DEV / "person_keypoints.json", DEV / "images"
 
     def evaluated(name: str, path: Path) -> dict:
@@ -128,7 +161,7 @@ def main() -> int:
     started = time.perf_counter()
     fp32_path = root / "fp32.tflite"
     if args.force or not fp32_path.is_file():
-        quantize(saved, "fp32", fp32_path)
+        quantize_with_recipes(saved, "fp32", fp32_path)
     fp32 = evaluated("fp32", fp32_path)
     img_ids = _image_ids(ann, args.images)
     boot = ApBootstrap(ann, "keypoints", img_ids=img_ids, n_boot=args.n_boot)
@@ -143,7 +176,7 @@ def main() -> int:
             continue
         if not record.is_file() or args.force or (only is not None and name in only):
             t0 = time.perf_counter()
-            result = quantize(
+            result = quantize_with_recipes(
                 saved, scheme, path, io="uf", calib=CALIB, calib_count=args.calib_count, recipes=recipes
             )
             write_json(record, dict(result.to_dict(), convert_seconds=round(time.perf_counter() - t0, 1)))
@@ -181,30 +214,7 @@ def main() -> int:
     for row, timing in zip(rows, timed[1:], strict=True):
         row["latency_ms"] = round(timing.median_ms, 2)
 
-    def best(scheme: str) -> dict | None:
-        pool = [r for r in rows if r["scheme"] == scheme and r["all_int8"]]
-        return max(pool, key=lambda r: r["AP"]) if pool else None
-
-    best_pc, best_pt = best(SCHEMES["pc"]), best(SCHEMES["pt"])
-    pt_vs_pc = None
-    if best_pc and best_pt:
-        pt_vs_pc = boot.difference(
-            evaluated(best_pt["variant"], root / f"{best_pt['variant']}.tflite")["detections"],
-            evaluated(best_pc["variant"], root / f"{best_pc['variant']}.tflite")["detections"],
-        )
-    targets = {
-        "pc_within_0.02_of_fp32": {
-            "value": best_pc["minus_fp32"] if best_pc else None,
-            "target": f">= -{PC_TO_FP32}",
-            "met": bool(best_pc and best_pc["minus_fp32"] >= -PC_TO_FP32),
-        },
-        "pt_within_0.01_of_best_pc": {
-            "value": round(pt_vs_pc.estimate, 4) if pt_vs_pc else None,
-            "interval": [round(pt_vs_pc.low, 4), round(pt_vs_pc.high, 4)] if pt_vs_pc else None,
-            "target": f">= -{PT_TO_PC}",
-            "met": bool(pt_vs_pc and pt_vs_pc.estimate >= -PT_TO_PC),
-        },
-    }
+    best_pc, best_pt, targets = _targets(rows, boot, evaluated, root)
     out = {
         "model": "yolo11n-pose",
         "weights_sha256": sha256_file(WEIGHTS),

@@ -58,9 +58,9 @@ def main() -> int:
 
     from workbench.bench import bench_models, cpu_features, cpu_model
     from workbench.evaluate import EvalSettings, evaluate
-    from workbench.families import evaluation_runner, get_family
+    from workbench.families import evaluation_runner
+    from workbench.jobs import export_job, quantize_with_recipes
     from workbench.metrics.bootstrap import ApBootstrap
-    from workbench.quantize import quantize
 
     started = time.perf_counter()
     boot = ApBootstrap(ANN, "bbox", n_boot=args.n_boot)
@@ -68,15 +68,14 @@ def main() -> int:
     for imgsz in sizes:
         root = cache_dir() / "recovery-ssd" / sha256_file(h5[imgsz])[:12] / str(imgsz)
         saved = root / "saved_model"
-        if not saved.is_dir():
-            get_family("ssd").export(h5[imgsz], imgsz, saved)
+        export_job(h5[imgsz], imgsz, saved)  # the one there unless the weights changed
         dets, rows = {}, []
         for scheme, recipes in [("fp32", ()), *VARIANTS]:
             name = scheme + "".join(f"+{r}" for r in recipes)
             path, out = root / f"{name}.tflite", root / "eval" / name
             if not path.is_file():
                 kw = {"calib": CALIB, "calib_count": 200, "recipes": recipes} if scheme != "fp32" else {}
-                quantize(saved, scheme, path, io="uf", **kw)
+                quantize_with_recipes(saved, scheme, path, io="uf", **kw)
             if not (out / "detections.json").is_file():
                 settings = EvalSettings(ANN, ANN.parent / "images", "detect", progress=False)
                 evaluate(evaluation_runner(path), settings, out_dir=out)

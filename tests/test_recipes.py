@@ -20,10 +20,74 @@ def test_parse_recipes_orders_validates_and_rejects():
 
 
 def test_plan_composes_recipes():
-    plan = build_plan("split-head,calib-all,int16x8", calib_count=50)
-    assert (plan.head, plan.activations, plan.equalize, plan.float_blocks) == ("split", "int16", False, 0)
-    assert plan.calib_count > 50 and plan.recipes == ("split-head", "calib-all", "int16x8")
-    assert build_plan(None, 50).to_dict()["recipes"] == []
+    plan = build_plan("split-head,calib-all,int16x8", calib_count=50, scheme="int8-per-channel")
+    export, conversion = plan.export, plan.conversion
+    assert (export.head, conversion.activations, export.equalize, conversion.float_blocks) == (
+        "split",
+        "int16",
+        False,
+        0,
+    )
+    assert conversion.calib_count > 50 and plan.recipes == ("split-head", "calib-all", "int16x8")
+    assert build_plan(None, 50, "fp32").to_dict()["recipes"] == []
+    with pytest.raises(WorkbenchError, match="apply to int8 schemes, not fp16"):
+        build_plan("equalize", 50, "fp16")
+
+
+def _alone(name: str) -> list[str]:
+    """The smallest valid recipe set holding ``name`` (calib-percentile only exists on a split head)."""
+    return ["split-head", name] if name == "calib-percentile" else [name]
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_declares_its_families_schemes_and_edits(name):
+    """Each entry's families are registered families that can make its export edits (the others refuse
+    them, and the recipe), its schemes are int8 schemes, and its edits are one hashable value with a
+    stable key, the same whatever order the set was named in."""
+    from workbench.families import get_family, list_families
+    from workbench.recipes import INT8_SCHEMES, check_family
+    from workbench.recipes.edits import ConversionEdits, ExportEdits
+
+    recipe = RECIPES[name]
+    assert recipe.families and set(recipe.families) <= set(list_families())
+    assert recipe.schemes and set(recipe.schemes) <= set(INT8_SCHEMES)
+    assert recipe.export or recipe.conversion  # a recipe edits something
+    for scheme in recipe.schemes:
+        plan = build_plan(_alone(name), 16, scheme)
+        assert isinstance(plan.export, ExportEdits) and isinstance(plan.conversion, ConversionEdits)
+        again = build_plan(list(reversed(_alone(name))), 16, scheme)
+        assert {plan.export: 1}[again.export] == 1 and plan.export.key == again.export.key
+        assert (plan.export == ExportEdits()) is (not plan.export.key)
+        assert set(plan.export.changed()) == set(
+            RECIPES["split-head"].export if name == "calib-percentile" else ()
+        ) | set(recipe.export)
+        for family in list_families():
+            if family in recipe.families:
+                get_family(family).check_edits(plan.export, "m")
+                check_family(plan.recipes, family)
+            else:
+                with pytest.raises(WorkbenchError, match=f"(does|do) not apply to {family} models"):
+                    check_family(plan.recipes, family)
+                if recipe.export:
+                    with pytest.raises(WorkbenchError, match=f"the {family} family's export cannot make"):
+                        get_family(family).check_edits(plan.export, "m")
+    for scheme in set(INT8_SCHEMES) - set(recipe.schemes):
+        with pytest.raises(WorkbenchError, match="per-(channel|tensor)"):
+            build_plan(_alone(name), 16, scheme)
+
+
+def test_export_edit_keys_are_stable_and_name_folders():
+    """Folder names of recipe exports (``<export>+<key>``): fixed strings, distinct per edit set."""
+    from workbench.recipes import export_edits
+
+    assert export_edits("split-levels+equalize", "int8-per-tensor").key == "levels-head+equalized"
+    assert export_edits("bias-correct", "int8-per-channel").key == "bc-per-channel"
+    assert export_edits("split-head+calib-percentile", "int8-per-channel").key == "split-head+clip99.99"
+    assert export_edits("calib-all,int16x8", "int8-per-channel").key == ""
+    keys = {export_edits(_alone(n), s).key for n, r in RECIPES.items() if r.export for s in r.schemes}
+    assert len(keys) == sum(
+        len(r.schemes) if "<granularity>" in r.export.values() else 1 for r in RECIPES.values() if r.export
+    )
 
 
 def test_config_recipes_and_target_are_validated():
@@ -88,8 +152,7 @@ JOBS = [(n, "int8-per-channel") for n in RECIPES if n != "split-channels"] + [
 ]
 
 
-def _recipe_set(name: str) -> list[str]:
-    return ["split-head", name] if name == "calib-percentile" else [name]
+_recipe_set = _alone
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +164,13 @@ def pose256_folders(pose256):
 def recipe_files(pose256, synth_eval_set, tmp_path_factory):
     """Each recipe alone on the synthetic checkpoint at 256 (per-channel; equalize also per-tensor)."""
     import workbench.recipes.qat as qat
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
     root = tmp_path_factory.mktemp("recipes")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qat, "QAT_STEPS", 10)  # the file's form is at stake here, not what fine-tuning gains
         return {
-            (name, scheme): quantize(
+            (name, scheme): quantize_with_recipes(
                 pose256["saved_model"],
                 scheme,
                 root / f"{scheme}+{name}.tflite",
@@ -162,9 +225,9 @@ def test_recipe_file_matches_its_record(recipe_files, pose256_folders, name, sch
 @pytest.fixture(scope="module")
 def split_pc(pose256, synth_eval_set, tmp_path_factory):
     """The split-head per-channel file alone (its re-export is shared with ``recipe_files``)."""
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
-    return quantize(
+    return quantize_with_recipes(
         pose256["saved_model"],
         "int8-per-channel",
         tmp_path_factory.mktemp("split") / "split-pc.tflite",

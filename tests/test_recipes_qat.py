@@ -14,7 +14,7 @@ SHORT_STEPS = 25  # enough to see the error fall on the synthetic checkpoint; th
 
 
 def test_qat_plan_and_refusals():
-    assert build_plan("split-levels,qat", 16).qat
+    assert build_plan("split-levels,qat", 16, "int8-per-tensor").export.qat == "per-tensor"
     assert parse_recipes("qat,split-levels,calib-mse") == ["split-levels", "qat", "calib-mse"]
     with pytest.raises(WorkbenchError, match="qat leaves the weights on the converter's min/max int8 grid"):
         parse_recipes("qat,weights-octav")
@@ -26,8 +26,8 @@ def _int8_output_error(model, images, per_channel: bool, teacher) -> float:
     """Mean squared error of ``model``'s distillation targets vs ``teacher``'s, weights rounded to int8."""
     import torch
 
-    from workbench.quantize import fake_quantize_weights
     from workbench.recipes.qat import _distillation_targets
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     rounded = copy.deepcopy(model)
     with torch.no_grad():
@@ -46,7 +46,7 @@ def finetuned(synth_eval_set):
     from ultralytics import YOLO
 
     import workbench.recipes.qat as qat
-    from workbench.quantize import calibration_batches
+    from workbench.calibration import calibration_batches
 
     images = calibration_batches(synth_eval_set.train_images, 128, 24)
     float_model = YOLO(str(CHECKPOINT)).model.fuse(verbose=False).eval()
@@ -64,7 +64,7 @@ def finetuned(synth_eval_set):
 def test_qat_weights_end_on_the_converters_int8_grid(finetuned):
     import torch
 
-    from workbench.quantize import fake_quantize_weights
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     _, [(model, losses), _], _ = finetuned
     assert len(losses) == SHORT_STEPS and all(np.isfinite(losses))
@@ -93,10 +93,13 @@ def test_qat_lowers_the_int8_error_on_held_out_images_and_is_deterministic(finet
 def test_qat_refuses_a_segmentation_checkpoint_before_exporting(tmp_path):
     from ultralytics import YOLO
 
-    from workbench.export import export_saved_model
+    from workbench.families import get_family
+    from workbench.recipes.edits import ExportEdits
 
     weights = tmp_path / "seg.pt"
     YOLO("yolov8n-seg.yaml").save(weights)  # an untrained architecture: the task is what matters
     with pytest.raises(WorkbenchError, match="qat distils the split head's outputs.*not seg$"):
-        export_saved_model(weights, 128, tmp_path / "sm", qat=("per-tensor:x", []))
+        get_family("yolo").export(
+            weights, 128, tmp_path / "sm", edits=ExportEdits(qat="per-tensor"), calib=tmp_path
+        )
     assert not (tmp_path / "sm").exists()

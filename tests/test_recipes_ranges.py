@@ -22,9 +22,9 @@ def test_mse_range_clips_a_sparse_tail_and_keeps_a_dense_one():
 
 
 def test_range_recipes_plan_and_refusals():
-    plan = build_plan("split-levels,weights-octav,calib-mse", calib_count=16)
+    plan = build_plan("split-levels,weights-octav,calib-mse", 16, "int8-per-tensor").conversion
     assert (plan.activation_ranges, plan.weight_ranges, plan.ranges_by_library) == ("mse", "octav", True)
-    assert not build_plan("split-levels,calib-all", 16).ranges_by_library
+    assert not build_plan("split-levels,calib-all", 16, "int8-per-tensor").conversion.ranges_by_library
     with pytest.raises(WorkbenchError, match="calib-mse cannot be combined with int16x8"):
         parse_recipes("calib-mse,int16x8")
     with pytest.raises(WorkbenchError, match="weights-octav cannot be combined"):
@@ -121,8 +121,8 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
     the calibration inputs (exactly: the shift is linear in the inputs)."""
     import torch
 
-    from workbench.quantize import fake_quantize_weights
     from workbench.recipes.bias_correct import correct_biases
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     class Net(torch.nn.Sequential):
         def fuse(self, verbose=False):  # Ultralytics' models fold BatchNorm here; nothing to fold

@@ -88,7 +88,7 @@ def test_split_model_leaves_the_float_network_unchanged(split_synth):
 
 
 def test_split_channels_refusals(pose256, synth_eval_set, tmp_path):
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
 
     assert applies("split-levels+split-channels", "int8-per-tensor")
     assert not applies("split-channels", "int8-per-channel")
@@ -98,7 +98,7 @@ def test_split_channels_refusals(pose256, synth_eval_set, tmp_path):
         parse_recipes("split-channels+bias-correct")
     out = tmp_path / "pc.tflite"
     with pytest.raises(WorkbenchError, match="use it with int8-per-tensor"):
-        quantize(
+        quantize_with_recipes(
             pose256["saved_model"], "int8-per-channel", out, calib=synth_eval_set.train_images,
             calib_count=4, recipes="split-channels",
         )  # fmt: skip
@@ -141,11 +141,13 @@ def test_split_model_lowers_per_tensor_weight_rounding_error(split_synth):
 @pytest.mark.slow
 def test_split_channels_file_is_per_tensor_and_exact_in_float(pose256, synth_eval_set, tmp_path):
     """The re-export converts to the same float outputs as the plain one, and to an all-int8 per-tensor file."""
-    from workbench.export import ExportResult
-    from workbench.quantize import calibration_batches, quantize
+    from workbench.calibration import calibration_batches
+    from workbench.exported import ExportResult
+    from workbench.jobs import quantize_with_recipes
+    from workbench.quantize import quantize
     from workbench.tflite_graph import read_graph
 
-    result = quantize(
+    result = quantize_with_recipes(
         pose256["saved_model"], "int8-per-tensor", tmp_path / "pt-split.tflite", io="uf",
         calib=synth_eval_set.train_images, calib_count=32, recipes="split-channels",
     )  # fmt: skip

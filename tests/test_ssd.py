@@ -93,17 +93,20 @@ def test_equalize_recipe_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd
     """The SSD family's equalize: the same float network (exact for ReLU6 with moved caps), and an
     all-int8 per-tensor file; the YOLO head recipes are refused with one clear error, no file."""
     from workbench.errors import WorkbenchError
+    from workbench.jobs import quantize_with_recipes
     from workbench.quantize import quantize
     from workbench.runtime import TFLiteModel
 
     saved = ssd224["export"].saved_model
-    with pytest.raises(WorkbenchError, match="change an Ultralytics YOLO model; this is a ssd model"):
-        quantize(
+    with pytest.raises(
+        WorkbenchError, match="split-head does not apply to ssd models .its recipes: equalize"
+    ):
+        quantize_with_recipes(
             saved, "int8-per-tensor", tmp_path / "x.tflite", calib=TRAIN / "images", recipes=["split-head"]
         )
     assert not (tmp_path / "x.tflite").exists()
 
-    result = quantize(
+    result = quantize_with_recipes(
         saved, "int8-per-tensor", tmp_path / "eq.tflite", io="uf", calib=TRAIN / "images", calib_count=16,
         recipes=["equalize"],
     )  # fmt: skip
@@ -123,17 +126,18 @@ def test_split_channels_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd2
     """split-channels on ST's SSD: BatchNorm folded into the parts, the same float network, a
     per-tensor all-int8 file with more convolutions, and per-channel refused (no file)."""
     from workbench.errors import WorkbenchError
+    from workbench.jobs import quantize_with_recipes
     from workbench.quantize import quantize
     from workbench.runtime import TFLiteModel
     from workbench.tflite_graph import read_graph
 
     saved = ssd224["export"].saved_model
     with pytest.raises(WorkbenchError, match="use it with int8-per-tensor"):
-        quantize(
+        quantize_with_recipes(
             saved, "int8-per-channel", tmp_path / "x.tflite", calib=TRAIN / "images", recipes="split-channels"
         )
     assert not (tmp_path / "x.tflite").exists()
-    result = quantize(
+    result = quantize_with_recipes(
         saved, "int8-per-tensor", tmp_path / "sc.tflite", io="uf", calib=TRAIN / "images", calib_count=16,
         recipes=["split-channels"],
     )  # fmt: skip

@@ -23,9 +23,11 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from pathlib import Path
 
 import numpy as np
 
+DEFAULT_CALIB_COUNT = 200
 KEEP = 2  # calibrated float models kept in memory, each about the size of the fp32 file
 _enabled = contextvars.ContextVar("workbench_reuse_calibration", default=False)
 _results: OrderedDict[str, bytes] = OrderedDict()
@@ -35,6 +37,41 @@ _shared_images: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
     "workbench_shared_calibration_images", default=None
 )
 stats = {"calibrated": 0, "reused": 0, "images_prepared": 0, "images_shared": 0}  # the tests read it
+
+
+def calibration_batches(
+    folder: str | Path,
+    imgsz: int,
+    count: int = DEFAULT_CALIB_COUNT,
+    *,
+    preprocess: str = "letterbox",
+    interpolation: str = "bilinear",
+    input_range: tuple[float, float] | list[float] = (0.0, 1.0),
+) -> list[np.ndarray]:
+    """Up to ``count`` images prepared as evaluation prepares them, as (1,S,S,3) float32 in ``input_range``."""
+    from workbench.data.images import list_images, load_image
+    from workbench.preprocess import letterbox, resize
+
+    lo, hi = (np.float32(v) for v in input_range)
+    batches = []
+    for path in list_images(folder, count):
+        if preprocess == "letterbox":
+            image, _ = letterbox(load_image(path), (imgsz, imgsz))
+        else:
+            image, _ = resize(load_image(path), (imgsz, imgsz), interpolation)
+        batches.append((lo + image.astype(np.float32) / np.float32(255.0) * (hi - lo))[None])
+    return batches
+
+
+def calibration_fingerprint(folder: str | Path, count: int) -> str:
+    """A digest of the first ``count`` images of ``folder`` (names and bytes): what an export edit
+    learned from, so a cached export is reused only for the same images."""
+    from workbench.data.images import list_images
+
+    digest = hashlib.sha256()
+    for path in list_images(folder, count):
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

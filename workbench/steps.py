@@ -39,8 +39,6 @@ from workbench.safeload import check_weights
 from workbench.variant import Variant
 
 RESULTS = "results"
-# steps that run Dask graphs (workbench.sweep.executor): a report gives them one shared cluster
-EXECUTOR_STEPS = ("quantize", "evaluate")
 DIFFERENCES_CSV = "differences.csv"  # every AP difference the report states, with its interval
 
 

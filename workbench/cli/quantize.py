@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from workbench.errors import WorkbenchError
-    from workbench.quantize import quantize
+    from workbench.jobs import quantize_with_recipes
     from workbench.recipe_names import parse_recipes
 
     # the arguments first: they need no file
@@ -47,7 +47,7 @@ def run(args) -> int:
     if args.recipe is not None:
         parse_recipes(args.recipe)
     family = exported_family(args.saved_model)
-    result = quantize(
+    result = quantize_with_recipes(
         args.saved_model,
         args.scheme,
         args.out,

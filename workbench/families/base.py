@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.calibration import DEFAULT_CALIB_COUNT
 from workbench.config import METRIC_OF_TASK, Task
 from workbench.errors import WorkbenchError
+from workbench.recipes.edits import ExportEdits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
     from workbench.evaluate import EvalRunner
-    from workbench.export import ExportResult
+    from workbench.exported import ExportResult
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ModelFamily(ABC):
     name: str = ""
     tasks: tuple[Task, ...] = ()
     decoder: str = ""  # the decode/ module that reads its outputs
+    export_edits: frozenset[str] = frozenset()  # the ExportEdits fields its export can change
 
     @abstractmethod
     def claims(self, model: str | Path) -> bool:
@@ -88,6 +91,16 @@ class ModelFamily(ABC):
         """The weights file to export at ``imgsz`` (one file for every size unless a family says else)."""
         return Path(weights)
 
+    def check_edits(self, edits: ExportEdits, model: str | Path) -> None:
+        """Refuse, in one line, export edits this family cannot make."""
+        foreign = [name for name in edits.changed() if name not in self.export_edits]
+        if foreign:
+            raise WorkbenchError(
+                f"the {self.name} family's export cannot make the edit(s) {', '.join(foreign)} "
+                f"(it makes: {', '.join(sorted(self.export_edits)) or 'none'})",
+                path=model,
+            )
+
     @abstractmethod
     def export(
         self,
@@ -95,12 +108,13 @@ class ModelFamily(ABC):
         imgsz: int,
         out: Path,
         *,
-        equalize: bool = False,
-        split_channels: bool = False,
+        edits: ExportEdits = ExportEdits(),
+        calib: str | Path | None = None,
+        calib_count: int = DEFAULT_CALIB_COUNT,
     ) -> ExportResult:
-        """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs
-        (``equalize``: cross-layer equalization first, the ``equalize`` recipe; ``split_channels``:
-        convolutions split by channel range, the ``split-channels`` recipe)."""
+        """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs,
+        made with ``edits`` (the recipes' export edits; :meth:`check_edits` refuses those it cannot
+        make). Edits that learn from images take the first ``calib_count`` of the folder ``calib``."""
 
     @abstractmethod
     def preprocessing(self, weights: str | Path) -> Preprocessing:

@@ -24,12 +24,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.calibration import DEFAULT_CALIB_COUNT
 from workbench.config import Task, resolve_path
 from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily, Preprocessing
+from workbench.families.ssd_model import check_ssd_outputs, load_ssd
 from workbench.families.st_config import StSsdConfig, config_beside, load_st_config
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.locations import IMGSZ_FIELD
+from workbench.recipes.edits import ExportEdits
 from workbench.safeload import check_weights
 
 if TYPE_CHECKING:
@@ -38,7 +41,9 @@ if TYPE_CHECKING:
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
     from workbench.evaluate import EvalRunner
-    from workbench.export import ExportResult
+    from workbench.exported import ExportResult
+
+__all__ = ["SsdFamily", "check_ssd_outputs", "load_ssd"]  # the loader is read from here too
 
 
 class SsdFamily(ModelFamily):
@@ -47,6 +52,7 @@ class SsdFamily(ModelFamily):
     name = "ssd"
     tasks = (Task.DETECT,)
     decoder = "ssd"
+    export_edits = frozenset({"equalize", "split_channels"})
 
     def claims(self, model: str | Path) -> bool:
         return Path(str(model)).suffix in (".h5", ".keras")
@@ -129,17 +135,21 @@ class SsdFamily(ModelFamily):
         imgsz: int,
         out: Path,
         *,
-        equalize: bool = False,
-        split_channels: bool = False,
+        edits: ExportEdits = ExportEdits(),
+        calib: str | Path | None = None,
+        calib_count: int = DEFAULT_CALIB_COUNT,
     ) -> ExportResult:
         """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded.
 
-        ``equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`);
-        ``split_channels`` then splits convolutions by channel range (:mod:`workbench.recipes.split_channels_keras`).
+        ``edits.equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`);
+        ``edits.split_channels`` then splits convolutions by channel range
+        (:mod:`workbench.recipes.split_channels_keras`). No edit here learns from images (``calib`` unused).
         """
-        from workbench.export import EXPORT_META, ExportResult
+        from workbench.exported import EXPORT_META, ExportResult
         from workbench.offline import import_tensorflow
 
+        self.check_edits(edits, weights)
+        equalize, split_channels = edits.equalize, edits.split_channels
         weights = self.weights_for(weights, imgsz)
         check_weights(weights)  # before anything reads the user's files
         config = self.config_for(weights)
@@ -230,55 +240,3 @@ class SsdFamily(ModelFamily):
         from workbench.families.ssd_eval import ssd_classes
 
         return ssd_classes(outputs, metadata, task, input_hw)
-
-
-def load_ssd(path: str | Path, config: StSsdConfig | None = None):
-    """Load an SSD ``.h5`` with tf_keras and check its outputs; a clear error if it is no SSD."""
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError("SSD weights file not found", path=path)
-    from workbench.offline import import_tensorflow
-
-    import_tensorflow()
-    import tf_keras
-
-    check_weights(path)
-    try:
-        model = tf_keras.models.load_model(str(path), compile=False)
-    except Exception as err:  # h5py and Keras raise many types for foreign files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WorkbenchError(
-            f"not a loadable Keras model ({type(err).__name__}: {first[:200]})", path=path
-        ) from None
-    shapes = [tuple(o.shape) for o in model.outputs]
-    check_ssd_outputs(shapes, path)
-    if len(shapes) == 2 and (config is None or config.anchors is None):
-        raise WorkbenchError(
-            f"outputs scores and boxes {shapes} but no anchors, and its config yaml has no `anchors:` "
-            "((A, 4) corners, or a .npy path); the decoder needs one anchor per box",
-            path=config.path if config else path,
-        )
-    if len(shapes) == 2 and len(config.anchors) != shapes[0][1]:
-        raise WorkbenchError(
-            f"config has {len(config.anchors)} anchors but the model predicts {shapes[0][1]} boxes",
-            path=config.path,
-        )
-    return model
-
-
-def check_ssd_outputs(shapes: list[tuple], path: str | Path) -> None:
-    """Raise unless ``shapes`` are (N, A, C>=2), (N, A, 4) and optionally (N, A, 4)."""
-    ok = (
-        len(shapes) in (2, 3)
-        and all(len(s) == 3 for s in shapes)
-        and len({s[1] for s in shapes}) == 1
-        and shapes[0][2] is not None
-        and shapes[0][2] >= 2
-        and all(s[2] == 4 for s in shapes[1:])
-    )
-    if not ok:
-        raise WorkbenchError(
-            f"is not an SSD: its outputs are {[s[1:] for s in shapes]}; expected scores (A, 1+classes), "
-            "boxes (A, 4) and anchors (A, 4)",
-            path=path,
-        )

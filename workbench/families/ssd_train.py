@@ -227,12 +227,12 @@ def fine_tune(
 
     tf = import_tensorflow()
 
-    from workbench.families.ssd import SsdFamily, load_ssd
+    from workbench.families.ssd_model import load_ssd
+    from workbench.families.st_config import config_beside, load_st_config
 
     if epochs < 1 or batch < 1:
         raise WorkbenchError(f"epochs and batch must be positive, got {epochs} and {batch}")
-    family = SsdFamily()
-    config = family.config_for(weights)
+    config = load_st_config(config_beside(weights))
     model = load_ssd(weights, config)
     imgsz = int(model.inputs[0].shape[1])
     data = CocoBoxes(ann, images, imgsz, config.preprocessing, max_images)

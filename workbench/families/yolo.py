@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.calibration import DEFAULT_CALIB_COUNT
 from workbench.config import Task
 from workbench.errors import WorkbenchError
 from workbench.families.base import ModelFamily, Preprocessing
+from workbench.recipes.edits import ExportEdits
 
 if TYPE_CHECKING:
     import numpy as np
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
     from workbench.config import RunConfig
     from workbench.data.prepare import PreparedDataset
     from workbench.evaluate import EvalRunner
-    from workbench.export import ExportResult
+    from workbench.exported import ExportResult
 
 SEG_YOLO_DIR = "yolo-seg"  # the segmentation copy of a dataset's YOLO labels (polygons)
 
@@ -26,6 +29,7 @@ class YoloFamily(ModelFamily):
     name = "yolo"
     tasks = (Task.POSE, Task.SEG, Task.DETECT)
     decoder = "yolo"
+    export_edits = frozenset({"head", "equalize", "split_channels", "bias_correct", "qat", "kpt_percentile"})
 
     def claims(self, model: str | Path) -> bool:
         return Path(str(model)).suffix in (".pt", ".yaml", ".yml")
@@ -63,12 +67,20 @@ class YoloFamily(ModelFamily):
         imgsz: int,
         out: Path,
         *,
-        equalize: bool = False,
-        split_channels: bool = False,
+        edits: ExportEdits = ExportEdits(),
+        calib: str | Path | None = None,
+        calib_count: int = DEFAULT_CALIB_COUNT,
     ) -> ExportResult:
+        """Ultralytics' SavedModel export (:func:`workbench.export.export_saved_model`), the model
+        edited first as :func:`edit_model` says."""
         from workbench.export import export_saved_model
 
-        return export_saved_model(weights, imgsz, out, equalize=equalize, split_channels=split_channels)
+        self.check_edits(edits, weights)
+        weights = Path(weights).resolve()  # as the export records it
+        edit = functools.partial(
+            edit_model, edits=edits, weights=weights, imgsz=imgsz, calib=calib, calib_count=calib_count
+        )
+        return export_saved_model(weights, imgsz, out, head=edits.head, edit=edit)
 
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         return Preprocessing("letterbox", "bilinear", (0.0, 1.0))
@@ -98,6 +110,75 @@ class YoloFamily(ModelFamily):
         from workbench.families.yolo_eval import yolo_head_classes
 
         return yolo_head_classes(outputs, metadata, task, input_hw)
+
+
+def edit_model(
+    model,
+    task: str,
+    *,
+    edits: ExportEdits,
+    weights: str | Path,
+    imgsz: int,
+    calib: str | Path | None,
+    calib_count: int,
+) -> dict[str, Any]:
+    """Apply ``edits`` to a loaded Ultralytics model and return what the export records of them.
+
+    Order: equalize, bias-correct, qat, split-channels (last: its split modules are no longer plain
+    convolutions). bias-correct and qat learn on the first calibration images (letterboxed, [0, 1]);
+    the keypoint clamp is measured on the float model from ``weights`` (equalized too if asked) over
+    ``calib_count`` of them.
+    """
+    import hashlib
+
+    from workbench.calibration import calibration_batches, calibration_fingerprint
+    from workbench.heads import keypoint_offset_percentiles
+    from workbench.recipes.bias_correct import BIAS_CORRECTION_IMAGES, correct_biases
+    from workbench.recipes.qat import QAT_IMAGES, QAT_TASKS, finetune_int8
+
+    if edits.qat and task not in QAT_TASKS:
+        raise WorkbenchError(
+            f"qat distils the split head's outputs, built for pose and detect models, not {task}",
+            path=weights,
+        )
+    record: dict[str, Any] = {"equalized": edits.equalize, "split_channels": edits.split_channels}
+    learned = {}
+    for option, count, granularity in (
+        ("bias_corrected", BIAS_CORRECTION_IMAGES, edits.bias_correct),
+        ("qat", QAT_IMAGES, edits.qat),
+    ):
+        if granularity:
+            if calib is None:
+                name = {"bias_corrected": "bias-correct", "qat": "qat"}[option]
+                raise WorkbenchError(f"{name} learns from calibration images: pass --calib IMAGES")
+            batches = calibration_batches(calib, imgsz, count)
+            digest = hashlib.sha256(b"".join(b.tobytes() for b in batches)).hexdigest()[:8]
+            record[option], learned[option] = f"{granularity}:{digest}", batches
+    if edits.kpt_percentile is not None:
+        if calib is None or task != "pose":
+            raise WorkbenchError(
+                "calib-percentile clamps keypoint offsets: it needs a pose model and --calib IMAGES"
+            )
+        batches = calibration_batches(calib, imgsz, calib_count)
+        record["kpt_clip"] = keypoint_offset_percentiles(
+            weights, batches, edits.kpt_percentile, edits.equalize
+        )
+        record["kpt_percentile"] = edits.kpt_percentile
+    if edits.calibrated:
+        record["calibration"] = calibration_fingerprint(calib, edits.calibration_images(calib_count))
+    if edits.equalize:
+        from workbench.recipes.equalize import equalize_model
+
+        equalize_model(model)
+    if "bias_corrected" in learned:
+        correct_biases(model, learned["bias_corrected"], per_channel=edits.bias_correct == "per-channel")
+    if "qat" in learned:
+        finetune_int8(model, learned["qat"], per_channel=edits.qat == "per-channel")
+    if edits.split_channels:
+        from workbench.recipes.split_channels import split_model
+
+        split_model(model)
+    return record
 
 
 def _with_seg_labels(prepared: PreparedDataset) -> PreparedDataset:

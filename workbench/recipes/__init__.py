@@ -1,8 +1,12 @@
 """Recovery recipes: named, composable changes to how a SavedModel becomes an int8 .tflite.
 
-Each recipe edits a :class:`Plan` (what to export, how to calibrate, what to keep out of int8);
-``quantize(..., recipes=["split-head", "calib-all"])`` applies them in registry order, so the
-same set gives the same file whatever order it was named in. ``workbench recipes`` lists them.
+Each registry entry (:class:`Recipe`) declares the model families and the schemes it applies to,
+and its edits, split by who makes them: export edits (:class:`~.edits.ExportEdits`: head,
+equalization, split convolutions, bias correction, qat, keypoint clamp), which the model family
+makes when it exports, and conversion edits (:class:`~.edits.ConversionEdits`: calibration count,
+ranges, float blocks, int16 activations). :func:`build_plan` composes a set for one scheme in
+registry order, so the same set gives the same file whatever order it was named in.
+``workbench recipes`` lists them.
 
 ================ ====================================================================== =========
 recipe           does                                                                   all-int8
@@ -43,181 +47,229 @@ Whether a file is still all-int8 and its weight granularity are read from the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from workbench.errors import WorkbenchError
 from workbench.recipe_names import RECIPE_NAMES, parse_recipes
+from workbench.recipes.edits import ConversionEdits, ExportEdits
 
 FLOAT_FALLBACK_K = 3
 ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
 KPT_PERCENTILE = 99.99
-
-
-@dataclass
-class Plan:
-    """What a conversion does once its recipes are applied."""
-
-    recipes: tuple[str, ...] = ()
-    head: str = "single"
-    equalize: bool = False
-    calib_count: int = 200
-    activations: str = "int8"
-    float_blocks: int = 0
-    kpt_percentile: float | None = None
-    activation_ranges: str = "minmax"
-    weight_ranges: str = "minmax"
-    split_channels: bool = False
-    bias_correct: bool = False
-    qat: bool = False
-
-    def __post_init__(self) -> None:
-        if self.activations not in ("int8", "int16"):
-            raise ValueError(f"activations must be int8 or int16, got {self.activations!r}")
-        if self.activation_ranges not in ("minmax", "mse") or self.weight_ranges not in ("minmax", "octav"):
-            raise ValueError(f"invalid range setting in {self}")
-        if self.calib_count < 1 or self.float_blocks < 0:
-            raise ValueError(f"invalid plan: {self}")
-
-    @property
-    def ranges_by_library(self) -> bool:
-        """Whether ai-edge-quantizer (:mod:`workbench.recipes.ranges`) sets the ranges, not the converter."""
-        return (self.activation_ranges, self.weight_ranges) != ("minmax", "minmax")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(asdict(self), recipes=list(self.recipes))
+INT8_SCHEMES = ("int8-per-channel", "int8-per-tensor")
+GRANULARITY = "<granularity>"  # an export edit's value that is the scheme's weight granularity
+BOTH = ("yolo", "ssd")
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """One registry entry: what it applies to and what it edits.
+
+    ``families``: the model families it works on; ``schemes``: the schemes it converts;
+    ``export``: :class:`ExportEdits` fields it sets (:data:`GRANULARITY` for the scheme's weight
+    granularity); ``conversion``: :class:`ConversionEdits` fields it sets.
+    """
+
     name: str
     summary: str
-    apply: Callable[[Plan], None]
+    families: tuple[str, ...]
+    schemes: tuple[str, ...] = INT8_SCHEMES
+    export: dict[str, Any] = field(default_factory=dict, hash=False)
+    conversion: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a conversion does once its recipes are applied: the export it needs and how it converts."""
+
+    recipes: tuple[str, ...]
+    export: ExportEdits
+    conversion: ConversionEdits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipes": list(self.recipes),
+            "export": self.export.to_dict(),
+            "conversion": self.conversion.to_dict(),
+        }
 
 
 RECIPES: dict[str, Recipe] = {}
 
 
-def register(name: str, summary: str) -> Callable[[Callable[[Plan], None]], Callable[[Plan], None]]:
-    def wrap(fn: Callable[[Plan], None]) -> Callable[[Plan], None]:
-        # the vocabulary's order is the registry's: a recipe set applies in that order
-        if (*RECIPES, name) != RECIPE_NAMES[: len(RECIPES) + 1]:
-            raise ValueError(f"recipe {name!r} is not next in workbench.recipe_names.RECIPE_NAMES")
-        RECIPES[name] = Recipe(name, summary, fn)
-        return fn
+def register(recipe: Recipe) -> Recipe:
+    # the vocabulary's order is the registry's: a recipe set applies in that order
+    if (*RECIPES, recipe.name) != RECIPE_NAMES[: len(RECIPES) + 1]:
+        raise ValueError(f"recipe {recipe.name!r} is not next in workbench.recipe_names.RECIPE_NAMES")
+    unknown = set(recipe.export) - set(ExportEdits.__dataclass_fields__)
+    unknown |= set(recipe.conversion) - set(ConversionEdits.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r} sets unknown edits {sorted(unknown)}")
+    RECIPES[recipe.name] = recipe
+    return recipe
 
-    return wrap
 
-
-@register(
-    "split-head",
-    "boxes, scores, keypoint offsets and visibilities as separate outputs in stride units; decode in float",
+register(
+    Recipe(
+        "split-head",
+        "boxes, scores, keypoint offsets and visibilities as separate outputs in stride units; decode in float",
+        families=("yolo",),
+        export={"head": "split"},
+    )
 )
-def _split_head(plan: Plan) -> None:
-    plan.head = "split"
-
-
-@register(
-    "split-levels",
-    "split-head with one output per stride level and keypoint x/y apart from visibility: no shared "
-    "int8 scale across levels or quantities",
+register(
+    Recipe(
+        "split-levels",
+        "split-head with one output per stride level and keypoint x/y apart from visibility: no shared "
+        "int8 scale across levels or quantities",
+        families=("yolo",),
+        export={"head": "levels"},
+    )
 )
-def _split_levels(plan: Plan) -> None:
-    plan.head = "levels"
-
-
-@register(
-    "equalize",
-    "cross-layer equalization of conv pairs before export (SSD: exact depthwise→pointwise; YOLO: approximate, SiLU)",
+register(
+    Recipe(
+        "equalize",
+        "cross-layer equalization of conv pairs before export (SSD: exact depthwise→pointwise; YOLO: approximate, SiLU)",
+        families=BOTH,
+        export={"equalize": True},
+    )
 )
-def _equalize(plan: Plan) -> None:
-    plan.equalize = True
-
-
-@register(
-    "split-channels",
-    "per-tensor only: each conv whose weight channel ranges differ widely becomes up to 3 convs over "
-    "runs of channels of similar range, each with its own int8 scale (exact in float; more ops)",
+register(
+    Recipe(
+        "split-channels",
+        "per-tensor only: each conv whose weight channel ranges differ widely becomes up to 3 convs over "
+        "runs of channels of similar range, each with its own int8 scale (exact in float; more ops)",
+        families=BOTH,
+        schemes=("int8-per-tensor",),
+        export={"split_channels": True},
+    )
 )
-def _split_channels(plan: Plan) -> None:
-    plan.split_channels = True
-
-
-@register(
-    "bias-correct",
-    "empirical bias correction before export: each conv's bias absorbs the mean output shift of its "
-    "int8 weights at this scheme's granularity (32 calibration images; YOLO models)",
+register(
+    Recipe(
+        "bias-correct",
+        "empirical bias correction before export: each conv's bias absorbs the mean output shift of its "
+        "int8 weights at this scheme's granularity (32 calibration images; YOLO models)",
+        families=("yolo",),
+        export={"bias_correct": GRANULARITY},
+    )
 )
-def _bias_correct(plan: Plan) -> None:
-    plan.bias_correct = True
-
-
-@register(
-    "qat",
-    "quantization-aware fine-tuning before export: int8 weights (this scheme's granularity) in the forward "
-    "pass, distilled from the float model on the calibration images, no labels (YOLO pose/detect; ~4 min, one core)",
+register(
+    Recipe(
+        "qat",
+        "quantization-aware fine-tuning before export: int8 weights (this scheme's granularity) in the forward "
+        "pass, distilled from the float model on the calibration images, no labels (YOLO pose/detect; ~4 min, one core)",
+        families=("yolo",),
+        export={"qat": GRANULARITY},
+    )
 )
-def _qat(plan: Plan) -> None:
-    plan.qat = True
-
-
-@register(
-    "calib-all", "calibrate on every image of the calibration folder (min/max: the converter's only method)"
+register(
+    Recipe(
+        "calib-all",
+        "calibrate on every image of the calibration folder (min/max: the converter's only method)",
+        families=BOTH,
+        conversion={"calib_count": ALL_CALIBRATION_IMAGES},
+    )
 )
-def _calib_all(plan: Plan) -> None:
-    plan.calib_count = ALL_CALIBRATION_IMAGES
-
-
-@register(
-    "calib-percentile",
-    f"clamp split-head keypoint offsets at their {KPT_PERCENTILE}th percentile (needs split-head or "
-    "split-levels; measured on yolo11n-pose: hurts, the far keypoints of large people lie beyond it)",
+register(
+    Recipe(
+        "calib-percentile",
+        f"clamp split-head keypoint offsets at their {KPT_PERCENTILE}th percentile (needs split-head or "
+        "split-levels; measured on yolo11n-pose: hurts, the far keypoints of large people lie beyond it)",
+        families=("yolo",),
+        export={"kpt_percentile": KPT_PERCENTILE},
+    )
 )
-def _calib_percentile(plan: Plan) -> None:
-    plan.kpt_percentile = KPT_PERCENTILE
-
-
-@register(
-    "calib-mse",
-    "activation ranges narrowed to the least int8 error over each tensor's histogram (outputs keep "
-    "min/max); quantized by ai-edge-quantizer, int8 I/O",
+register(
+    Recipe(
+        "calib-mse",
+        "activation ranges narrowed to the least int8 error over each tensor's histogram (outputs keep "
+        "min/max); quantized by ai-edge-quantizer, int8 I/O",
+        families=BOTH,
+        conversion={"activation_ranges": "mse"},
+    )
 )
-def _calib_mse(plan: Plan) -> None:
-    plan.activation_ranges = "mse"
-
-
-@register(
-    "weights-octav",
-    "convolution weights clipped by ai-edge-quantizer's OCTAV (the MSE-optimal clip), int8 I/O",
+register(
+    Recipe(
+        "weights-octav",
+        "convolution weights clipped by ai-edge-quantizer's OCTAV (the MSE-optimal clip), int8 I/O",
+        families=BOTH,
+        conversion={"weight_ranges": "octav"},
+    )
 )
-def _weights_octav(plan: Plan) -> None:
-    plan.weight_ranges = "octav"
-
-
-@register(
-    "int16x8",
-    "int16 activations with int8 weights for the whole model (not all-int8; per-channel weights only: "
-    "TF's 16x8 mode fails on per-tensor)",
+register(
+    Recipe(
+        "int16x8",
+        "int16 activations with int8 weights for the whole model (not all-int8; per-channel weights only: "
+        "TF's 16x8 mode fails on per-tensor)",
+        families=BOTH,
+        schemes=("int8-per-channel",),
+        conversion={"activations": "int16"},
+    )
 )
-def _int16x8(plan: Plan) -> None:
-    plan.activations = "int16"
-
-
-@register(
+register(Recipe(
     "float-fallback",
     f"keep the {FLOAT_FALLBACK_K} blocks that most restore the outputs in float (not all-int8)",
-)
-def _float_fallback(plan: Plan) -> None:
-    plan.float_blocks = FLOAT_FALLBACK_K
+    families=BOTH, conversion={"float_blocks": FLOAT_FALLBACK_K},
+))  # fmt: skip
 
 
-def build_plan(recipes: str | Iterable[str] | None, calib_count: int) -> Plan:
-    """The :class:`Plan` for ``recipes`` on top of a plain conversion with ``calib_count`` images."""
+def build_plan(recipes: str | Iterable[str] | None, calib_count: int, scheme: Any) -> Plan:
+    """The :class:`Plan` for ``recipes`` converting ``scheme`` (a Scheme or its value) on top of a plain
+    conversion with ``calib_count`` images; a clear error if a recipe does not convert that scheme.
+
+    Example:
+        >>> plan = build_plan("split-levels,bias-correct,calib-all", 50, "int8-per-tensor")
+        >>> plan.export.key, plan.conversion.calib_count > 50
+        ('levels-head+bc-per-tensor', True)
+    """
+    if isinstance(calib_count, bool) or not isinstance(calib_count, int) or calib_count < 1:
+        raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {calib_count!r}")
     names = parse_recipes(recipes)
-    plan = Plan(recipes=tuple(names), calib_count=calib_count)
+    scheme_value = getattr(scheme, "value", scheme)
+    if names and scheme_value not in INT8_SCHEMES:
+        raise WorkbenchError(f"recipes ({', '.join(names)}) apply to int8 schemes, not {scheme_value}")
     for name in names:
-        RECIPES[name].apply(plan)
-    return plan
+        if scheme_value not in RECIPES[name].schemes:
+            raise WorkbenchError(
+                _SCHEME_REFUSALS.get(name, f"{name} converts {', '.join(RECIPES[name].schemes)}")
+            )
+    granularity = scheme_value.removeprefix("int8-")
+    export, conversion = ExportEdits(), ConversionEdits(calib_count=calib_count)
+    for name in names:
+        recipe = RECIPES[name]
+        export = replace(
+            export, **{k: granularity if v == GRANULARITY else v for k, v in recipe.export.items()}
+        )
+        conversion = replace(conversion, **recipe.conversion)
+    return Plan(tuple(names), export, conversion)
+
+
+def export_edits(recipes: str | Iterable[str] | None, scheme: Any) -> ExportEdits:
+    """The export ``recipes`` need to convert ``scheme`` (``ExportEdits()`` if none)."""
+    return build_plan(recipes, 1, scheme).export
+
+
+_SCHEME_REFUSALS = {
+    "int16x8": "int16x8 runs with per-channel weights only: TF's 16x8 mode fails on per-tensor weights "
+    "('Quantized dimension for tensor property and quantization parameters do not match')",
+    "split-channels": "split-channels gives per-tensor weights more than one scale per convolution; "
+    "int8-per-channel weights already have one per channel: use it with int8-per-tensor",
+}
+
+
+def check_family(recipes: Iterable[str], family: str, path: Any = None) -> None:
+    """Refuse, in one line, recipes not declared for the model ``family``."""
+    names = list(recipes)
+    foreign = [n for n in names if family not in RECIPES[n].families]
+    if foreign:
+        own = [n for n, r in RECIPES.items() if family in r.families]
+        raise WorkbenchError(
+            f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to {family} models "
+            f"(its recipes: {', '.join(own)})",
+            path=path,
+        )
 
 
 def applies(recipes: str | Iterable[str], scheme_value: str) -> bool:
@@ -231,10 +283,7 @@ def applies(recipes: str | Iterable[str], scheme_value: str) -> bool:
         False
     """
     names = recipes.split("+") if isinstance(recipes, str) else list(recipes)
-    needs = {"int16x8": "int8-per-channel", "split-channels": "int8-per-tensor"}
-    return not any(
-        name in names and scheme_value != scheme for name, scheme in needs.items() if "int8" in scheme_value
-    )
+    return all(scheme_value in RECIPES[name].schemes for name in names if name)
 
 
 def recipe_suffix(recipes: Iterable[str]) -> str:

@@ -6,7 +6,7 @@ bias the network was never trained with, largest where per-tensor scales round s
 coarsely. For every ``nn.Conv2d`` this module measures that shift on calibration inputs (the
 float network's own activations, padding included: ``mean over images and positions of
 conv(x, ΔW)``) and subtracts it from the conv's bias. ``ΔW`` is the TFLite converter's symmetric
-int8 rounding at the scheme's granularity (:func:`workbench.quantize.fake_quantize_weights`), so the
+int8 rounding at the scheme's granularity (:func:`workbench.recipes.weight_rounding.fake_quantize_weights`), so the
 correction matches the file the converter writes; with ``weights-octav`` the clipping differs and
 the correction is only approximate.
 """
@@ -24,7 +24,7 @@ def correct_biases(model, batches: Sequence[np.ndarray], per_channel: bool) -> i
     """Fold BatchNorm, then subtract each conv's int8-weight output shift from its bias; how many convs."""
     import torch
 
-    from workbench.quantize import fake_quantize_weights
+    from workbench.recipes.weight_rounding import fake_quantize_weights
 
     model.fuse(verbose=False)
     model.eval()

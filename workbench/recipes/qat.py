@@ -5,7 +5,7 @@ narrow channels keep a few levels; no range setting gives them back. Fine-tuning
 weights in the forward pass lets the network move its weights to where that grid costs least.
 
 - Every ``nn.Conv2d`` weight is fake-quantized as the TFLite converter will quantize it (symmetric
-  int8, max-abs scale, per tensor or per channel: :func:`workbench.quantize.fake_quantize_weights`),
+  int8, max-abs scale, per tensor or per channel: :func:`workbench.recipes.weight_rounding.fake_quantize_weights`),
   with a straight-through gradient.
 - The target is the float model itself on the calibration images (random horizontal flips), so no
   labels are needed and 400 images do not pull the network away from what COCO taught it: the
@@ -53,7 +53,7 @@ def _fake_quant(per_channel: bool):
 
 def _distillation_targets(model, x):
     """Neck features (the head's inputs) and the split head's per-level outputs for batch ``x``."""
-    from workbench.export import split_head
+    from workbench.heads import split_head
 
     features = []
     hook = model.model[-1].register_forward_pre_hook(lambda _m, args: features.extend(args[0]))

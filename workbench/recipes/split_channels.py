@@ -160,7 +160,7 @@ def split_model(model, groups: int = SPLIT_GROUPS, min_gain: float = MIN_GAIN) -
 
 def _head_output_convs(model) -> set[int]:
     """ids of the detection head's last convolutions: the split head cuts their rows by quantity
-    itself (:func:`workbench.export.split_head`), and its decode reads them as plain convolutions."""
+    itself (:func:`workbench.heads.split_head`), and its decode reads them as plain convolutions."""
     head = model.model[-1]
     return {
         id(branch[-1])

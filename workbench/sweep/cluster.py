@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from workbench.errors import WorkbenchError
 
+SCHEDULER_ENV = "WORKBENCH_SCHEDULER"  # an existing scheduler for the report's graphs
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler fails well inside 10 s
 ONE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -109,7 +110,7 @@ def open_client(scheduler: str | None = None, workers: int | None = None) -> Ite
 
 class ReportCluster:
     """One LocalCluster for the notebooks of a report that run Dask graphs (``0N_<step>`` with
-    ``<step>`` in :data:`workbench.steps.EXECUTOR_STEPS`), handed to their kernels in
+    ``<step>`` in :data:`workbench.jobs.EXECUTOR_STEPS`), handed to their kernels in
     ``WORKBENCH_SCHEDULER``: workers start, and import TF, torch and Ultralytics, once per report
     rather than once per step. It is closed before any other notebook runs, so latency
     (04_benchmark) is still timed with no worker alive.
@@ -119,8 +120,6 @@ class ReportCluster:
     """
 
     def __init__(self, workers: int | None):
-        from workbench.sweep.executor import SCHEDULER_ENV
-
         self.env = SCHEDULER_ENV
         self.enabled = workers != 0 and not os.environ.get(SCHEDULER_ENV)
         self.workers = workers
@@ -134,7 +133,7 @@ class ReportCluster:
 
     @contextlib.contextmanager
     def step(self, stem: str) -> Iterator[None]:
-        from workbench.steps import EXECUTOR_STEPS
+        from workbench.jobs import EXECUTOR_STEPS
 
         if not self.enabled or stem.split("_", 1)[-1] not in EXECUTOR_STEPS:
             self.close()

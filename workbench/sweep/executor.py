@@ -9,6 +9,9 @@
   in one pass (:func:`workbench.evaluate.evaluate_models`: each image is decoded and pre-processed
   once); one task per zoo file.
 
+The jobs themselves (an export, a recipe's export, a conversion, each cached by its key) are
+:mod:`workbench.jobs`, which the sweep's cells (:mod:`workbench.sweep.tasks`) run too.
+
 ``cfg.workers`` picks the executor: ``None`` a LocalCluster with one process per core (or the
 scheduler in ``WORKBENCH_SCHEDULER``), ``0`` Dask's synchronous scheduler in this process. Both
 run the same graph, so both write the same files (tests/test_sweep_executor.py checks the bytes).
@@ -28,9 +31,8 @@ from tqdm.auto import tqdm
 from workbench.config import RunConfig
 from workbench.data.prepare import PreparedDataset
 from workbench.plan import RunPlan, conversion_groups
+from workbench.sweep.cluster import SCHEDULER_ENV
 from workbench.variant import Variant
-
-SCHEDULER_ENV = "WORKBENCH_SCHEDULER"  # an existing scheduler for the report's graphs
 
 
 def evaluate_variants(
@@ -66,9 +68,11 @@ def convert_variants(plan: RunPlan, records: list[dict[str, Any]], run_dir: Path
     imgsz, scheme, recipe."""
     from dask import delayed
 
+    from workbench.jobs import export_job
+
     cfg, tag = plan.config, _folder_tag(run_dir)
     exports = {
-        (record["name"], imgsz): delayed(_export, pure=True)(
+        (record["name"], imgsz): delayed(export_job, pure=True)(
             record["weights"],
             imgsz,
             str(run_dir / "saved_models" / record["name"] / str(imgsz)),
@@ -181,12 +185,6 @@ def _evaluate_group(
     return rows
 
 
-def _export(weights: str, imgsz: int, folder: str):
-    from workbench.families import family_of
-
-    return family_of(weights).export(weights, imgsz, Path(folder))
-
-
 def _convert_group(
     cfg: RunConfig,
     record: dict[str, Any],
@@ -216,21 +214,15 @@ def _convert_one(
     run_dir: str,
 ) -> Variant:
     from workbench.config import IOType, Scheme
-    from workbench.quantize import quantize
+    from workbench.jobs import convert_job, recipe_export
 
     scheme, name = Scheme(scheme_name), record["name"]
     io = cfg.io if scheme.is_int8 else IOType.FF
     tag = scheme.value + (f"+{recipe}" if recipe else "")
     out = Path(run_dir) / "variants" / name / str(imgsz) / f"{tag}-{io.value}.tflite"
-    result = quantize(
-        saved.saved_model,
-        scheme,
-        out,
-        io=io,
-        calib=dataset.calib_images,
-        calib_count=cfg.calib_images,
-        recipes=recipe or None,
-    )
+    calib = {"calib": dataset.calib_images, "calib_count": cfg.calib_images}
+    export = recipe_export(saved, recipe or None, scheme, **calib)  # shared by this task's schemes
+    result = convert_job(export, scheme, out, io=io, recipes=recipe or None, **calib)
     return Variant(
         name=f"{name}_{imgsz}_{tag}_{result.io.value}",
         model=name,

@@ -14,18 +14,15 @@ from typing import Any
 
 from workbench.config import METRIC_OF_TASK, IOType
 from workbench.data.prepare import PreparedDataset
-from workbench.export import EXPORT_META, ExportResult
+from workbench.exported import ExportResult
+from workbench.jobs import convert_job, export_job, recipe_export
 from workbench.sweep.grid import Cell
 
 
 def export_task(weights: str, imgsz: int, folder: str) -> ExportResult:
-    """Export ``weights`` at ``imgsz`` into ``folder``, or reuse an export already there."""
-    from workbench.families import family_of
-
-    folder_path = Path(folder)
-    if (folder_path / EXPORT_META).is_file():
-        return ExportResult.load(folder_path)
-    return family_of(weights).export(weights, imgsz, folder_path)
+    """The plain export of ``weights`` at ``imgsz`` in ``folder`` (:func:`workbench.jobs.export_job`:
+    the one already there if made from the same weights)."""
+    return export_job(weights, imgsz, folder)
 
 
 def cell_task(
@@ -36,22 +33,16 @@ def cell_task(
     from workbench.families import evaluation_runner
     from workbench.inspect import inspect_model
     from workbench.provenance import package_versions
-    from workbench.quantize import quantize
 
     cfg = cell.config
     scheme = cfg.schemes[0]
     io = cfg.io if scheme.is_int8 else IOType.FF
     out = Path(sweep_dir) / "variants" / f"{cell.key}.tflite"
+    recipes = cfg.recipes[0] if cfg.recipes else None
+    calib = {"calib": dataset.calib_images, "calib_count": cfg.calib_images}
     start = time.perf_counter()
-    converted = quantize(
-        export.saved_model,
-        scheme,
-        out,
-        io=io,
-        calib=dataset.calib_images,
-        calib_count=cfg.calib_images,
-        recipes=cfg.recipes[0] if cfg.recipes else None,
-    )
+    export = recipe_export(export, recipes, scheme, **calib)
+    converted = convert_job(export, scheme, out, io=io, recipes=recipes, **calib)
     convert_seconds = time.perf_counter() - start
     settings = EvalSettings(
         dataset.val_ann,
