@@ -34,10 +34,10 @@ import workbench  # noqa: F401  (offline environment first)
 from workbench import steps
 from workbench.config import RunConfig
 from workbench.fileio import write_json
+from workbench.graph import SCHEDULER_ENV
 from workbench.offline import REPO_ROOT
 from workbench.plan import make_plan
 from workbench.provenance import package_versions
-from workbench.sweep.executor import SCHEDULER_ENV
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 REPORT_TARGET_S = 180.0

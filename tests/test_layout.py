@@ -26,6 +26,17 @@ def test_no_import_cycle_between_the_package_files():
     assert not cycles, "import cycles:\n" + "\n".join(", ".join(c) for c in cycles)
 
 
+def test_no_family_name_is_tested_outside_the_families(tmp_path):
+    assert check_sizes.family_name_tests(REPO / "workbench") == []
+    pkg = _package(tmp_path, {
+        "__init__.py": "",
+        "engine.py": "def f(family):\n    return family == 'ssd' or family in ('yolo',)\n",
+        "families/__init__.py": "def g(name):\n    return name == 'yolo'\n",
+    })  # fmt: skip
+    found = check_sizes.family_name_tests(pkg)  # both tests of engine.py, none of families/
+    assert len(found) == 2 and all("pkg/engine.py:2:" in line for line in found)
+
+
 def _package(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / "pkg" / name

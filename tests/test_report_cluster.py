@@ -7,10 +7,10 @@ import os
 
 import nbformat
 
+from workbench.cluster import ReportCluster
 from workbench.config import RunConfig
+from workbench.graph import SCHEDULER_ENV
 from workbench.pipeline import run_pipeline
-from workbench.sweep.cluster import ReportCluster
-from workbench.sweep.executor import SCHEDULER_ENV
 
 # Each notebook records the scheduler its kernel was given, that cluster's worker processes, and
 # which workers recorded by the first notebook are still alive.

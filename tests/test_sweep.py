@@ -67,7 +67,7 @@ def serial(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    from workbench.sweep.cluster import open_client
+    from workbench.cluster import open_client
 
     with open_client(workers=2) as c:
         yield c

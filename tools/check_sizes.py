@@ -1,5 +1,6 @@
 """Size and cycle check of a package: fails listing every module over 500 lines, every function over
-120 lines, and every import cycle between its files.
+120 lines, every import cycle between its files, and every test of a model family's name outside
+``families/`` (the only place that knows a family).
 
 Usage: ``python tools/check_sizes.py [PACKAGE_DIR]`` (default ``workbench``); exit 1 if anything is
 found. ``make lint`` runs it, and ``tests/test_layout.py`` does the same checks.
@@ -19,6 +20,8 @@ from pathlib import Path
 
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 120
+FAMILY_NAMES = ("yolo", "ssd")  # the registered families' names
+FAMILIES_DIR = "families"
 
 
 def module_names(root: Path) -> dict[Path, str]:
@@ -120,12 +123,36 @@ def import_cycles(root: Path) -> list[list[str]]:
     return sorted(cycles)
 
 
+def family_name_tests(root: Path) -> list[str]:
+    """``x == "yolo"``, ``x != "ssd"``, ``x in ("yolo", ...)`` outside ``families/``: a branch on a
+    family that belongs in the family's own class."""
+
+    def names_a_family(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in FAMILY_NAMES
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(names_a_family(e) for e in node.elts)
+        return False
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if FAMILIES_DIR in path.relative_to(root).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(
+                names_a_family(n) for n in (node.left, *node.comparators)
+            ):
+                found.append(f"{path}:{node.lineno}: tests a family's name (ask the family instead)")
+    return found
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "workbench")
     if not (root / "__init__.py").is_file():
         print(f"{root}: not a package (no __init__.py)", file=sys.stderr)
         return 2
     problems = oversized(root) + [f"import cycle: {', '.join(c)}" for c in import_cycles(root)]
+    problems += family_name_tests(root)
     for problem in problems:
         print(problem)
     print(f"{len(problems)} problem(s) in {len(module_names(root))} files of {root}")

@@ -1,4 +1,4 @@
-"""The export and conversion jobs, shared by the report's Dask graph (:mod:`workbench.sweep.executor`)
+"""The export and conversion jobs, shared by the report's Dask graph (:mod:`workbench.graph`)
 and the sweep's cells (:mod:`workbench.sweep.tasks`), each cached by its key.
 
 - :func:`export_job`: a float SavedModel of (weights, imgsz, :class:`ExportEdits`), made by the model
@@ -28,7 +28,7 @@ from workbench.quantize import QuantizeResult, quantize
 from workbench.recipes import build_plan, check_family
 from workbench.recipes.edits import ExportEdits
 
-# steps that run Dask graphs (workbench.sweep.executor): a report gives them one shared cluster
+# steps that run Dask graphs (workbench.graph): a report gives them one shared cluster
 EXECUTOR_STEPS = ("quantize", "evaluate")
 
 

@@ -250,7 +250,7 @@ def run_pipeline(
         kernel_name: Jupyter kernel; must run this environment's python (:func:`check_kernel`).
         wait: if another process is running this run folder, wait for it instead of failing.
         step_context: called with each notebook's stem; its kernel runs inside what it returns
-            (:class:`~workbench.sweep.cluster.ReportCluster`).
+            (:class:`~workbench.cluster.ReportCluster`).
         plan: ``config`` resolved (:func:`workbench.steps.preflight`); made here when not given.
             Written to ``<run>/plan.json``, where every notebook reads it.
 

@@ -119,10 +119,10 @@ def _retrain_one(plan: RunPlan, model: ModelEntry, run_dir: Path) -> dict[str, A
 def quantize(plan: RunPlan, run_dir: str | Path) -> list[Variant]:
     """Export each of our models at each image size and convert it to each scheme; list zoo files.
 
-    A Dask graph (:func:`workbench.sweep.executor.convert_variants`): exports first, then the
+    A Dask graph (:func:`workbench.graph.convert_variants`): exports first, then the
     conversions that depend on them, on ``cfg.workers``.
     """
-    from workbench.sweep.executor import convert_variants
+    from workbench.graph import convert_variants
     from workbench.zoo import zoo_variants
 
     run_dir = Path(run_dir)
@@ -150,7 +150,7 @@ def evaluate(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
     with NMS 0.1, detection AP at IoU 0.4 for SSD / 0.5 for YOLO). Detections of each protocol are
     kept in ``eval/<variant>/<protocol>/`` for the intervals of 05_compare.
     """
-    from workbench.sweep.executor import evaluate_variants
+    from workbench.graph import evaluate_variants
 
     run_dir = Path(run_dir)
     # a Dask graph: the schemes of one (model, imgsz) share one pass over the decoded images

@@ -68,8 +68,8 @@ def run(args) -> int:
     if args.rebuild is not None:
         return _rebuild(args)
 
+    from workbench.cluster import ReportCluster
     from workbench.steps import preflight
-    from workbench.sweep.cluster import ReportCluster
 
     config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
     trust_weights(config.trust_weights)  # kernels and Dask workers inherit it

@@ -24,11 +24,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from workbench.cluster import open_client
     from workbench.config import resolve_path
     from workbench.errors import WorkbenchError
     from workbench.safeload import trust_weights
     from workbench.sweep import SweepConfig, query, run_sweep
-    from workbench.sweep.cluster import open_client
 
     sweep = SweepConfig.from_yaml(args.config)
     trust_weights(sweep.base.get("trust_weights") is True)  # local Dask workers inherit it (safeload)

@@ -111,9 +111,10 @@ def dataset_entry(data: str) -> str:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise WorkbenchError("data.yaml not found", path=path)
-        folder = path.resolve().parent
-        root = folder.parent
-        if folder.name != "yolo" or not (root / "annotations").is_dir():
+        from workbench.data.prepare import YOLO_DATA_YAML
+
+        root = path.resolve().parent.parent
+        if path.resolve() != root.joinpath(*YOLO_DATA_YAML) or not (root / "annotations").is_dir():
             raise WorkbenchError(
                 "not the yolo/data.yaml of a dataset folder (images/, annotations/*.json, yolo/data.yaml, as "
                 "`workbench data synth` and `workbench data coco --subset` write them): pass that folder",

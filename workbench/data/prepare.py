@@ -22,6 +22,8 @@ from workbench.locations import resolve_data
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import dataset_hash
 
+YOLO_DATA_YAML = ("yolo", "data.yaml")  # a dataset folder's YOLO copy, relative to the folder
+
 
 @dataclass
 class PreparedDataset:
@@ -123,7 +125,7 @@ def prepare_dataset(
     fingerprint_files = [p for p in (train_ann, val_ann) if p.is_file()]
     return PreparedDataset(
         root=root,
-        data_yaml=root / "yolo" / "data.yaml",
+        data_yaml=root.joinpath(*YOLO_DATA_YAML),
         train_images=root / "images" / "train",
         val_images=val_images,
         val_ann=val_ann,

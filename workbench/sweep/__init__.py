@@ -1,11 +1,12 @@
 """Sweeps as Dask task graphs with a queryable results store (issue 11).
 
 - :mod:`~workbench.sweep.grid`: the sweep config, its axes and cells (content-hashed).
-- :mod:`~workbench.sweep.cluster`: a local or existing `distributed` cluster.
 - :mod:`~workbench.sweep.tasks`: export and cell tasks (what workers run).
 - :mod:`~workbench.sweep.store`: one Parquet row per cell, DuckDB queries.
 - :mod:`~workbench.sweep.run`: :func:`run_sweep`.
-- :mod:`~workbench.sweep.executor`: the report's conversions and evaluations as a local graph.
+
+On the same cluster code (:mod:`workbench.cluster`) and jobs (:mod:`workbench.jobs`) as the
+report's graph (:mod:`workbench.graph`).
 """
 
 from workbench.sweep.grid import AXES, Axis, Cell, SweepConfig

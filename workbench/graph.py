@@ -28,10 +28,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from workbench.cluster import SCHEDULER_ENV
 from workbench.config import RunConfig
 from workbench.data.prepare import PreparedDataset
 from workbench.plan import RunPlan, conversion_groups
-from workbench.sweep.cluster import SCHEDULER_ENV
 from workbench.variant import Variant
 
 
@@ -135,7 +135,7 @@ def _folder_tag(run_dir: Path) -> str:
 
 @contextlib.contextmanager
 def _client(workers: int | None):
-    from workbench.sweep.cluster import open_client
+    from workbench.cluster import open_client
 
     with open_client(os.environ.get(SCHEDULER_ENV), workers) as client:
         yield client
