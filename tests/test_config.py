@@ -64,11 +64,11 @@ def test_recipes_are_canonical_and_part_of_the_hash():
 
 def test_the_recipe_registry_follows_the_recipe_vocabulary():
     from workbench.recipe_names import RECIPE_NAMES
-    from workbench.recipes import RECIPES, register
+    from workbench.recipes import RECIPES, Recipe, register
 
     assert tuple(RECIPES) == RECIPE_NAMES
     with pytest.raises(ValueError, match="not next"):
-        register("split-head", "registered twice")(lambda plan: None)
+        register(Recipe("split-head", "registered twice", families=("yolo",)))
 
 
 def test_enum_values_are_validated():
