@@ -28,6 +28,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup bench-recovery
+	$(BIN)/python benchmarks/targets.py
 	$(BIN)/python benchmarks/run.py
 
 # int8 recovery recipes on ST's SSD, then on yolo11n-pose (the targets; needs ../shared weights and
@@ -36,9 +37,13 @@ bench-recovery: setup
 	$(BIN)/python benchmarks/recovery_ssd.py
 	$(BIN)/python benchmarks/recovery.py
 
+# Style, then the layers (import-linter contracts in pyproject.toml), then sizes and file-level import
+# cycles (tools/check_sizes.py).
 lint: setup
-	$(BIN)/ruff check workbench tests benchmarks
-	$(BIN)/ruff format --check workbench tests benchmarks
+	$(BIN)/ruff check workbench tests benchmarks tools
+	$(BIN)/ruff format --check workbench tests benchmarks tools
+	$(BIN)/lint-imports
+	$(BIN)/python tools/check_sizes.py workbench
 
 # JupyterLab on the notebooks with this environment's kernel (the one `make report` executes with).
 lab: setup

@@ -35,6 +35,7 @@ from workbench import steps
 from workbench.config import RunConfig
 from workbench.fileio import write_json
 from workbench.offline import REPO_ROOT
+from workbench.plan import make_plan
 from workbench.provenance import package_versions
 from workbench.sweep.executor import SCHEDULER_ENV
 
@@ -76,8 +77,9 @@ def time_phase(cfg: RunConfig, run_dir: Path, trained: Path) -> tuple[float, dic
 
     start = time.perf_counter()
     with Callback(pretask=pretask, posttask=posttask):  # only the synchronous scheduler calls them
-        steps.quantize(cfg, run_dir)
-        steps.evaluate(cfg, run_dir)
+        plan = make_plan(cfg)
+        steps.quantize(plan, run_dir)
+        steps.evaluate(plan, run_dir)
     return time.perf_counter() - start, spent
 
 
@@ -102,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.pop(SCHEDULER_ENV, None):  # every phase is timed on its own local cluster
         print(f"sweep: {SCHEDULER_ENV} ignored: the bench times local clusters", file=sys.stderr)
     cfg = RunConfig.from_yaml(args.config)
-    steps.dataset_for(cfg)  # set-up, untimed: the synthetic set is generated once and cached
+    plan = make_plan(cfg)  # set-up, untimed: the synthetic set is generated once and cached
     load_before = os.getloadavg()
     report_s = None if args.skip_report else time_report(args.config)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        steps.retrain(cfg, tmp / "trained")  # set-up, untimed: both phases convert these weights
+        steps.retrain(plan, tmp / "trained")  # set-up, untimed: both phases convert these weights
         trained = tmp / "trained" / "results" / "retrain.json"
         serial_s, spent = time_phase(cfg.replace(workers=0), tmp / "serial", trained)
         graph_s, _ = time_phase(cfg.replace(workers=args.workers), tmp / "graph", trained)

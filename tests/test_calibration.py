@@ -48,17 +48,17 @@ def test_second_int8_scheme_reuses_the_calibration(tiny_saved_model):
 
 
 def test_plain_int8_schemes_of_one_export_share_a_task():
-    from workbench.sweep.executor import conversion_jobs
+    from workbench.plan import conversion_groups, conversion_jobs
 
     cfg = RunConfig(imgsz=[192, 256], schemes=["fp32", "fp16", "int8-per-channel", "int8-per-tensor"])
-    jobs = conversion_jobs(cfg, ["m"])
+    jobs = conversion_groups(conversion_jobs(cfg, ["m"]))
     for imgsz in (192, 256):
-        assert [scheme for _, scheme, _ in jobs[("m", imgsz, "int8")]] == [
+        assert [job.scheme for job in jobs[("m", imgsz, "int8")]] == [
             "int8-per-channel",
             "int8-per-tensor",
         ]
-        assert [scheme for _, scheme, _ in jobs[("m", imgsz, "fp32")]] == ["fp32"]
-    assert sorted(o for members in jobs.values() for o, _, _ in members) == list(range(8))
+        assert [job.scheme for job in jobs[("m", imgsz, "fp32")]] == ["fp32"]
+    assert sorted(job.order for members in jobs.values() for job in members) == list(range(8))
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,29 @@ def test_hash_is_stable_and_content_sensitive():
     assert a.hash == RunConfig(imgsz=[256], name="other").hash  # the name labels, it does not change results
 
 
+def test_recipes_are_canonical_and_part_of_the_hash():
+    # hashes of earlier runs: canonicalising "+"-joined recipes in registry order must not move them
+    assert RunConfig().hash == "a6c381db395c"
+    given = RunConfig(recipes=["calib-all+split-head", "qat,split-levels"])
+    assert given.recipes == ["split-head+calib-all", "split-levels+qat"]
+    assert (
+        given.hash == RunConfig(recipes=["split-head+calib-all", "split-levels+qat"]).hash == "e70324bdb6e3"
+    )
+    with pytest.raises(WorkbenchError, match="unknown recipe"):
+        RunConfig(recipes=["nope"])
+    with pytest.raises(WorkbenchError, match="must be distinct"):
+        RunConfig(recipes=["split-head", "split-head"])
+
+
+def test_the_recipe_registry_follows_the_recipe_vocabulary():
+    from workbench.recipe_names import RECIPE_NAMES
+    from workbench.recipes import RECIPES, register
+
+    assert tuple(RECIPES) == RECIPE_NAMES
+    with pytest.raises(ValueError, match="not next"):
+        register("split-head", "registered twice")(lambda plan: None)
+
+
 def test_enum_values_are_validated():
     with pytest.raises(WorkbenchError, match="int9"):
         RunConfig(schemes=["int9"])

@@ -11,6 +11,7 @@ from workbench.cli import main
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.locations import resolve_data, resolve_model, resolve_weights, weights_dir
+from workbench.plan import check_data_paths, resolve_models
 
 
 @pytest.fixture
@@ -78,6 +79,21 @@ def test_data_paths_resolve_under_the_data_dir(tmp_path, monkeypatch):
     (tmp_path / "data" / "set" / "ann.json").write_text("{}")
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     assert resolve_data("set/ann.json") == tmp_path / "data" / "set" / "ann.json"
+
+
+def test_plan_checks_name_the_missing_entry_and_the_config(weights_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "images").mkdir()
+    config = RunConfig(model="my-pose.pt", calib_dir=str(tmp_path / "images"))
+    check_data_paths(config)  # found: the folder as given
+    (model,) = resolve_models(config)  # found: the weights by name, in the yolo family
+    assert (model.kind, model.family) == ("ours", "yolo")
+    with pytest.raises(WorkbenchError, match="calib_dir 'nowhere' not found") as err:
+        check_data_paths(config.replace(calib_dir="nowhere"), "run.yaml")
+    assert err.value.path == "run.yaml"
+    with pytest.raises(WorkbenchError, match="'other.pt' not found") as err:
+        resolve_models(config.replace(model="other.pt"), "run.yaml")
+    assert err.value.path == "run.yaml"
 
 
 def test_export_cli_refuses_unknown_weights_with_exit_2(weights_tree, tmp_path, capsys):

@@ -134,10 +134,10 @@ def _coco_config(tmp_path: Path, **changes) -> RunConfig:
 
 def test_the_coco_person_config_resolves_everything(coco_dev, official_pose, zoo_dir, tmp_path):
     cfg = _coco_config(tmp_path)
-    steps.preflight(cfg)
-    kinds = [(s.kind, s.name) for s in steps.model_sources(cfg)]
-    assert kinds == [("ours", "yolo11n-pose"), ("zoo", "pose_estimation")]
-    dataset = steps.dataset_for(cfg)
+    plan = steps.preflight(cfg)
+    kinds = [(m.kind, m.name, m.family) for m in plan.models]
+    assert kinds == [("ours", "yolo11n-pose", "yolo"), ("zoo", "pose_estimation", None)]
+    dataset = plan.dataset
     assert dataset.val_ann == coco_dev / "person_keypoints.json"
     assert dataset.calib_images == data_dir() / TRAIN / "images" and dataset.data_yaml is None
 
@@ -181,9 +181,9 @@ def test_ours_and_the_zoo_fill_one_table_with_both_protocols_and_intervals(
         tmp_path, imgsz=[256], schemes=["fp32", "int8-per-channel"], eval_images=24, calib_images=16,
         bench_runs=3, model=["yolo11n-pose.pt", str(zoo_dir / "st" / "pose_estimation")],
     )  # fmt: skip
-    run = tmp_path / "run"
+    run, plan = tmp_path / "run", steps.preflight(cfg)
     for step in (steps.retrain, steps.quantize, steps.evaluate, steps.benchmark, steps.compare):
-        step(cfg, run)
+        step(plan, run)
     table = pd.read_csv(run / "results.csv")
     assert sorted(table["source"]) == ["ours"] * 2 + ["zoo"] * 4
     assert table["st_ap"].between(0, 1).all() and table["ap"].between(0, 1).all()

@@ -35,13 +35,14 @@ def test_zoo_tiny_config_fills_the_results_table(zoo_dir, tiny_coco, tmp_path):
         images=str(tiny_coco / "train_2017_small"),
         bench_runs=3,
     )
-    retrained = steps.retrain(cfg, tmp_path)
+    plan = steps.preflight(cfg)
+    retrained = steps.retrain(plan, tmp_path)
     assert retrained["models"] == [] and retrained["zoo"] == [str(zoo_dir / "st")]
-    variants = steps.quantize(cfg, tmp_path)
+    variants = steps.quantize(plan, tmp_path)
     assert len(variants) == 8 and {v.task for v in variants} == {"detect"}
-    steps.evaluate(cfg, tmp_path)
-    steps.benchmark(cfg, tmp_path)
-    table = steps.compare(cfg, tmp_path)
+    steps.evaluate(plan, tmp_path)
+    steps.benchmark(plan, tmp_path)
+    table = steps.compare(plan, tmp_path)
     assert len(pd.read_csv(tmp_path / "results.csv")) == 8
     ap = table.set_index("variant")["ap"]
     # a wrong letterbox/coordinate convention drops far below these

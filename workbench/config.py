@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from workbench.errors import WorkbenchError
+from workbench.recipe_names import parse_recipes
 
 
 class Task(StrEnum):
@@ -179,8 +180,6 @@ class RunConfig:
             raise WorkbenchError("dataset: coco needs `ann` (COCO JSON) and `images` (folder) for evaluation")
         if bool(self.train_ann) != bool(self.train_images):
             raise WorkbenchError("train_ann and train_images go together: name both or neither")
-        from workbench.recipes import parse_recipes
-
         self.recipes = ["+".join(parse_recipes(str(r))) for r in _as_list(self.recipes)]
         if "" in self.recipes or len(set(self.recipes)) != len(self.recipes):
             raise WorkbenchError(f"recipes must be distinct, non-empty recipe names, got {self.recipes}")
@@ -269,30 +268,6 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=True)
-
-    def validate_paths(self, source: str | None = None) -> None:
-        """Raise unless every model and dataset path this config names is found.
-
-        Models resolve through :func:`workbench.locations.resolve_model` (paths, names under
-        WORKBENCH_WEIGHTS_DIR / WORKBENCH_ZOO_DIR); data paths through
-        :func:`workbench.locations.resolve_data` (as given, the repository root, WORKBENCH_DATA_DIR).
-        """
-        from workbench.locations import resolve_data, resolve_model
-
-        for entry in self.models:
-            try:
-                resolve_model(entry, self.allow_download)
-            except WorkbenchError as err:
-                raise WorkbenchError(err.message, path=source) from None
-        named = [("dataset", self.dataset)] if self.dataset not in ("synthetic", "coco") else []
-        keys = ("ann", "images", "train_ann", "train_images", "calib_dir")
-        named += [(key, getattr(self, key)) for key in keys if getattr(self, key)]
-        for key, value in named:
-            if not resolve_data(value).exists():
-                raise WorkbenchError(
-                    f"{key} {value!r} not found (as given, from the repository root, or under WORKBENCH_DATA_DIR)",
-                    path=source,
-                )
 
 
 def resolve_path(path: str | Path) -> Path:

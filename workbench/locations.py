@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.config import resolve_path
 from workbench.errors import WorkbenchError
 from workbench.offline import REPO_ROOT
 
@@ -69,8 +70,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
         return model
     if IMGSZ_FIELD in model:
         return _resolve_template(model)
-    from workbench.config import resolve_path
-
     looked: list[str] = []
     for candidate in (Path(model).expanduser(), resolve_path(model)):
         if candidate.exists():
@@ -96,8 +95,6 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
 
 def _resolve_template(model: str) -> Path:
     """``…_{imgsz}.h5`` (one file per image size): the template in the first folder holding a match."""
-    from workbench.config import resolve_path
-
     pattern = Path(model).name.replace(IMGSZ_FIELD, "*")
     folders = [Path(model).expanduser().parent, resolve_path(model).parent]
     root = weights_dir()
@@ -151,8 +148,6 @@ def resolve_data(path: str | None) -> Path | None:
     """
     if path is None:
         return None
-    from workbench.config import resolve_path
-
     given = resolve_path(path)
     if given.exists():
         return given
@@ -184,8 +179,6 @@ def resolve_model(entry: str, allow_download: bool = False) -> ModelSource:
     """Resolve a config's model entry: a folder of .tflite files (as given, from the repository
     root, or under :func:`zoo_dir`) is a zoo source; anything else is weights
     (:func:`resolve_weights`)."""
-    from workbench.config import resolve_path
-
     for candidate in (Path(entry).expanduser(), resolve_path(entry), zoo_dir() / entry):
         if candidate.is_dir():
             return ModelSource(entry, "zoo", candidate.resolve())

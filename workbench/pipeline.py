@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_json, write_text
+from workbench.plan import RunPlan, make_plan
 from workbench.provenance import Provenance
 from workbench.runlock import Interrupted, pending_interrupt, raise_if_interrupted, run_lock, stop_children
 from workbench.stepcache import (
@@ -235,6 +236,7 @@ def run_pipeline(
     kernel_name: str = "python3",
     wait: bool = False,
     step_context: StepContext | None = None,
+    plan: RunPlan | None = None,
 ) -> RunResult:
     """Execute ``notebooks`` in order into ``reports_dir/<run-id>/``, skipping steps already done.
 
@@ -249,6 +251,8 @@ def run_pipeline(
         wait: if another process is running this run folder, wait for it instead of failing.
         step_context: called with each notebook's stem; its kernel runs inside what it returns
             (:class:`~workbench.sweep.cluster.ReportCluster`).
+        plan: ``config`` resolved (:func:`workbench.steps.preflight`); made here when not given.
+            Written to ``<run>/plan.json``, where every notebook reads it.
 
     Returns:
         :class:`RunResult` with one :class:`StepResult` per notebook.
@@ -278,18 +282,21 @@ def run_pipeline(
         nb.stem: {**base_parameters(config, run_dir), **dict(params_for(nb.stem) if params_for else {})}
         for nb in notebooks
     }
-    config.validate_paths()
+    if plan is None:
+        plan = make_plan(config)
+    elif plan.config.to_dict() != config.to_dict():
+        raise WorkbenchError(f"the plan was made from another config than {config.name!r}")
     _validate_inputs(notebooks, params)
     check_kernel(kernel_name)
 
     with run_lock(run_dir, wait=wait):
         return _run_locked(
-            config, notebooks, run_dir, run_id, params, tag, force, kernel_name, step_context or nullcontext
+            plan, notebooks, run_dir, run_id, params, tag, force, kernel_name, step_context or nullcontext
         )
 
 
 def _run_locked(
-    config: RunConfig,
+    plan: RunPlan,
     notebooks: list[Path],
     run_dir: Path,
     run_id: str,
@@ -299,7 +306,7 @@ def _run_locked(
     kernel_name: str,
     step_context: StepContext,
 ) -> RunResult:
-    stems = [nb.stem for nb in notebooks]
+    config, stems = plan.config, [nb.stem for nb in notebooks]
     steps_dir = run_dir / STEPS_DIR
     steps_dir.mkdir(parents=True, exist_ok=True)
     expected = {nb.stem: expected_record(config, nb, params[nb.stem]) for nb in notebooks}
@@ -324,6 +331,7 @@ def _run_locked(
         write_json(run_dir / STATUS_JSON, {**status, "state": "running", "step": todo[0].stem})
         invalidate(run_dir, todo, records)
         write_text(run_dir / CONFIG_YAML, config.to_yaml())
+        plan.write(run_dir)
         prov = Provenance.collect(config.hash)
         write_json(run_dir / PROVENANCE_JSON, prov.to_dict())
 

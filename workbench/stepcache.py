@@ -24,6 +24,7 @@ from workbench.config import RunConfig
 from workbench.fileio import sha256_file, write_json
 
 STEPS_DIR = "steps"
+RESULTS_CSV = "results.csv"  # the run's results table (written by the report layer)
 # Outputs the report builder redraws from results.csv after the run: not hash-checked.
 REDRAWN = ("plots/",)
 
@@ -134,8 +135,6 @@ def write_record(
 
 def invalidate(run_dir: Path, todo: list[Path], records: Mapping[str, dict[str, Any] | None]) -> None:
     """Remove what the steps about to run produced last time, so nothing stale passes for current."""
-    from workbench.report.table import RESULTS_CSV
-
     root = run_dir.resolve()
     rerun = {nb.stem for nb in todo}
     kept = {o for stem, r in records.items() if stem not in rerun for o in (r or {}).get("outputs", [])}

@@ -1,7 +1,8 @@
 """The report's steps as plain functions: what each notebook calls, one per notebook.
 
-Every step takes the run's :class:`~workbench.config.RunConfig` and run folder, writes its results
-to ``<run_dir>/results/<step>.json`` (atomically) and returns them; the next step reads that file,
+Every step takes the run's :class:`~workbench.plan.RunPlan` (its config resolved once by
+:func:`preflight`, kept in ``<run_dir>/plan.json``) and run folder, writes its results to
+``<run_dir>/results/<step>.json`` (atomically) and returns them; the next step reads that file,
 never live objects, so each notebook can run in a fresh kernel.
 
 =============== ================================================= ==============================
@@ -30,11 +31,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.config import RunConfig, Scheme
-from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
-from workbench.families import family_of
 from workbench.fileio import sha256_file, write_csv, write_json
-from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.plan import ModelEntry, RunPlan, make_plan
 from workbench.variant import Variant
 
 RESULTS = "results"
@@ -55,82 +54,49 @@ def read_step(run_dir: str | Path, step: str) -> Any:
     return json.loads(path.read_text())
 
 
-def model_sources(cfg: RunConfig) -> list[ModelSource]:
-    """The config's models, resolved: our weights (found by name or path) and zoo folders."""
-    return [resolve_model(entry, cfg.allow_download) for entry in cfg.models]
-
-
-def is_zoo(cfg: RunConfig) -> bool:
-    """Whether every model of the config is a folder of ready files (nothing to train or convert)."""
-    return all(source.kind == "zoo" for source in model_sources(cfg))
-
-
-def dataset_for(cfg: RunConfig, need_training: bool | None = None) -> PreparedDataset:
-    """The config's dataset; a zoo-only run with ``ann``/``images`` needs nothing else."""
-    if is_zoo(cfg) and cfg.dataset == "synthetic":
-        if not (cfg.ann and cfg.images):
-            raise WorkbenchError("a zoo run needs `ann` (COCO JSON) and `images` (folder) in its config")
-        ann, images = resolve_data(cfg.ann), resolve_data(cfg.images)
-        for path in (ann, images):
-            if not path.exists():
-                raise WorkbenchError("dataset path not found", path=path)
-        from workbench.provenance import dataset_hash
-
-        return PreparedDataset.for_evaluation(ann, images, dataset_hash(ann)[:16])
-    ours = [s for s in model_sources(cfg) if s.kind == "ours"]
-    if not ours:
-        return prepare_dataset(cfg, need_training=need_training)
-    return family_of(ours[0].path).dataset(cfg, need_training)
-
-
-def preflight(cfg: RunConfig, source: str | None = None) -> None:
-    """Every check that can fail before work starts: paths, weights, the evaluation data's fields
-    and image files. A report calls it before its first notebook."""
+def preflight(cfg: RunConfig, source: str | None = None) -> RunPlan:
+    """Every check that can fail before work starts (paths, weights, the evaluation data's fields
+    and image files), and the config resolved once: the run's :class:`~workbench.plan.RunPlan`.
+    A report calls it before its first notebook and writes the plan into the run folder."""
     from workbench.data.coco import load_coco, require_image_files
 
-    cfg.validate_paths(source)
-    dataset = dataset_for(cfg, need_training=False)
-    require_image_files(load_coco(dataset.val_ann, dataset.val_images, task=cfg.task))
+    plan = make_plan(cfg, source)
+    require_image_files(load_coco(plan.dataset.val_ann, plan.dataset.val_images, task=cfg.task))
+    return plan
 
 
 # ---- 01 retrain -------------------------------------------------------------------------------
-def retrain(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
+def retrain(plan: RunPlan, run_dir: str | Path) -> dict[str, Any]:
     """Fine-tune each of our models for ``cfg.epochs`` on the config's data; 0 epochs keeps them.
 
     A model ``.yaml`` trains from scratch with Ultralytics' defaults. Zoo folders are evaluated as
     shipped. Writes ``{"models": [one record per model of ours], "dataset": ...}``.
     """
     run_dir = Path(run_dir)
-    sources = model_sources(cfg)
-    dataset = dataset_for(cfg)
-    records = []
-    for source in sources:
-        if source.kind == "zoo":
-            continue
-        records.append(_retrain_one(cfg, source, dataset, run_dir))
+    records = [_retrain_one(plan, model, run_dir) for model in plan.ours]
     out = {
         "models": records,
-        "zoo": [str(s.path) for s in sources if s.kind == "zoo"],
-        "dataset": dataset.to_dict(),
+        "zoo": [model.path for model in plan.zoo],
+        "dataset": plan.dataset.to_dict(),
     }
     write_json(_results_path(run_dir, "retrain"), out)
     return out
 
 
-def _retrain_one(
-    cfg: RunConfig, source: ModelSource, dataset: PreparedDataset, run_dir: Path
-) -> dict[str, Any]:
+def _retrain_one(plan: RunPlan, model: ModelEntry, run_dir: Path) -> dict[str, Any]:
+    from workbench.families import get_family
     from workbench.locations import weights_file
 
+    cfg, source = plan.config, model.source
     start = weights_file(source.path)
-    family = family_of(start)
+    family = get_family(model.family)
     out: dict[str, Any] = {
         "name": source.name,
         "family": family.name,
         "start": str(start),
         "epochs": cfg.epochs,
     }
-    out.update(family.retrain(cfg, start, dataset, run_dir / "train" / source.name))
+    out.update(family.retrain(cfg, start, plan.dataset, run_dir / "train" / source.name))
     if cfg.epochs > 0:
         out["name"] = f"{source.name}-ft"
     out["weights_sha256"] = {
@@ -142,7 +108,7 @@ def _retrain_one(
 
 
 # ---- 02 quantize ------------------------------------------------------------------------------
-def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
+def quantize(plan: RunPlan, run_dir: str | Path) -> list[Variant]:
     """Export each of our models at each image size and convert it to each scheme; list zoo files.
 
     A Dask graph (:func:`workbench.sweep.executor.convert_variants`): exports first, then the
@@ -155,10 +121,9 @@ def quantize(cfg: RunConfig, run_dir: str | Path) -> list[Variant]:
     retrained = read_step(run_dir, "retrain")
     variants: list[Variant] = []
     if retrained["models"]:
-        dataset = dataset_for(cfg, need_training=False)
-        variants += convert_variants(cfg, retrained["models"], dataset, run_dir)
+        variants += convert_variants(plan, retrained["models"], run_dir)
     for folder in retrained["zoo"]:
-        variants += zoo_variants(folder, cfg.task)
+        variants += zoo_variants(folder, plan.config.task)
     write_json(_results_path(run_dir, "variants"), [asdict(v) for v in variants])
     return variants
 
@@ -168,7 +133,7 @@ def load_variants(run_dir: str | Path) -> list[Variant]:
 
 
 # ---- 03 evaluate ------------------------------------------------------------------------------
-def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+def evaluate(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
     """AP of every variant on the evaluation split under each protocol; one row per variant.
 
     One inference pass per variant serves every protocol; the variants of one (model, imgsz) share
@@ -180,22 +145,20 @@ def evaluate(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     from workbench.sweep.executor import evaluate_variants
 
     run_dir = Path(run_dir)
-    dataset = dataset_for(cfg, need_training=False)
     # a Dask graph: the schemes of one (model, imgsz) share one pass over the decoded images
-    rows = evaluate_variants(cfg, load_variants(run_dir), dataset, run_dir)
+    rows = evaluate_variants(plan.config, load_variants(run_dir), plan.dataset, run_dir)
     write_json(_results_path(run_dir, "evaluate"), rows)
     return pd.DataFrame(rows)
 
 
 # ---- 04 benchmark -----------------------------------------------------------------------------
-def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+def benchmark(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
     """Latency (LiteRT, ``cfg.threads``), size, activation arena and worst-layer SQNR vs fp32."""
     from workbench.bench import bench_models
     from workbench.inspect import inspect_model, same_network
 
-    run_dir = Path(run_dir)
+    run_dir, cfg = Path(run_dir), plan.config
     variants = load_variants(run_dir)
-    dataset = dataset_for(cfg, need_training=False)
     # SQNR against our fp32 file of the same model and size; zoo files have no float reference
     fp32 = {(v.model, v.imgsz): v.path for v in variants if v.scheme == Scheme.FP32.value}
     references = {}
@@ -211,7 +174,7 @@ def benchmark(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     timings = bench_models(
         [v.path for v in variants], threads=cfg.threads, runs=cfg.bench_runs, seed=cfg.seed
     )
-    sqnr = _layer_sqnr(variants, references, dataset.val_images, cfg.threads)
+    sqnr = _layer_sqnr(variants, references, plan.dataset.val_images, cfg.threads)
     rows = []
     for variant, timing in zip(tqdm(variants, desc="inspect"), timings, strict=True):
         info = inspect_model(variant.path, threads=cfg.threads)
@@ -259,18 +222,17 @@ def _layer_sqnr(
 
 
 # ---- 05 compare -------------------------------------------------------------------------------
-def compare(cfg: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+def compare(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
     """Join the steps' results into ``results.csv`` (with provenance) and draw the plots."""
     from workbench.provenance import package_versions
     from workbench.report import plots
     from workbench.report.table import validate_results, write_results_csv
 
-    run_dir = Path(run_dir)
+    run_dir, cfg, dataset = Path(run_dir), plan.config, plan.dataset
     variants = pd.DataFrame([asdict(v) for v in load_variants(run_dir)])
     evaluated = pd.DataFrame(read_step(run_dir, "evaluate"))
     timed = pd.DataFrame(read_step(run_dir, "benchmark"))
     table = variants.merge(evaluated, left_on="name", right_on="variant").merge(timed, on="variant")
-    dataset = dataset_for(cfg, need_training=False)
     if "coco" in cfg.protocols:  # intervals over images for every AP and every AP difference
         from workbench.differences import ap_differences
 

@@ -195,14 +195,14 @@ def test_ssd_config_runs_through_the_steps_beside_st_files(shared_ssd, zoo_dir, 
         eval_images=16,
         bench_runs=3,
     )
-    steps.preflight(cfg)
-    retrained = steps.retrain(cfg, tmp_path)
+    plan = steps.preflight(cfg)
+    retrained = steps.retrain(plan, tmp_path)
     assert [m["family"] for m in retrained["models"]] == ["ssd"]
-    variants = steps.quantize(cfg, tmp_path)
+    variants = steps.quantize(plan, tmp_path)
     assert {v.source for v in variants} == {"ours", "zoo"} and len(variants) == 2 + 3
-    steps.evaluate(cfg, tmp_path)
-    steps.benchmark(cfg, tmp_path)
-    table = steps.compare(cfg, tmp_path).set_index("variant")
+    steps.evaluate(plan, tmp_path)
+    steps.benchmark(plan, tmp_path)
+    table = steps.compare(plan, tmp_path).set_index("variant")
     ours = table.loc["st_ssd_mobilenet_v1_025_192_int8-per-channel_uf"]
     assert 0.0 < ours["ap"] <= 1.0 and 0.0 < ours["st_ap"] <= 1.0
     assert len(pd.read_csv(tmp_path / "results.csv")) == 5

@@ -249,8 +249,8 @@ def test_int16x8_takes_per_channel_weights_only(tmp_path):
     """Regression: `recipes: [split-head+int16x8]` failed a whole report at the per-tensor file (TF's
     16x8 mode: "Quantized dimension ... do not match"). quantize refuses the pair before any work;
     a report plans no such file."""
+    from workbench.plan import conversion_groups, conversion_jobs
     from workbench.quantize import quantize
-    from workbench.sweep.executor import conversion_jobs
 
     with pytest.raises(WorkbenchError, match="per-channel weights only"):
         quantize(tmp_path / "none", "int8-per-tensor", tmp_path / "x.tflite", recipes=["int16x8"])
@@ -259,16 +259,14 @@ def test_int16x8_takes_per_channel_weights_only(tmp_path):
         schemes=["fp32", "int8-per-channel", "int8-per-tensor"],
         recipes=["split-head+int16x8", "split-levels"],
     )
-    jobs = conversion_jobs(cfg, ["m"])
-    planned = sorted(
-        (order, scheme, recipe) for members in jobs.values() for order, scheme, recipe in members
-    )
+    jobs = conversion_groups(conversion_jobs(cfg, ["m"]))
+    planned = sorted((j.order, j.scheme, j.recipe) for members in jobs.values() for j in members)
     assert [(s, r) for _, s, r in planned] == [
         ("fp32", ""), ("int8-per-channel", ""), ("int8-per-channel", "split-head+int16x8"),
         ("int8-per-channel", "split-levels"), ("int8-per-tensor", ""), ("int8-per-tensor", "split-levels"),
     ]  # fmt: skip
     assert [o for o, _, _ in planned] == list(range(6))
-    assert jobs[("m", 256, "split-levels")] == [
+    assert [(j.order, j.scheme, j.recipe) for j in jobs[("m", 256, "split-levels")]] == [
         (3, "int8-per-channel", "split-levels"),
         (5, "int8-per-tensor", "split-levels"),
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from workbench import steps
 from workbench.config import RunConfig
+from workbench.plan import make_plan
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "weights" / "yolov8n-pose-synth.pt"
 
@@ -31,12 +32,13 @@ def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:
         workers=workers,
         bench_runs=3,
     )
-    steps.retrain(cfg, run_dir)
-    variants, rows = steps.quantize(cfg, run_dir), steps.evaluate(cfg, run_dir).to_dict("records")
+    plan = make_plan(cfg)
+    steps.retrain(plan, run_dir)
+    variants, rows = steps.quantize(plan, run_dir), steps.evaluate(plan, run_dir).to_dict("records")
     if (
         workers == 0
     ):  # regression: a split head's file is no "same network" as the fp32 one; no SQNR, no failure
-        timed = steps.benchmark(cfg, run_dir).set_index("variant")["worst_sqnr_db"]
+        timed = steps.benchmark(plan, run_dir).set_index("variant")["worst_sqnr_db"]
         assert all(timed[v.name] is None or timed[v.name] != timed[v.name] for v in variants if v.recipe)
         assert all(np.isfinite(timed[v.name]) for v in variants if v.scheme != "fp32" and not v.recipe)
     return variants, rows

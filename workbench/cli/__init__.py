@@ -21,7 +21,7 @@ from workbench.runlock import Interrupted, signals_as_exceptions
 
 VERB_MODULES = [
     "data", "train", "export", "quantize", "recipes", "inspect", "diagnose", "bench", "evaluate", "report",
-    "sweep",
+    "sweep", "target",
 ]  # fmt: skip
 
 

@@ -72,7 +72,7 @@ def run(args) -> int:
 
     config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
     # weights, data fields and image files are checked before the first notebook starts
-    preflight(config, source=str(args.config))
+    plan = preflight(config, source=str(args.config))
     notebooks_dir = args.notebooks_dir or resolve_path("notebooks")
     notebooks = sorted(notebooks_dir.glob(NOTEBOOK_GLOB))
     if not notebooks:
@@ -83,7 +83,13 @@ def run(args) -> int:
     with run_lock(run_dir, wait=args.wait), ReportCluster(config.workers) as cluster:
         try:
             result = run_pipeline(
-                config, notebooks, reports_dir, tag=args.tag, force=args.force, step_context=cluster.step
+                config,
+                notebooks,
+                reports_dir,
+                tag=args.tag,
+                force=args.force,
+                step_context=cluster.step,
+                plan=plan,
             )
         except BaseException as err:
             # WorkbenchError, SIGTERM, Ctrl-C, a bug: if execution started, show it on the pages

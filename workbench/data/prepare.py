@@ -69,6 +69,12 @@ class PreparedDataset:
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PreparedDataset:
+        """The inverse of :meth:`to_dict` (the files are checked again)."""
+        text = ("fingerprint", "generator_version")
+        return cls(**{k: v if k in text or v is None else Path(v) for k, v in values.items()})
+
 
 def synthetic_dir(cfg: RunConfig) -> Path:
     from workbench.data.synth import GENERATOR_VERSION

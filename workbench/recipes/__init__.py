@@ -43,12 +43,11 @@ Whether a file is still all-int8 and its weight granularity are read from the fi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from workbench.errors import WorkbenchError
+from workbench.recipe_names import RECIPE_NAMES, parse_recipes
 
 FLOAT_FALLBACK_K = 3
 ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
@@ -101,6 +100,9 @@ RECIPES: dict[str, Recipe] = {}
 
 def register(name: str, summary: str) -> Callable[[Callable[[Plan], None]], Callable[[Plan], None]]:
     def wrap(fn: Callable[[Plan], None]) -> Callable[[Plan], None]:
+        # the vocabulary's order is the registry's: a recipe set applies in that order
+        if (*RECIPES, name) != RECIPE_NAMES[: len(RECIPES) + 1]:
+            raise ValueError(f"recipe {name!r} is not next in workbench.recipe_names.RECIPE_NAMES")
         RECIPES[name] = Recipe(name, summary, fn)
         return fn
 
@@ -207,49 +209,6 @@ def _int16x8(plan: Plan) -> None:
 )
 def _float_fallback(plan: Plan) -> None:
     plan.float_blocks = FLOAT_FALLBACK_K
-
-
-def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
-    """Recipe names from ``"a,b"``, a config entry ``"a+b"`` or a list, validated, de-duplicated, in registry order.
-
-    Example:
-        >>> parse_recipes("calib-all,split-head")
-        ['split-head', 'calib-all']
-    """
-    if value is None:
-        return []
-    names = (
-        [v.strip() for v in re.split(r"[,+]", value)]
-        if isinstance(value, str)
-        else [str(v).strip() for v in value]
-    )
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
-    if "calib-percentile" in names and not {"split-head", "split-levels"} & set(names):
-        raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
-    if "int16x8" in names and "float-fallback" in names:
-        raise WorkbenchError(
-            "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"
-        )
-    if "qat" in names and {"weights-octav", "bias-correct"} & set(names):
-        raise WorkbenchError(
-            "qat leaves the weights on the converter's min/max int8 grid: weights-octav would clip them off it "
-            "and bias-correct has no rounding shift left to correct; use qat without them"
-        )
-    if "split-channels" in names and {"qat", "bias-correct"} & set(names):
-        raise WorkbenchError(
-            "split-channels changes which weights share an int8 scale after qat and bias-correct have "
-            "learned for the unsplit convolutions' scales; use it without them"
-        )
-    library = {"calib-mse", "weights-octav"} & set(names)
-    if library and {"int16x8", "float-fallback"} & set(names):
-        raise WorkbenchError(
-            f"{', '.join(sorted(library))} cannot be combined with int16x8 or float-fallback (ai-edge-quantizer "
-            "sets the ranges; 16x8 and the float denylist are the TFLite converter's)"
-        )
-    return [n for n in RECIPES if n in names]
 
 
 def build_plan(recipes: str | Iterable[str] | None, calib_count: int) -> Plan:

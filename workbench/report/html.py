@@ -25,10 +25,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
+import workbench.report.plots as plots
+import workbench.report.sections as sections
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
-from workbench.report import plots, sections
 from workbench.report.table import (
     RESULTS_CSV,
     load_results,

@@ -29,8 +29,7 @@ import pandas as pd
 from workbench.config import METRICS, IOType, Scheme, Task
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path
-
-RESULTS_CSV = "results.csv"
+from workbench.stepcache import RESULTS_CSV
 
 # Columns every row must have a value for (AP and latency may still be NaN for a failed measure).
 REQUIRED_COLUMNS = (

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import RunConfig
 from workbench.data.prepare import PreparedDataset
+from workbench.plan import RunPlan, conversion_groups
 from workbench.variant import Variant
 
 SCHEDULER_ENV = "WORKBENCH_SCHEDULER"  # an existing scheduler for the report's graphs
@@ -60,16 +61,12 @@ def evaluate_variants(
     return rows
 
 
-def convert_variants(
-    cfg: RunConfig, records: list[dict[str, Any]], dataset: PreparedDataset, run_dir: Path
-) -> list[Variant]:
-    """Variants of our models (``records`` from step 01), in the serial order: model, imgsz,
-    scheme, recipe."""
+def convert_variants(plan: RunPlan, records: list[dict[str, Any]], run_dir: Path) -> list[Variant]:
+    """Variants of our models (``records`` from step 01), in the plan's serial order: model,
+    imgsz, scheme, recipe."""
     from dask import delayed
 
-    tag = _folder_tag(run_dir)
-    jobs = conversion_jobs(cfg, [r["name"] for r in records])
-    order = sum(len(members) for members in jobs.values())
+    cfg, tag = plan.config, _folder_tag(run_dir)
     exports = {
         (record["name"], imgsz): delayed(_export, pure=True)(
             record["weights"],
@@ -81,45 +78,25 @@ def convert_variants(
         for imgsz in cfg.imgsz
     }
     records_by_name = {r["name"]: r for r in records}
+    groups = conversion_groups(plan.conversions)
     tasks = [
         delayed(_convert_group, pure=True)(
             cfg,
             records_by_name[name],
             imgsz,
             exports[(name, imgsz)],
-            members,
-            dataset,
+            [(job.order, job.scheme, job.recipe) for job in members],
+            plan.dataset,
             str(run_dir),
             dask_key_name=f"convert-{name}-{imgsz}-{group}-{tag}",
         )
-        for (name, imgsz, group), members in jobs.items()
+        for (name, imgsz, group), members in groups.items()
     ]
-    ordered: list[Variant | None] = [None] * order
-    for members, variants in zip(jobs.values(), compute(tasks, cfg.workers, "convert"), strict=True):
-        for (index, _, _), variant in zip(members, variants, strict=True):
-            ordered[index] = variant
+    ordered: list[Variant | None] = [None] * len(plan.conversions)
+    for members, variants in zip(groups.values(), compute(tasks, cfg.workers, "convert"), strict=True):
+        for job, variant in zip(members, variants, strict=True):
+            ordered[job.order] = variant
     return ordered
-
-
-def conversion_jobs(cfg: RunConfig, models: list[str]) -> dict[tuple, list[tuple[int, str, str]]]:
-    """Conversion tasks ``(model, imgsz, recipe or scheme)`` → ``[(order, scheme, recipe)]``: one
-    task per float scheme, one (``int8``) over the plain int8 schemes, one per recipe entry over the
-    int8 schemes it applies to; ``order`` is the serial order (model, imgsz, scheme, recipe). The
-    schemes of one int8 task run in one process, so they calibrate once."""
-    from workbench.recipes import applies
-
-    jobs: dict[tuple, list[tuple[int, str, str]]] = defaultdict(list)
-    order = 0
-    for model in models:
-        for imgsz in cfg.imgsz:
-            for scheme in cfg.schemes:
-                for recipe in ["", *cfg.recipes] if scheme.is_int8 else [""]:
-                    if recipe and not applies(recipe, scheme.value):
-                        continue  # int16x8 per-tensor (TF cannot), split-channels per-channel (no-op)
-                    group = recipe or ("int8" if scheme.is_int8 else scheme.value)
-                    jobs[(model, imgsz, group)].append((order, scheme.value, recipe))
-                    order += 1
-    return dict(jobs)
 
 
 def compute(tasks: list, workers: int | None, desc: str) -> list:

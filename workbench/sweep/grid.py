@@ -61,6 +61,7 @@ class Cell:
     values: dict[str, Any]
     config: RunConfig
     weights_sha256: str
+    weights: str = ""  # the weights file the model entry resolved to (found once, for every cell)
 
     @property
     def key(self) -> str:
@@ -160,11 +161,11 @@ class SweepConfig:
         Raises:
             WorkbenchError: an invalid axis value (named with its axis), before anything runs.
         """
-        from workbench.locations import resolve_model
+        from workbench.plan import check_data_paths, resolve_models
         from workbench.recipes import applies
 
         keys = list(self.axes)
-        weights: dict[str, str] = {}
+        weights: dict[str, tuple[str, str]] = {}  # model entry -> (weights file, its sha256)
         cells = []
         for combo in itertools.product(*(self.axes[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
@@ -178,7 +179,9 @@ class SweepConfig:
                 settings["recipes"] = []
             try:
                 config = RunConfig.from_dict(settings)
-                config.validate_paths()
+                check_data_paths(config)
+                if config.models[0] not in weights:
+                    weights[config.models[0]] = _weights_file(resolve_models(config)[0], self.source)
             except WorkbenchError as err:
                 where = ", ".join(f"{k}={v}" for k, v in values.items())
                 raise WorkbenchError(f"cell ({where}): {err.message}", path=self.source) from None
@@ -192,21 +195,23 @@ class SweepConfig:
                 config.schemes[0].is_int8 and applies(config.recipes[0], config.schemes[0].value)
             ):
                 continue  # a recipe set this scheme cannot take (see the module docstring)
-            model = config.models[0]
-            if model not in weights:
-                source = resolve_model(model, config.allow_download)
-                if source.kind != "ours" or not Path(source.path).is_file():
-                    raise WorkbenchError(
-                        f"model {model!r}: a sweep converts weights files (.pt); zoo folders are compared by `workbench report`",
-                        path=self.source,
-                    )
-                from workbench.fileio import sha256_file
-
-                weights[model] = sha256_file(source.path)
-            cells.append(Cell(values, config, weights[model]))
+            path, sha256 = weights[config.models[0]]
+            cells.append(Cell(values, config, sha256, path))
         if not cells:
             raise WorkbenchError("the sweep has no cells (everything excluded)", path=self.source)
         return cells
+
+
+def _weights_file(model, source: str | None) -> tuple[str, str]:
+    """A resolved model entry's weights file and sha256; zoo folders are for reports, not sweeps."""
+    from workbench.fileio import sha256_file
+
+    if model.kind != "ours" or not Path(model.path).is_file():
+        raise WorkbenchError(
+            f"model {model.entry!r}: a sweep converts weights files (.pt); zoo folders are compared by `workbench report`",
+            path=source,
+        )
+    return model.path, sha256_file(model.path)
 
 
 def _digest(obj: Any) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+import workbench.sweep.store as store
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
-from workbench.sweep import store
 from workbench.sweep.grid import Cell, SweepConfig
 from workbench.sweep.tasks import cell_task, export_task, failed_row
 
@@ -58,15 +58,15 @@ def run_sweep(
     Every axis value and every dataset is checked before any task is submitted. A failing cell
     stores its error and the others go on.
     """
-    from workbench.steps import dataset_for
+    from workbench.plan import make_plan
 
     sweep_dir = Path(sweep_dir).resolve()
     cells = sweep.cells()
-    datasets = {}
+    datasets = {}  # one plan per dataset: prepared (and its files hashed) once for every cell
     for cell in cells:
         tag = str(cell.values.get("datasets"))
         if tag not in datasets:
-            datasets[tag] = dataset_for(cell.config, need_training=False)
+            datasets[tag] = make_plan(cell.config, need_training=False).dataset
     write_text(sweep_dir / "sweep.yaml", Path(sweep.source).read_text() if sweep.source else "")
     todo = [c for c in cells if not store.is_cached(sweep_dir, c.key)]
     runner = _run_distributed if client is not None else _run_serial
@@ -83,12 +83,6 @@ def _export_folder(sweep_dir: Path, cell: Cell) -> str:
     return str(sweep_dir / "saved_models" / cell.export_key)
 
 
-def _weights(cell: Cell) -> str:
-    from workbench.locations import resolve_model
-
-    return str(resolve_model(cell.config.models[0], cell.config.allow_download).path)
-
-
 def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: bool) -> list[dict]:
     exports: dict[str, Any] = {}
     rows = []
@@ -96,7 +90,7 @@ def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: 
         try:
             if cell.export_key not in exports:
                 exports[cell.export_key] = export_task(
-                    _weights(cell), cell.config.imgsz[0], _export_folder(sweep_dir, cell)
+                    cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell)
                 )
             dataset = datasets[str(cell.values.get("datasets"))]
             row = cell_task(cell, exports[cell.export_key], dataset, str(sweep_dir), CELL_THREADS)
@@ -117,7 +111,7 @@ def _run_distributed(todo: list[Cell], datasets, sweep_dir: Path, client, progre
     for cell in todo:
         if cell.export_key not in exports:
             exports[cell.export_key] = client.submit(
-                export_task, _weights(cell), cell.config.imgsz[0], _export_folder(sweep_dir, cell),
+                export_task, cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell),
                 key=f"export-{cell.export_key}-{where}",
             )  # fmt: skip
         dataset = datasets[str(cell.values.get("datasets"))]

@@ -1,0 +1,192 @@
+"""Deployment targets: the registry, Vela's figures taken as Vela gives them, failures as clear cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from tiny_tflite import tiny_models
+
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.targets import get_target, list_targets
+from workbench.targets.base import TargetEstimate
+from workbench.targets.macs import op_macs
+from workbench.targets.vela import EthosUTarget, vela_version
+from workbench.tflite_graph import read_graph
+
+needs_vela = pytest.mark.skipif(vela_version() is None, reason="ethos-u-vela is not installed")
+# the tiny network's MACs by hand: stem 16x16x8 outputs x 3x3x3, depthwise 16x16x8 x 3x3,
+# pointwise 16x16x16 x 8, dense 4 x 16
+TINY_MACS = 16 * 16 * 8 * 27 + 16 * 16 * 8 * 9 + 16 * 16 * 16 * 8 + 4 * 16
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_models()
+
+
+def test_the_registry_holds_the_host_four_ethos_u_and_two_st_targets():
+    assert list_targets() == [
+        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host", "stm32mp2", "stm32n6",
+    ]  # fmt: skip
+    assert {get_target(n).latency_source for n in list_targets()} == {"tool", "measured", "fitted"}
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_every_target_refuses_a_missing_file(name, tmp_path):
+    with pytest.raises(WorkbenchError, match="not found"):
+        get_target(name).estimate(tmp_path / "none.tflite")
+
+
+def test_an_unknown_target_is_refused_with_the_valid_list(tiny, capsys):
+    assert (
+        main(["target", str(tiny["int8-per-tensor"]), "--target", "ethos-u55-256", "--target", "stm32x9"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown target 'stm32x9'" in err[0] and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
+
+
+def test_macs_are_counted_from_the_tensor_shapes(tiny):
+    for scheme in ("fp32", "int8-per-channel"):
+        graph = read_graph(tiny[scheme])
+        assert sum(op_macs(graph, op) for op in graph.ops) == TINY_MACS
+
+
+def test_an_estimate_that_failed_carries_no_figures():
+    with pytest.raises(ValueError, match="no figures"):
+        TargetEstimate("t", "m.tflite", latency_ms=3.0, error="boom")
+    with pytest.raises(ValueError, match="leave-one-out"):
+        TargetEstimate("t", "m.tflite", latency_ms=3.0, latency_source="fitted")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        TargetEstimate("t", "m.tflite", latency_ms=3.0, latency_source="tool", accelerator_mac_share=1.5)
+
+
+@needs_vela
+def test_a_vela_target_reports_vela_s_own_summary(tiny, tmp_path):
+    target, model = get_target("ethos-u55-256"), tiny["int8-per-tensor"]
+    estimate = target.estimate(model)
+    subprocess.run(target.command(model, tmp_path), check=True, capture_output=True)
+    (summary_csv,) = tmp_path.glob("*_summary_*.csv")
+    with summary_csv.open(newline="") as fh:
+        summary = next(csv.DictReader(fh))
+    assert estimate.error is None and estimate.latency_source == "tool"
+    assert estimate.latency_ms == pytest.approx(float(summary["inference_time"]) * 1000)
+    assert estimate.sram_bytes == round(float(summary["sram_memory_used"]) * 1024)
+    assert estimate.flash_bytes == round(float(summary["off_chip_flash_memory_used"]) * 1024)
+    assert estimate.provenance["nn_macs"] == int(float(summary["nn_macs"]))
+    # uint8 in, float out: the DEQUANTIZE of each of its 2 outputs is left to the CPU, every MAC runs on the NPU
+    assert estimate.fallback_ops == ["DEQUANTIZE"] * 2 and estimate.accelerator_mac_share == 1.0
+    assert (
+        estimate.provenance["version"] == vela_version()
+        and estimate.provenance["accelerator"] == "ethos-u55-256"
+    )
+
+
+@needs_vela
+def test_a_float_file_runs_wholly_on_the_cpu_of_an_ethos_u(tiny):
+    estimate = get_target("ethos-u85-256").estimate(tiny["fp32"])
+    assert estimate.error.startswith("no op runs on the NPU") and estimate.latency_ms is None
+    assert {p.engine for p in estimate.placement} == {"cpu"}
+    assert "CONV_2D" in estimate.fallback_ops and len(estimate.fallback_ops) == len(
+        read_graph(tiny["fp32"]).ops
+    )
+
+
+class _CrashingVela(EthosUTarget):
+    """Vela as it behaves on ST's SSD files: a segmentation fault."""
+
+    def command(self, model, out_dir):
+        return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+
+
+def test_an_estimator_crash_is_a_clear_cell_not_a_number(tiny, monkeypatch, capsys):
+    crashing = _CrashingVela("ethos-u55-256", get_target("ethos-u55-256").config)
+    estimate = crashing.estimate(tiny["int8-per-tensor"])
+    assert estimate.error == "estimator failed: vela crashed (SIGSEGV)"
+    assert estimate.latency_ms is None and estimate.sram_bytes is None and estimate.fallback_ops == []
+    import workbench.targets
+
+    monkeypatch.setitem(workbench.targets._REGISTRY, "ethos-u55-256", crashing)
+    assert main(["target", str(tiny["int8-per-tensor"]), "--target", "ethos-u55-256", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["error"] == "estimator failed: vela crashed (SIGSEGV)" and row["latency_ms"] is None
+
+
+def test_the_json_has_one_object_per_target_with_the_documented_keys(tiny, capsys):
+    assert main(["target", str(tiny["int8-per-channel"]), "--target", "host", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    for key in ("target", "latency_ms", "latency_source", "latency_error_pct", "sram_bytes", "flash_bytes",
+                "accelerator_mac_share", "fallback_ops", "error"):  # fmt: skip
+        assert key in row
+    assert row["target"] == "host" and row["latency_source"] == "measured" and row["latency_ms"] > 0
+    assert row["latency_error_pct"] is None and row["error"] is None and row["provenance"]["simd"] is not None
+
+
+# ---- ST's boards: documented placement, latency fitted to the published figures -----------------
+ST_FILES = {  # the 7 files of ST's published MP2 figures, and the engine that runs most of each
+    "pose_estimation/yolov8n_256_quant_pc_uf_pose_coco-st.tflite": "gpu",
+    "pose_estimation/yolov8n_256_quant_pt_uf_pose_coco-st.tflite": "npu",
+    "segmentation/yolov8n_256_quant_pc_ii_seg_coco-st.tflite": "npu",  # named pc, per-tensor inside
+    "segmentation/yolov8n_320_quant_pc_ii_seg_coco-st.tflite": "npu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_192_int8.tflite": "gpu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_224_int8.tflite": "gpu",
+    "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite": "gpu",
+}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", sorted(ST_FILES))
+def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, name):
+    estimate = get_target("stm32mp2").estimate(zoo_dir / "st" / name)
+    majority = "npu" if estimate.accelerator_mac_share > 0.5 else "gpu"
+    assert majority == ST_FILES[name]
+    assert estimate.latency_source == "fitted" and estimate.latency_error_pct > 0
+
+
+@pytest.mark.zoo
+def test_st_files_show_the_published_figure_beside_the_estimate(zoo_dir):
+    estimate = get_target("stm32mp2").estimate(
+        zoo_dir / "st" / "pose_estimation" / "yolov8n_256_quant_pt_uf_pose_coco-st.tflite"
+    )
+    assert estimate.provenance["published_ms"] == 17.57
+    assert abs(estimate.latency_ms - 17.57) / 17.57 * 100 < 2 * estimate.provenance["loo_max_pct"]
+
+
+@pytest.mark.zoo
+def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
+    from workbench.targets.st import MP2_POINTS, N6_POINTS
+
+    by_name = {p.name: p for p in (zoo_dir / "st").glob("*/*.tflite")}
+    for point in (*N6_POINTS, *MP2_POINTS):
+        path = by_name.get(point.file.removeprefix("st_"))
+        graph = read_graph(path)
+        assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
+            sum(point.mmacs.values()), abs=0.05
+        )
+
+
+def test_leave_one_out_is_computed_and_printed(capsys):
+    from workbench.targets.st import LatencyModel, PublishedPoint, leave_one_out
+
+    exact = [
+        PublishedPoint(f"m{i}", 2.0 * m**0.5, {"npu": m}) for i, m in enumerate((50.0, 200.0, 800.0, 1500.0))
+    ]
+    assert max(leave_one_out(exact)) < 1e-6  # a power law is recovered exactly
+    assert LatencyModel.fit(exact).predict({"npu": 400.0}) == pytest.approx(40.0)
+    assert main(["targets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("stm32n6", "stm32mp2"):
+        target = get_target(name)
+        line = next(line for line in out.splitlines() if line.startswith(name))
+        assert f"median {target.loo_median_pct:.1f} %" in line and target.loo_median_pct <= 25.0
+
+
+def test_st_targets_refuse_to_cost_what_st_never_published(tiny):
+    estimate = get_target("stm32n6").estimate(tiny["fp32"])  # float convolutions: the CPU
+    assert estimate.error.startswith("no latency model for") and estimate.latency_ms is None
+    assert {p.engine for p in estimate.placement} == {"cpu"}
