@@ -1,4 +1,5 @@
 """Reliability campaign (issue 12): bad inputs, kills, concurrent runs, byte-identical files.
+Part 2 (issue 21: untrusted files, destructive paths, the results store) is test_security.py.
 
 Every bad input must end in one of two outcomes: exit 2 with one error line naming the file at
 fault (and nothing written), or exit 0 with the AP of the clean input. Never a wrong AP with exit 0.

@@ -19,6 +19,7 @@ import yaml
 
 from workbench.errors import WorkbenchError
 from workbench.recipe_names import parse_recipes
+from workbench.safeparse import load_yaml
 
 
 class Task(StrEnum):
@@ -58,6 +59,8 @@ METRICS = tuple(METRIC_OF_TASK.values())
 ULTRALYTICS_TASK = {Task.POSE: "pose", Task.SEG: "segment", Task.DETECT: "detect"}
 TASK_OF_ULTRALYTICS = {name: task for task, name in ULTRALYTICS_TASK.items()}
 TARGETS = (None, "cpu", "npu")
+# fields added after configs were hashed: part of the hash only when set, so older configs keep theirs
+HASHED_WHEN_SET = ("targets",)
 
 
 def validate_imgsz(value: Any, source: str | None = None) -> int:
@@ -95,6 +98,7 @@ class RunConfig:
     # files (e.g. ST's zoo, also found under WORKBENCH_ZOO_DIR), evaluated as shipped beside ours.
     model: str | list[str] = "data/weights/yolov8n-pose-synth.pt"
     allow_download: bool = False  # let Ultralytics fetch a weights name found nowhere locally
+    trust_weights: bool = False  # load weights files whose loading runs code (workbench.safeload)
     imgsz: list[int] = field(default_factory=lambda: [256])
     schemes: list[Scheme] = field(default_factory=lambda: [Scheme.FP32, Scheme.INT8_PER_CHANNEL])
     io: IOType = IOType.UF
@@ -123,6 +127,9 @@ class RunConfig:
     # joined by "+", e.g. ["split-head", "split-head+calib-all"]; each adds a row per int8 scheme.
     recipes: list[str] = field(default_factory=list)
     target: str | None = None  # "npu": the report's int8 recommendation prefers all-int8 per-tensor files
+    # Deployment targets (workbench.targets, `workbench targets` lists them) whose latency, memory and
+    # op placement the benchmark step adds to every variant, e.g. [host, ethos-u55-256, stm32mp2, stm32n6]
+    targets: list[str] = field(default_factory=list)
     threads: int = 2
     bench_runs: int = 30
     seed: int = 0
@@ -183,6 +190,9 @@ class RunConfig:
         self.recipes = ["+".join(parse_recipes(str(r))) for r in _as_list(self.recipes)]
         if "" in self.recipes or len(set(self.recipes)) != len(self.recipes):
             raise WorkbenchError(f"recipes must be distinct, non-empty recipe names, got {self.recipes}")
+        self.targets = [str(t) for t in _as_list(self.targets)]
+        if "" in self.targets or len(set(self.targets)) != len(self.targets):
+            raise WorkbenchError(f"targets must be distinct target names, got {self.targets}")
         if self.target not in TARGETS:
             raise WorkbenchError(f"target must be one of {', '.join(map(str, TARGETS))}, got {self.target!r}")
 
@@ -224,7 +234,7 @@ class RunConfig:
         if not path.is_file():
             raise WorkbenchError("config file not found", path=path)
         try:
-            values = yaml.safe_load(path.read_text())
+            values = load_yaml(path.read_text(), path)
         except yaml.YAMLError as err:
             raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
         if values is None:
@@ -257,9 +267,13 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        """12 hex digits of sha256 over the canonical JSON of the config (``name`` and ``workers``,
-        which change no result, excluded)."""
-        content = {k: v for k, v in self.to_dict().items() if k not in ("name", "workers")}
+        """12 hex digits of sha256 over the canonical JSON of the config (``name``, ``workers`` and
+        ``trust_weights``, which change no result, excluded; fields added later count only when set)."""
+        content = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("name", "workers", "trust_weights") and not (k in HASHED_WHEN_SET and not v)
+        }
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -46,6 +46,7 @@ from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_json
 from workbench.metrics import CocoEvaluator, MetricResult, StEvaluator, default_category_map
 from workbench.metrics.st import ST_EVAL_IOU, ST_SETTINGS
+from workbench.safeload import check_weights
 
 COCO_SETTINGS = {"conf": 0.001, "iou": 0.7}  # Ultralytics' val defaults
 PREFETCH = 4  # images decoded and pre-processed ahead of the interpreter
@@ -584,6 +585,7 @@ class _UltralyticsRunner:
     def __init__(self, path: Path, task: Task, imgsz: int | None):
         from ultralytics import YOLO
 
+        check_weights(path)
         try:
             self.model = YOLO(str(path))
         except Exception as err:  # Ultralytics raises many types for a bad checkpoint

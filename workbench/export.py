@@ -25,6 +25,7 @@ from workbench.config import METRIC_OF_TASK, TASK_OF_ULTRALYTICS, validate_imgsz
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.offline import ensure_calibration_npy, import_tensorflow
+from workbench.safeload import check_weights
 
 EXPORT_META = "workbench_export.json"
 HEADS = ("single", "split", "levels")
@@ -213,6 +214,7 @@ def keypoint_offset_percentiles(
     import torch
     from ultralytics import YOLO
 
+    check_weights(weights)
     model = YOLO(str(weights)).model.float().eval()
     if equalize:
         from workbench.recipes.equalize import equalize_model
@@ -285,6 +287,7 @@ def export_saved_model(
     with tempfile.TemporaryDirectory(prefix="wb-export-") as scratch:
         scratch = Path(scratch)
         local = scratch / weights.name
+        check_weights(weights)
         shutil.copyfile(weights, local)
         ensure_calibration_npy(scratch)
         try:

@@ -78,10 +78,18 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
             looked.append(str(candidate.resolve()))
     root = weights_dir()
     name = Path(model).name
-    if root.is_dir():
-        found = sorted(root.rglob(name))
-        if found:
-            return found[0]
+    if name != model:  # a path: used as given (or under the weights folder), never swapped for a namesake
+        if (root / model).is_file() and not Path(model).is_absolute() and ".." not in Path(model).parts:
+            return root / model
+        raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked)}; {root / model}")
+    found = sorted(root.rglob(name)) if root.is_dir() else []
+    if len(found) > 1:
+        raise WorkbenchError(
+            f"weights name {model!r} matches {len(found)} files under WORKBENCH_WEIGHTS_DIR "
+            f"({', '.join(map(str, found[:10]))}); pass the path of the one you mean"
+        )
+    if found:
+        return found[0]
     looked.append(f"{root}/**/{name} (WORKBENCH_WEIGHTS_DIR)")
     if allow_download and _ultralytics_asset(name):
         return name

@@ -170,6 +170,13 @@ def make_plan(cfg: RunConfig, source: str | None = None, need_training: bool | N
     Raises:
         WorkbenchError: a model or data path not found (naming ``source``, the config file).
     """
+    from workbench.targets import get_target
+
+    for name in cfg.targets:  # an unknown name is refused with the valid list, before any work
+        try:
+            get_target(name)
+        except WorkbenchError as err:
+            raise WorkbenchError(err.message, path=source) from None
     models = resolve_models(cfg, source)
     check_data_paths(cfg, source)
     dataset = _dataset(cfg, models, need_training)
@@ -180,7 +187,7 @@ def make_plan(cfg: RunConfig, source: str | None = None, need_training: bool | N
         dataset=dataset,
         exports=tuple(ExportJob(name, imgsz) for name in names for imgsz in cfg.imgsz),
         conversions=conversion_jobs(cfg, names),
-        targets=(cfg.target,) if cfg.target else (),
+        targets=tuple(cfg.targets),
     )
 
 

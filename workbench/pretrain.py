@@ -20,6 +20,7 @@ from workbench.config import RunConfig
 from workbench.data.prepare import prepare_dataset
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.offline import REPO_ROOT
+from workbench.safeload import check_weights
 from workbench.train import TrainResult, train_from_config
 
 # A small canonical sample whose annotation bytes identify the generator's behaviour.
@@ -85,6 +86,7 @@ def ultralytics_val(
 
     from workbench.config import ULTRALYTICS_TASK
 
+    check_weights(weights)
     metrics = YOLO(str(weights), task=ULTRALYTICS_TASK[task]).val(
         data=str(data_yaml),
         imgsz=imgsz,

@@ -42,6 +42,7 @@ from workbench.errors import WorkbenchError
 from workbench.export import ExportResult
 from workbench.fileio import atomic_path, exclusive, sha256_file
 from workbench.offline import import_tensorflow
+from workbench.safeload import check_weights
 
 log = logging.getLogger(__name__)
 DEFAULT_CALIB_COUNT = 200
@@ -140,6 +141,8 @@ def quantize(
     """
     from workbench.recipes import build_plan
 
+    if isinstance(calib_count, bool) or not isinstance(calib_count, int) or calib_count < 1:
+        raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {calib_count!r}")
     scheme, io = Scheme(scheme), IOType(io)
     io = effective_io(scheme, io)
     plan = build_plan(recipes, calib_count)
@@ -472,6 +475,7 @@ def weight_quantization_error(weights_pt: str | Path, layers: int | None = None)
     path = Path(weights_pt)
     if not path.is_file():
         raise WorkbenchError("weights file not found", path=path)
+    check_weights(path)
     model = YOLO(str(path)).model.fuse()
     rows = []
     for name, module in model.named_modules():

@@ -43,7 +43,9 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
         if isinstance(value, str)
         else [str(v).strip() for v in value]
     )
-    names = [n for n in names if n]
+    given, names = names, [n for n in names if n]
+    if given and not names:  # "--recipe ," is a typo, not "no recipe"
+        raise WorkbenchError(f"recipe list {value!r} names no recipe; known: {', '.join(RECIPE_NAMES)}")
     unknown = [n for n in names if n not in RECIPE_NAMES]
     if unknown:
         raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPE_NAMES)}")

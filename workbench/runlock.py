@@ -65,8 +65,10 @@ _pending: list[int] = []  # signals received inside signals_as_exceptions, oldes
 
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """Within the block, SIGTERM/SIGINT raise :class:`Interrupted` (once; repeats are ignored while
-    the clean-up runs, SIGKILL still works). A no-op outside the main thread.
+    """Within the block, SIGTERM/SIGINT raise :class:`Interrupted`; each is recorded first, so one whose
+    exception Python discarded (raised inside a ``__del__``) is raised at the next safe point
+    (:func:`raise_if_interrupted`, the block's end). A repeated signal raises again, during clean-up
+    too. A no-op outside the main thread.
 
     While an asyncio loop runs in the main thread (papermill drives its kernel through one), the
     handler does not raise: the exception could land in one of nbclient's background tasks and be
@@ -79,8 +81,9 @@ def signals_as_exceptions() -> Iterator[None]:
         return
 
     def handler(signum, frame):
-        for s in HANDLED_SIGNALS:
-            signal.signal(s, signal.SIG_IGN)
+        # Recorded first: an exception raised while a __del__ runs is discarded by Python, so the
+        # block's end and raise_if_interrupted() (called at safe points) act on the record. Later
+        # signals are never ignored: each one raises again.
         _pending.append(signum)
         if asyncio._get_running_loop() is None:
             raise Interrupted(signum)
@@ -179,8 +182,11 @@ def run_lock(run_dir: str | Path, *, wait: bool = False) -> Iterator[Path]:
     """
     run_dir = Path(run_dir)
     created = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # innermost first
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = (run_dir / LOCK_NAME).resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # read-only, or a file where a folder should be
+        raise WorkbenchError(f"cannot create the folder ({err.strerror or err})", path=run_dir) from None
+    path = run_dir.resolve() / LOCK_NAME  # the folder resolved, never the lock file (see _acquire)
     if path in _held:
         _held[path][1] += 1
         try:
@@ -208,7 +214,10 @@ def _acquire(path: Path, wait: bool) -> int:
     announced = False
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a .lock planted as a symlink must not lead our writes elsewhere
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise WorkbenchError(f"cannot open the run lock ({err.strerror})", path=path) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

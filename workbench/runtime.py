@@ -28,9 +28,11 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path
 from workbench.preprocess import ImageTransform, letterbox, resize
+from workbench.safeparse import loads_json
 
 PREPROCESS_MODES = ("letterbox", "resize")
 METADATA_NAME = "metadata.json"
+MAX_METADATA_BYTES = 16 << 20  # ours and Ultralytics' are kilobytes; a zip bomb inflates to gigabytes
 # Real-value ranges a 0..255 code range may sensibly stand for (zoo files carry no metadata).
 _SENSIBLE_INPUT_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0), (-128.0, 127.0))
 
@@ -125,11 +127,17 @@ def read_tflite_metadata(path: str | Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as zf:
             if METADATA_NAME not in zf.namelist():
                 return {}
-            raw = zf.read(METADATA_NAME)
+            with zf.open(METADATA_NAME) as member:  # bounded: the declared size may lie
+                raw = member.read(MAX_METADATA_BYTES + 1)
     except zipfile.BadZipFile:
         return {}
+    if len(raw) > MAX_METADATA_BYTES:
+        raise WorkbenchError(
+            f"appended {METADATA_NAME} inflates to more than {MAX_METADATA_BYTES >> 20} MB; not a model's metadata",
+            path=path,
+        )
     try:
-        meta = json.loads(raw)
+        meta = loads_json(raw, path=path)
     except json.JSONDecodeError as err:
         raise WorkbenchError(f"appended {METADATA_NAME} is not valid JSON: {err}", path=path) from None
     if not isinstance(meta, dict):

@@ -34,6 +34,8 @@ from workbench.config import RunConfig, Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file, write_csv, write_json
 from workbench.plan import ModelEntry, RunPlan, make_plan
+from workbench.recipes import applies
+from workbench.safeload import check_weights
 from workbench.variant import Variant
 
 RESULTS = "results"
@@ -60,7 +62,15 @@ def preflight(cfg: RunConfig, source: str | None = None) -> RunPlan:
     A report calls it before its first notebook and writes the plan into the run folder."""
     from workbench.data.coco import load_coco, require_image_files
 
+    for recipe in cfg.recipes:  # the CLI refuses such a pair; a config must not silently add no rows
+        if not any(s.is_int8 and applies(recipe, s.value) for s in cfg.schemes):
+            raise WorkbenchError(
+                f"recipes: {recipe!r} applies to none of the schemes {[s.value for s in cfg.schemes]}",
+                path=source,
+            )
     plan = make_plan(cfg, source)
+    for model in plan.ours:  # a weights file whose loading runs code: refused before any work
+        check_weights(model.path, trust=cfg.trust_weights or None)
     require_image_files(load_coco(plan.dataset.val_ann, plan.dataset.val_images, task=cfg.task))
     return plan
 
@@ -194,6 +204,13 @@ def benchmark(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
                 "worst_sqnr_layer": f"{worst.op_index}:{worst.op}" if worst else None,
             }
         )
+    if plan.targets:  # latency, memory and placement on each deployment target (workbench.targets)
+        from workbench.targets.columns import target_columns
+
+        for row, extra in zip(
+            rows, target_columns([v.path for v in variants], plan.targets, timings), strict=True
+        ):
+            row.update(extra)
     write_json(_results_path(run_dir, "benchmark"), rows)
     return pd.DataFrame(rows)
 

@@ -15,6 +15,7 @@ from typing import Any
 from workbench.config import ULTRALYTICS_TASK
 from workbench.errors import WorkbenchError
 from workbench.fileio import sha256_file
+from workbench.safeload import check_weights
 
 # Applied only when starting from a .pt checkpoint; explicit overrides still win.
 FINE_TUNE_DEFAULTS: dict[str, Any] = {
@@ -126,6 +127,7 @@ def train(
         args.update(FINE_TUNE_DEFAULTS)
     args.update(overrides or {})
     started = time.perf_counter()
+    check_weights(model_str)
     yolo = YOLO(model_str, task=ULTRALYTICS_TASK[task])
     yolo.train(trainer=_validating_once(yolo.task_map[yolo.task]["trainer"]), **args)
     seconds = time.perf_counter() - started

@@ -48,7 +48,11 @@ def test_an_unknown_target_is_refused_with_the_valid_list(tiny, capsys):
         == 2
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown target 'stm32x9'" in err[0] and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
+    assert (
+        len(err) == 1
+        and "unknown target 'stm32x9'" in err[0]
+        and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
+    )
 
 
 def test_macs_are_counted_from_the_tensor_shapes(tiny):
@@ -190,3 +194,36 @@ def test_st_targets_refuse_to_cost_what_st_never_published(tiny):
     estimate = get_target("stm32n6").estimate(tiny["fp32"])  # float convolutions: the CPU
     assert estimate.error.startswith("no latency model for") and estimate.latency_ms is None
     assert {p.engine for p in estimate.placement} == {"cpu"}
+
+
+# ---- a config's targets: columns per variant --------------------------------------------------
+def test_target_columns_hold_each_target_s_figures_and_reuse_the_host_timing(tiny):
+    from workbench.bench import bench_models
+    from workbench.targets.columns import target_columns
+
+    paths = [tiny["int8-per-tensor"], tiny["int8-per-channel"]]
+    timings = bench_models(paths, runs=3)
+    rows = target_columns(paths, ["host", "stm32mp2"], timings)
+    for row, timing in zip(rows, timings, strict=True):
+        assert row["host_latency_ms"] == timing.median_ms and row["host_latency_source"] == "measured"
+        assert row["stm32mp2_latency_source"] == "fitted" and row["stm32mp2_latency_error_pct"] > 0
+    # per-tensor weights run on the MP2's NPU, per-channel ones leave it for the GPU
+    assert (
+        rows[0]["stm32mp2_accelerator_mac_share"] == 1.0 and rows[1]["stm32mp2_accelerator_mac_share"] == 0.0
+    )
+    assert "CONV_2D" in rows[1]["stm32mp2_fallback_ops"] and rows[1]["stm32mp2_error"] is None
+
+
+def test_a_config_s_unknown_target_is_refused_before_any_work():
+    from workbench.config import RunConfig
+    from workbench.plan import make_plan
+
+    with pytest.raises(WorkbenchError, match="unknown target 'stm32x9'.*stm32mp2") as err:
+        make_plan(RunConfig(targets=["host", "stm32x9"]), source="run.yaml")
+    assert err.value.path == "run.yaml"
+
+
+def test_configs_without_targets_keep_their_hash():
+    from workbench.config import RunConfig
+
+    assert RunConfig(targets=[]).hash == RunConfig().hash != RunConfig(targets=["stm32n6"]).hash

@@ -1,9 +1,14 @@
-"""`workbench evaluate MODEL --task T --ann COCO.json --images DIR`: score one model on a COCO dataset."""
+"""`workbench evaluate MODEL --task T --ann COCO.json --images DIR`: score one model on a COCO dataset.
+
+MODEL is a converted ``.tflite`` (ours or a zoo's: its outputs say how to decode it) or float
+weights, whose model family (``workbench.families``) says how to run them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from workbench.cli import print_json
 
@@ -11,16 +16,20 @@ from workbench.cli import print_json
 def register(sub) -> None:
     parser = sub.add_parser(
         "evaluate",
-        help="score a .tflite or Ultralytics .pt model on a COCO dataset (COCO or ST protocol)",
+        help="score a .tflite or float weights (Ultralytics .pt, ...) on a COCO dataset (COCO or ST protocol)",
         description=__doc__,
     )
-    parser.add_argument("model", help=".tflite or Ultralytics .pt file")
+    parser.add_argument(
+        "model", help=".tflite file, or float weights of a model family (Ultralytics .pt, ...)"
+    )
     parser.add_argument(
         "--task", required=True, choices=["pose", "seg", "detect"], help="what the model predicts"
     )
     parser.add_argument("--ann", required=True, help="COCO ground-truth JSON")
     parser.add_argument("--images", required=True, help="folder the JSON's file_name entries are relative to")
-    parser.add_argument("--imgsz", type=int, help="input size (a .tflite's must match; .pt default 640)")
+    parser.add_argument(
+        "--imgsz", type=int, help="input size (a .tflite's must match; float .pt default 640)"
+    )
     parser.add_argument(
         "--protocol", default="coco", choices=["coco", "st"], help="scoring protocol (default coco)"
     )
@@ -48,6 +57,8 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.evaluate import evaluate
 
+    if Path(args.model).suffix != ".tflite":
+        check_float_weights(args.model, args.task)
     result = evaluate(
         args.model,
         args.ann,
@@ -86,3 +97,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"  wrote {args.out}/detections.json and metrics.json")
     return 0
+
+
+def check_float_weights(model: str, task: str) -> None:
+    """Float weights are run by their family: one clear error for a file no family takes, or a task
+    the family does not do, before any dataset is read."""
+    from workbench.config import Task
+    from workbench.families import family_of
+
+    family_of(model).check_task(Task(task), model)

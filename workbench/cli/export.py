@@ -1,14 +1,23 @@
-"""`workbench export`: .pt → float SavedModel with normalized outputs."""
+"""`workbench export`: float weights → float SavedModel with normalized outputs, by the model's family."""
 
 from __future__ import annotations
+
+import inspect
 
 from workbench.cli import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export .pt to a float TF SavedModel with normalized outputs")
+    p = sub.add_parser(
+        "export",
+        help="export float weights of any model family (Ultralytics .pt, ST's SSD .h5) to a float TF "
+        "SavedModel with normalized outputs",
+    )
     p.add_argument(
-        "--weights", required=True, help=".pt checkpoint: a path, or a file name under WORKBENCH_WEIGHTS_DIR"
+        "--weights",
+        required=True,
+        help="weights file (Ultralytics .pt, ST's SSD .h5, ...): a path, or a file name under "
+        "WORKBENCH_WEIGHTS_DIR",
     )
     p.add_argument(
         "--allow-download", action="store_true", help="let Ultralytics download a release file of that name"
@@ -18,23 +27,38 @@ def register(sub) -> None:
     p.add_argument(
         "--pixel-outputs",
         action="store_true",
-        help="keep Ultralytics' pixel coordinates (float use only: int8 collapses their scores)",
+        help="keep the model's pixel coordinates (float use only: int8 collapses their scores; "
+        "families whose export has that form)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from workbench.export import export_saved_model
+    from pathlib import Path
+
+    from workbench.config import validate_imgsz
+    from workbench.errors import WorkbenchError
+    from workbench.families import family_of
     from workbench.locations import resolve_weights, weights_file
 
+    imgsz = validate_imgsz(args.imgsz)
+    family = family_of(args.weights)
     weights = weights_file(resolve_weights(args.weights, args.allow_download))
-    result = export_saved_model(weights, args.imgsz, args.out, normalize=not args.pixel_outputs)
+    options = {}
+    if args.pixel_outputs:
+        if "normalize" not in inspect.signature(family.export).parameters:
+            raise WorkbenchError(
+                f"the {family.name} family exports normalized outputs only (no --pixel-outputs form)",
+                path=weights,
+            )
+        options["normalize"] = False
+    result = family.export(weights, imgsz, Path(args.out), **options)
     if args.json:
         print_json(result.to_dict())
     else:
         print(
-            f"saved model: {result.saved_model} (task {result.task}, imgsz {result.imgsz}, "
-            f"{'normalized' if result.normalized else 'pixel'} outputs, {result.seconds:.0f} s)"
+            f"saved model: {result.saved_model} ({result.family} family, task {result.task}, imgsz "
+            f"{result.imgsz}, {'normalized' if result.normalized else 'pixel'} outputs, {result.seconds:.0f} s)"
         )
     return 0

@@ -1,4 +1,8 @@
-"""`workbench quantize`: SavedModel → .tflite in fp32 | fp16 | int8-per-channel | int8-per-tensor."""
+"""`workbench quantize`: SavedModel → .tflite in fp32 | fp16 | int8-per-channel | int8-per-tensor.
+
+The SavedModel's metadata names its model family (any registered one); recipes that change the
+graph (``equalize``, ``split-channels``, ...) are that family's edits of the export.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.quantize import quantize
 
+    family = exported_family(args.saved_model)
     result = quantize(
         args.saved_model,
         args.scheme,
@@ -46,12 +51,33 @@ def run(args) -> int:
         recipes=args.recipe,
     )
     if args.json:
-        print_json(result.to_dict())
+        print_json({"family": family.name, **result.to_dict()})
     else:
         print(
-            f"{result.path}: {result.scheme.value}-{result.io.value}, {result.size_bytes / 1e6:.2f} MB, "
+            f"{result.path}: {family.name} {result.scheme.value}-{result.io.value}, "
+            f"{result.size_bytes / 1e6:.2f} MB, "
             f"calibrated on {result.calib_images} images, {result.seconds:.0f} s; "
             f"weights {result.granularity}, {'all-int8' if result.all_int8 else 'not all-int8'}"
             + (f", recipes {'+'.join(result.recipes)}" if result.recipes else "")
         )
     return 0
+
+
+def exported_family(saved_model: str):
+    """The registered family that exported ``saved_model`` (its metadata names it); one clear error
+    for a folder without readable metadata or of a family this installation does not know."""
+    from workbench.errors import WorkbenchError
+    from workbench.export import ExportResult
+    from workbench.families import get_family
+
+    try:
+        export = ExportResult.load(saved_model)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # JSON or fields not ours
+        raise WorkbenchError(
+            f"unreadable export metadata ({type(err).__name__}: {err}); re-run `workbench export`",
+            path=saved_model,
+        ) from None
+    try:
+        return get_family(export.family)
+    except WorkbenchError as err:
+        raise WorkbenchError(err.message, path=saved_model) from None

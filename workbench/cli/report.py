@@ -17,6 +17,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.runlock import Interrupted, run_lock
+from workbench.safeload import trust_weights
 
 NOTEBOOK_GLOB = "0[1-5]_*.ipynb"
 
@@ -71,6 +72,7 @@ def run(args) -> int:
     from workbench.sweep.cluster import ReportCluster
 
     config = RunConfig.from_yaml(args.config, allow_download=True if args.allow_download else None)
+    trust_weights(config.trust_weights)  # kernels and Dask workers inherit it
     # weights, data fields and image files are checked before the first notebook starts
     plan = preflight(config, source=str(args.config))
     notebooks_dir = args.notebooks_dir or resolve_path("notebooks")

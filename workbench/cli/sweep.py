@@ -26,16 +26,18 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.config import resolve_path
     from workbench.errors import WorkbenchError
+    from workbench.safeload import trust_weights
     from workbench.sweep import SweepConfig, query, run_sweep
     from workbench.sweep.cluster import open_client
 
     sweep = SweepConfig.from_yaml(args.config)
+    trust_weights(sweep.base.get("trust_weights") is True)  # local Dask workers inherit it (safeload)
     out = (
         Path(args.out)
         if args.out
         else resolve_path(sweep.base.get("out_dir", "reports")) / "sweeps" / sweep.name
     )
-    if args.query:
+    if args.query is not None:  # "" is an empty query, refused; not "run the sweep"
         frame = query(out, args.query)
         if args.json:
             print_json(frame.to_dict(orient="records"))

@@ -1,4 +1,4 @@
-"""`workbench train`: retrain or fine-tune through Ultralytics (or pretrain from a config)."""
+"""`workbench train`: fine-tune (or train) a model through its family, or pretrain from a config."""
 
 from __future__ import annotations
 
@@ -8,18 +8,34 @@ from workbench.cli import print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train or fine-tune a YOLO model (Ultralytics, offline-safe)")
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model of any family (Ultralytics YOLO, ST's SSD), offline-safe; "
+        "--epochs 0 keeps the weights",
+    )
     p.add_argument(
         "--config", help="a RunConfig YAML: prepares its dataset and pretrains (e.g. configs/pretrain.yaml)"
     )
-    p.add_argument("--data", help="Ultralytics data.yaml (local path)")
-    p.add_argument("--model", help="model .yaml (from scratch) or local .pt (fine-tune)")
-    p.add_argument("--task", default="pose", choices=["pose", "seg", "detect"])
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--data",
+        help="dataset: a folder laid out as `workbench data synth` writes one (images/, annotations/, "
+        "yolo/data.yaml), its yolo/data.yaml, or `synthetic`",
+    )
+    p.add_argument(
+        "--model",
+        help="weights to start from (.pt, ST's SSD .h5; a path or a name under WORKBENCH_WEIGHTS_DIR) "
+        "or a model .yaml (from scratch)",
+    )
+    p.add_argument(
+        "--task",
+        choices=["pose", "seg", "detect"],
+        help="default: the family's first task (yolo pose, ssd detect)",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="0 keeps the weights as they are")
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (weights in OUT/weights/best.pt)")
+    p.add_argument("--out", help="run folder (the family's weights land in it)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -32,28 +48,80 @@ def run(args) -> int:
         from workbench.pretrain import pretrain
 
         result = pretrain(RunConfig.from_yaml(args.config))
-    else:
-        missing = [f"--{k}" for k in ("data", "model", "out") if not getattr(args, k)]
-        if missing:
-            raise WorkbenchError(f"missing {', '.join(missing)} (or pass --config)")
-        from workbench.config import validate_imgsz
-        from workbench.train import train
-
-        result = train(
-            args.data,
-            args.model,
-            Path(args.out),
-            task=args.task,
-            epochs=args.epochs,
-            imgsz=validate_imgsz(args.imgsz),
-            batch=args.batch,
-            seed=args.seed,
-        )
+        if args.json:
+            print_json(result.to_dict())
+        else:
+            print(
+                f"weights: {result.weights}  mAP50-95 {result.map50_95:.3f}  mAP50 {result.map50:.3f}  "
+                f"({result.seconds:.0f} s)"
+            )
+        return 0
+    missing = [f"--{k}" for k in ("data", "model", "out") if not getattr(args, k)]
+    if missing:
+        raise WorkbenchError(f"missing {', '.join(missing)} (or pass --config)")
+    summary = retrain(args)
     if args.json:
-        print_json(result.to_dict())
+        print_json(summary)
+        return 0
+    if args.epochs == 0:
+        print(f"weights: {summary['weights_file']}  (kept as they are: 0 epochs)")
     else:
-        print(
-            f"weights: {result.weights}  mAP50-95 {result.map50_95:.3f}  mAP50 {result.map50:.3f}  "
-            f"({result.seconds:.0f} s)"
-        )
+        val = summary["val"] or {}
+        scores = "".join(f"  {key} {value:.3f}" for key, value in val.items() if isinstance(value, float))
+        print(f"weights: {summary['weights_file']}{scores}  ({summary['train_seconds']:.0f} s)")
     return 0
+
+
+def retrain(args) -> dict:
+    """The family's own fine-tuning of ``args.model`` on ``args.data`` (a one-model RunConfig)."""
+    from workbench.config import RunConfig
+    from workbench.families import family_of
+    from workbench.locations import resolve_weights, weights_file
+
+    family = family_of(args.model)
+    start = weights_file(resolve_weights(args.model))
+    task = args.task or family.tasks[0].value
+    cfg = RunConfig(
+        name="train",
+        task=task,
+        model=str(start),
+        imgsz=[args.imgsz],
+        dataset=dataset_entry(args.data),
+        epochs=args.epochs,
+        batch=args.batch,
+        seed=args.seed,
+    )
+    dataset = family.dataset(cfg, need_training=args.epochs > 0)
+    out = Path(args.out)
+    result = family.retrain(cfg, start, dataset, out)
+    summary = {"family": family.name, "task": task, "epochs": args.epochs, "start": str(start), **result}
+    # the file of this image size (a family may name one weights file per size with a template)
+    summary["weights_file"] = str(family.weights_for(result["weights"], args.imgsz))
+    return summary
+
+
+def dataset_entry(data: str) -> str:
+    """A config's ``dataset:`` for ``--data``: ``synthetic``, a dataset folder, or the folder whose
+    ``yolo/data.yaml`` was named (a family trains from the folder's COCO files or its YOLO copy)."""
+    from workbench.errors import WorkbenchError
+
+    if data == "synthetic":
+        return data
+    path = Path(data)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise WorkbenchError("data.yaml not found", path=path)
+        folder = path.resolve().parent
+        root = folder.parent
+        if folder.name != "yolo" or not (root / "annotations").is_dir():
+            raise WorkbenchError(
+                "not the yolo/data.yaml of a dataset folder (images/, annotations/*.json, yolo/data.yaml, as "
+                "`workbench data synth` and `workbench data coco --subset` write them): pass that folder",
+                path=path,
+            )
+        return str(root)
+    if not path.is_dir():
+        raise WorkbenchError(
+            "dataset folder not found (pass a folder, its yolo/data.yaml, or synthetic)", path=path
+        )
+    return str(path.resolve())

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from workbench.config import Task
 from workbench.errors import WorkbenchError
+from workbench.safeparse import load_json_file
 
 COCO_KEYPOINT_NAMES = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -298,7 +299,7 @@ def read_json(path: str | Path) -> Any:
         raise WorkbenchError("annotation file not found", path=path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            return load_json_file(fh, path)
     except json.JSONDecodeError as err:
         raise WorkbenchError(
             f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path

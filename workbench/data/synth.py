@@ -170,6 +170,8 @@ def _hardlink_copies(copies: Path, originals: Path) -> None:
     resolves folder symlinks (losing the ``/yolo/`` in the path it derives label paths from).
     """
     for copy in copies.iterdir():
+        if copy.name.startswith("."):  # fileio.OWNER_MARKER: not an image
+            continue
         link = copy.with_name(copy.name + ".link")
         try:
             os.link(originals / copy.name, link)

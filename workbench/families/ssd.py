@@ -30,6 +30,7 @@ from workbench.families.base import ModelFamily, Preprocessing
 from workbench.families.st_config import StSsdConfig, config_beside, load_st_config
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.locations import IMGSZ_FIELD
+from workbench.safeload import check_weights
 
 if TYPE_CHECKING:
     from workbench.config import RunConfig
@@ -206,6 +207,7 @@ def load_ssd(path: str | Path, config: StSsdConfig | None = None):
     import_tensorflow()
     import tf_keras
 
+    check_weights(path)
     try:
         model = tf_keras.models.load_model(str(path), compile=False)
     except Exception as err:  # h5py and Keras raise many types for foreign files

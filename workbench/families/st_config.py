@@ -23,6 +23,7 @@ import yaml
 
 from workbench.errors import WorkbenchError
 from workbench.families.base import Preprocessing
+from workbench.safeparse import load_yaml
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def load_st_config(path: str | Path) -> StSsdConfig:
             "ST config yaml not found (expected <model>_config.yaml beside the model)", path=path
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(), path)
     except yaml.YAMLError as err:
         raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
     if not isinstance(raw, dict):

@@ -29,7 +29,7 @@ import workbench.report.plots as plots
 import workbench.report.sections as sections
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
-from workbench.fileio import write_text
+from workbench.fileio import check_owned_file, write_text
 from workbench.report.table import (
     RESULTS_CSV,
     load_results,
@@ -411,4 +411,7 @@ def build_reports_index(reports_dir: str | Path) -> Path:
     )
     table = f"<table><tr>{header}</tr>{''.join(lines)}</table>" if lines else "<p>No runs yet.</p>"
     body = f"<h1>Workbench runs</h1>\n{table}\n<p class='muted'>Index built {_now()}.</p>"
+    check_owned_file(
+        reports_dir / "index.html", "<title>Workbench runs</title>"
+    )  # never a page of the user's
     return write_text(reports_dir / "index.html", _page("Workbench runs", body))

@@ -36,8 +36,8 @@ def _check_reachable(address: str) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    try:
+    try:  # urlsplit itself raises on an unclosed "[" (tcp://[::1)
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
         host, port = parts.hostname, parts.port or 8786
     except ValueError:
         raise WorkbenchError(f"scheduler address {address!r} is not host:port") from None

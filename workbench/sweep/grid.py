@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ import yaml
 
 from workbench.config import RunConfig, _as_list
 from workbench.errors import WorkbenchError
+from workbench.safeparse import load_yaml
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class SweepConfig:
         if not path.is_file():
             raise WorkbenchError("sweep config file not found", path=path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = load_yaml(path.read_text(), path) or {}
         except yaml.YAMLError as err:
             raise WorkbenchError(f"not valid YAML: {err}", path=path) from None
         if not isinstance(values, dict):
@@ -153,7 +157,14 @@ class SweepConfig:
 
     @property
     def name(self) -> str:
-        return str(self.base.get("name", "sweep"))
+        name = str(self.base.get("name", "sweep"))
+        if not SWEEP_NAME.fullmatch(name):  # it names a folder under <out_dir>/sweeps: no ../ escapes
+            raise WorkbenchError(
+                f"sweep name {name!r} cannot name a folder: use letters, digits, '.', '_' or '-' "
+                "(starting with a letter or digit)",
+                path=self.source,
+            )
+        return name
 
     def cells(self) -> list[Cell]:
         """Every cell not excluded, in axis order; each value is validated as its RunConfig is built.

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 import workbench.sweep.store as store
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_text
+from workbench.runlock import raise_if_interrupted, run_lock
 from workbench.sweep.grid import Cell, SweepConfig
 from workbench.sweep.tasks import cell_task, export_task, failed_row
 
@@ -58,9 +59,14 @@ def run_sweep(
     Every axis value and every dataset is checked before any task is submitted. A failing cell
     stores its error and the others go on.
     """
+    sweep_dir = Path(sweep_dir).resolve()
+    with run_lock(sweep_dir):  # two sweeps into one folder would compute every cell twice
+        return _run_locked(sweep, sweep_dir, client, progress, bench)
+
+
+def _run_locked(sweep: SweepConfig, sweep_dir: Path, client, progress: bool, bench: bool) -> SweepSummary:
     from workbench.plan import make_plan
 
-    sweep_dir = Path(sweep_dir).resolve()
     cells = sweep.cells()
     datasets = {}  # one plan per dataset: prepared (and its files hashed) once for every cell
     for cell in cells:
@@ -87,6 +93,7 @@ def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: 
     exports: dict[str, Any] = {}
     rows = []
     for cell in tqdm(todo, desc="sweep cells", unit="cell", disable=not progress):
+        raise_if_interrupted()  # a signal whose exception was lost (raised inside a __del__) stops here
         try:
             if cell.export_key not in exports:
                 exports[cell.export_key] = export_task(

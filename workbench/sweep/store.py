@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from workbench.fileio import atomic_path, sha256_file
 from workbench.report.table import RESULT_COLUMNS
 
 RESULTS = "results"
+CELL_FILE = re.compile(r"[0-9a-f]{16}\.parquet")  # <Cell.key>.parquet
 STATUSES = ("ok", "failed")
 EXTRA_COLUMNS = (
     "cell", "status", "error", "calib_images", "dataset", "weights_sha256", "n_images",
@@ -91,19 +94,54 @@ def is_cached(sweep_dir: str | Path, cell: str) -> bool:
 
 
 def query(sweep_dir: str | Path, sql: str):
-    """Run ``sql`` with DuckDB over the store (the view ``results``); a pandas frame."""
+    """Run ``sql`` with DuckDB over the store (the table ``results``); a pandas frame.
+
+    Read-only over the store alone: the rows are loaded first, then DuckDB's access to files,
+    the network and extensions is switched off and its configuration locked, so ``COPY ... TO``,
+    ``read_csv('/etc/passwd')``, ``ATTACH`` or ``INSTALL`` are refused. Only files named like a
+    cell with the store's schema are read; an unreadable one is skipped with a warning naming it.
+    """
     import duckdb
 
+    if not sql or not sql.strip():
+        raise WorkbenchError("the query is empty; pass SQL over the table `results`")
     folder = results_dir(sweep_dir)
-    if not any(folder.glob("*.parquet")):
-        raise WorkbenchError("no results yet: run the sweep first", path=folder)
-    with duckdb.connect() as con:
-        glob = str(folder / "*.parquet").replace("'", "''")
-        con.execute(f"create view results as select * from read_parquet('{glob}')")
+    table = _load_rows(folder)
+    with duckdb.connect(
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    ) as con:
+        con.register("loaded_rows", table)
+        con.execute("create table results as select * from loaded_rows")
+        con.unregister("loaded_rows")
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
         try:
             return con.execute(sql).fetchdf()
         except duckdb.Error as err:
             raise WorkbenchError(f"query failed: {str(err).splitlines()[0]}") from None
+
+
+def _load_rows(folder: Path) -> pa.Table:
+    """Every readable cell file of ``folder`` as one table; a stray or damaged file is skipped, named."""
+    tables = []
+    for path in sorted(folder.glob("*.parquet")):
+        if not CELL_FILE.fullmatch(path.name) or path.is_symlink():
+            warnings.warn(f"{path}: not a cell of this sweep (name); skipped", stacklevel=3)
+            continue
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            warnings.warn(f"{path}: unreadable ({str(err).splitlines()[0][:120]}); skipped", stacklevel=3)
+            continue
+        if not table.schema.equals(SCHEMA) or table.column("cell").to_pylist() != [path.stem]:
+            warnings.warn(
+                f"{path}: not a cell of this sweep (columns or cell id differ); skipped", stacklevel=3
+            )
+            continue
+        tables.append(table)
+    if not tables:
+        raise WorkbenchError("no results yet: run the sweep first", path=folder)
+    return pa.concat_tables(tables)
 
 
 def _plain(value: Any) -> Any:

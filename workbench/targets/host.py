@@ -24,15 +24,22 @@ class HostTarget(Target):
         self.threads, self.runs = threads, runs
 
     def estimate(self, model: str | Path) -> TargetEstimate:
-        from workbench.bench import bench_models, cpu_features
+        from workbench.bench import bench_models
 
         model = Path(model)
         if not model.is_file():
             raise WorkbenchError("model file not found", path=model)
         (timing,) = bench_models([model], threads=self.threads, runs=self.runs)
+        return self.from_timing(timing)
+
+    def from_timing(self, timing) -> TargetEstimate:
+        """The estimate of a file already timed (:class:`workbench.bench.BenchResult`): a report's
+        benchmark step times every variant interleaved once, and the host target reuses it."""
+        from workbench.bench import cpu_features
+
         return TargetEstimate(
             target=self.name,
-            model=str(model),
+            model=timing.path,
             latency_ms=timing.median_ms,
             latency_source="measured",
             sram_bytes=timing.arena_bytes,  # activation arena (greedy, as TFLite Micro plans it)
