@@ -117,6 +117,29 @@ def synth_eval_set(tmp_path_factory, checkpoint_record):
 
 
 @pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """A conversion (with its recipes' export) once per session for each distinct file: tests that need
+    the same file (same SavedModel, scheme, I/O, calibration and recipes) share it."""
+    from workbench.jobs import quantize_with_recipes
+
+    root = tmp_path_factory.mktemp("converted")
+    files = {}
+
+    def convert(
+        saved_model: Path, scheme: str, *, io: str, calib: Path, calib_count: int, recipes: list[str]
+    ):
+        key = (str(saved_model), scheme, io, str(calib), calib_count, tuple(recipes))
+        if key not in files:
+            out = root / f"{len(files)}-{scheme}+{'+'.join(recipes)}.tflite"
+            files[key] = quantize_with_recipes(
+                saved_model, scheme, out, io=io, calib=calib, calib_count=calib_count, recipes=recipes
+            )
+        return files[key]
+
+    return convert
+
+
+@pytest.fixture(scope="session")
 def pose256(tmp_path_factory, synth_eval_set):
     """The checkpoint exported at 256 and converted to fp32, int8 per-channel and int8 per-tensor."""
     from workbench.export import export_saved_model

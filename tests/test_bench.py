@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_tflite import tiny_models
 
+from tests.tiny_tflite import tiny_models
 from workbench.bench import BenchResult, bench_model, bench_models, cpu_model, to_pandas
 from workbench.cli import main
 from workbench.errors import WorkbenchError

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_tflite import _model, calibration_images
 
+from tests.tiny_tflite import _model, calibration_images
 from workbench import calibration
 from workbench.config import IOType, RunConfig, Scheme
 

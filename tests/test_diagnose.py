@@ -46,8 +46,7 @@ def _damaged_saved_model(folder):
 
 @pytest.mark.slow
 def test_diagnosis_ranks_a_damaged_layer_first(tmp_path):
-    from tiny_tflite import calibration_images
-
+    from tests.tiny_tflite import calibration_images
     from workbench.diagnose import block_sensitivity
     from workbench.recipes.selective import SelectiveQuantizer
 

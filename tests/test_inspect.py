@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_tflite import calibration_images, tiny_models
 
+from tests.tiny_tflite import calibration_images, tiny_models
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.inspect import activation_arena, inspect_model, layer_sqnr, match_tensors, weight_granularity

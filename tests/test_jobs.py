@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-from tiny_tflite import _model
 
+from tests.tiny_tflite import _model
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.exported import EXPORT_META, ExportResult

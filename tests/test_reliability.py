@@ -611,7 +611,7 @@ def test_concurrent_runs_are_refused_or_wait_then_resume_to_identical_results(ti
 
 # ---- smaller items ---------------------------------------------------------------------------------
 def test_inspect_refuses_a_reference_of_another_network(tmp_path, capsys):
-    from tiny_tflite import calibration_images, tiny_models, unrelated_model
+    from tests.tiny_tflite import calibration_images, tiny_models, unrelated_model
 
     calib = tmp_path / "calib"
     calib.mkdir()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_tflite import calibration_images, tiny_models
 
+from tests.tiny_tflite import calibration_images, tiny_models
 from workbench.errors import WorkbenchError
 from workbench.runtime import TFLiteModel, read_tflite_metadata, write_tflite_metadata
 

@@ -136,7 +136,7 @@ def test_real_ssd_h5_still_loads():
 # ---- 2. never delete what we did not write -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_tflite():
-    from tiny_tflite import tiny_models
+    from tests.tiny_tflite import tiny_models
 
     return tiny_models()["fp32"]
 

@@ -22,7 +22,7 @@ from workbench.errors import WorkbenchError
 
 @pytest.fixture(scope="module")
 def tiny_tflite():
-    from tiny_tflite import tiny_models
+    from tests.tiny_tflite import tiny_models
 
     return tiny_models()["fp32"]
 

@@ -161,19 +161,16 @@ def pose256_folders(pose256):
 
 
 @pytest.fixture(scope="module")
-def recipe_files(pose256, synth_eval_set, tmp_path_factory):
+def recipe_files(pose256, synth_eval_set, converted):
     """Each recipe alone on the synthetic checkpoint at 256 (per-channel; equalize also per-tensor)."""
     import workbench.recipes.qat as qat
-    from workbench.jobs import quantize_with_recipes
 
-    root = tmp_path_factory.mktemp("recipes")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qat, "QAT_STEPS", 10)  # the file's form is at stake here, not what fine-tuning gains
         return {
-            (name, scheme): quantize_with_recipes(
+            (name, scheme): converted(
                 pose256["saved_model"],
                 scheme,
-                root / f"{scheme}+{name}.tflite",
                 io="uf",
                 calib=synth_eval_set.train_images,
                 calib_count=16,
@@ -223,14 +220,11 @@ def test_recipe_file_matches_its_record(recipe_files, pose256_folders, name, sch
 
 
 @pytest.fixture(scope="module")
-def split_pc(pose256, synth_eval_set, tmp_path_factory):
-    """The split-head per-channel file alone (its re-export is shared with ``recipe_files``)."""
-    from workbench.jobs import quantize_with_recipes
-
-    return quantize_with_recipes(
+def split_pc(pose256, synth_eval_set, converted):
+    """The split-head per-channel file alone: ``recipe_files``' own file when it was built first."""
+    return converted(
         pose256["saved_model"],
         "int8-per-channel",
-        tmp_path_factory.mktemp("split") / "split-pc.tflite",
         io="uf",
         calib=synth_eval_set.train_images,
         calib_count=16,

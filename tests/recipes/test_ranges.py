@@ -34,8 +34,7 @@ def test_range_recipes_plan_and_refusals():
 @pytest.fixture(scope="module")
 def tiny_ranges():
     """The tiny model quantized per-tensor with each range setting (and mse twice, for determinism)."""
-    from tiny_tflite import calibration_images, tiny_models
-
+    from tests.tiny_tflite import calibration_images, tiny_models
     from workbench.recipes.ranges import quantize_with_ranges
 
     float_model = tiny_models()["fp32"].read_bytes()

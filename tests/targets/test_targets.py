@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from tiny_tflite import tiny_models
 
+from tests.tiny_tflite import tiny_models
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.targets import get_target, list_targets

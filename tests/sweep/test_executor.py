@@ -13,7 +13,7 @@ from workbench import steps
 from workbench.config import RunConfig
 from workbench.plan import make_plan
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "weights" / "yolov8n-pose-synth.pt"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "weights" / "yolov8n-pose-synth.pt"
 
 
 def run_steps(run_dir: Path, workers: int) -> tuple[list, list]:

@@ -14,7 +14,7 @@ import yaml
 from workbench.cli import main
 from workbench.sweep import SweepConfig, query, run_sweep, store
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "weights" / "yolov8n-pose-synth.pt"
+CHECKPOINT = Path(__file__).resolve().parents[2] / "data" / "weights" / "yolov8n-pose-synth.pt"
 GRID = {
     "name": "tiny",
     "task": "pose",
@@ -242,7 +242,7 @@ def test_store_refuses_a_row_with_unknown_columns(tmp_path):
 
 
 def test_committed_sweep_configs_expand_to_valid_cells():
-    root = Path(__file__).resolve().parent.parent / "configs" / "sweeps"
+    root = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
     for path in sorted(root.glob("*.yaml")):
         cells = SweepConfig.from_yaml(path).cells()
         assert len({c.key for c in cells}) == len(cells) > 1

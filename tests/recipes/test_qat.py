@@ -42,10 +42,10 @@ def _int8_output_error(model, images, per_channel: bool, teacher) -> float:
 @pytest.fixture(scope="module")
 def finetuned(synth_eval_set):
     """The synthetic checkpoint (BatchNorm folded) before and after a short per-tensor fine-tuning, twice."""
-    from conftest import CHECKPOINT
     from ultralytics import YOLO
 
     import workbench.recipes.qat as qat
+    from tests.conftest import CHECKPOINT
     from workbench.calibration import calibration_batches
 
     images = calibration_batches(synth_eval_set.train_images, 128, 24)

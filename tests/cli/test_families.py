@@ -23,7 +23,7 @@ from workbench.export import EXPORT_META
 from workbench.families import list_families
 from workbench.locations import weights_dir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARED_ST = weights_dir() / "st"
 
 

@@ -63,8 +63,9 @@ def test_split_conv_computes_the_same_outputs(depthwise):
 @pytest.fixture(scope="module")
 def split_synth():
     """The synthetic checkpoint, fused, and a copy with split-channels applied."""
-    from conftest import CHECKPOINT
     from ultralytics import YOLO
+
+    from tests.conftest import CHECKPOINT
 
     base = YOLO(str(CHECKPOINT)).model.fuse(verbose=False).eval()
     model = copy.deepcopy(base)
@@ -167,8 +168,7 @@ def test_split_channels_file_is_per_tensor_and_exact_in_float(pose256, synth_eva
 
 def test_weight_quantization_error_shows_what_the_split_gives_back():
     """Per layer: per-tensor ≤ split-channels ≤ per-channel SQNR, and the split gains where it splits."""
-    from conftest import CHECKPOINT
-
+    from tests.conftest import CHECKPOINT
     from workbench.quantize import weight_quantization_error
 
     errors = weight_quantization_error(CHECKPOINT)
