@@ -92,7 +92,7 @@ def test_cli_checksum_override_and_json(mirror, tmp_path, capsys):
                  "--checksum", f"val2017={checksums['val2017']}", "--json"])  # fmt: skip
     assert code == 0
     assert json.loads(capsys.readouterr().out) == {"dest": str(dest), "parts": ["val2017"]}
-    # the two images, beside the marker saying the workbench wrote the folder (fileio.OWNED_MARKER)
+    # the two images, beside the marker saying the workbench wrote the folder (fileio.OWNER_MARKER)
     assert len([p for p in (dest / "val2017").iterdir() if not p.name.startswith(".")]) == 2
 
 
