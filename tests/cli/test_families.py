@@ -333,17 +333,19 @@ def test_pixel_outputs_export_or_one_line_refusal(family, tmp_path, capsys):
     assert not (tmp_path / "sm").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModelFamily.export has no `normalize` yet: `workbench export --pixel-outputs` of a .pt needs "
-    "YoloFamily.export(..., normalize=False) passed to export_saved_model (remove this mark with it)",
-)
-def test_yolo_family_exports_pixel_outputs():
-    import inspect
+def test_pixel_outputs_go_to_the_yolo_export_and_the_ssd_refuses_them(tmp_path, monkeypatch, capsys):
+    import workbench.export
 
+    seen = {}
+    monkeypatch.setattr(workbench.export, "export_saved_model", lambda *a, **kw: seen.update(kw))
     from workbench.families import get_family
 
-    assert "normalize" in inspect.signature(get_family("yolo").export).parameters
+    get_family("yolo").export(SAMPLES["yolo"].weights, 192, tmp_path / "sm", normalize=False)
+    assert seen["normalize"] is False
+    ssd = sample("ssd")
+    code, _, err = run_cli(capsys, "export", "--weights", ssd.weights, "--imgsz", 192, "--out", tmp_path / "x",
+                           "--pixel-outputs")  # fmt: skip
+    assert_one_error_line(code, err, "export", "no pixel-output form")
 
 
 def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_loose_one(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 from workbench.cli import print_json
 
 
@@ -38,22 +36,13 @@ def run(args) -> int:
     from pathlib import Path
 
     from workbench.config import validate_imgsz
-    from workbench.errors import WorkbenchError
     from workbench.families import family_of
     from workbench.locations import resolve_weights, weights_file
 
     imgsz = validate_imgsz(args.imgsz)
     family = family_of(args.weights)
     weights = weights_file(resolve_weights(args.weights, args.allow_download))
-    options = {}
-    if args.pixel_outputs:
-        if "normalize" not in inspect.signature(family.export).parameters:
-            raise WorkbenchError(
-                f"the {family.name} family exports normalized outputs only (no --pixel-outputs form)",
-                path=weights,
-            )
-        options["normalize"] = False
-    result = family.export(weights, imgsz, Path(args.out), **options)
+    result = family.export(weights, imgsz, Path(args.out), normalize=not args.pixel_outputs)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -111,10 +111,12 @@ class ModelFamily(ABC):
         edits: ExportEdits = ExportEdits(),
         calib: str | Path | None = None,
         calib_count: int = DEFAULT_CALIB_COUNT,
+        normalize: bool = True,
     ) -> ExportResult:
         """A float SavedModel at ``out`` with normalized outputs and the metadata quantize needs,
         made with ``edits`` (the recipes' export edits; :meth:`check_edits` refuses those it cannot
-        make). Edits that learn from images take the first ``calib_count`` of the folder ``calib``."""
+        make). Edits that learn from images take the first ``calib_count`` of the folder ``calib``.
+        ``normalize=False`` keeps the model's own output units (float use only), where a family has them."""
 
     @abstractmethod
     def preprocessing(self, weights: str | Path) -> Preprocessing:

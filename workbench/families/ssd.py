@@ -138,6 +138,7 @@ class SsdFamily(ModelFamily):
         edits: ExportEdits = ExportEdits(),
         calib: str | Path | None = None,
         calib_count: int = DEFAULT_CALIB_COUNT,
+        normalize: bool = True,
     ) -> ExportResult:
         """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded.
 
@@ -148,6 +149,10 @@ class SsdFamily(ModelFamily):
         from workbench.exported import EXPORT_META, ExportResult
         from workbench.offline import import_tensorflow
 
+        if not normalize:
+            raise WorkbenchError(
+                "ST's SSD exports its decoded boxes only (no pixel-output form)", path=weights
+            )
         self.check_edits(edits, weights)
         equalize, split_channels = edits.equalize, edits.split_channels
         weights = self.weights_for(weights, imgsz)

@@ -70,6 +70,7 @@ class YoloFamily(ModelFamily):
         edits: ExportEdits = ExportEdits(),
         calib: str | Path | None = None,
         calib_count: int = DEFAULT_CALIB_COUNT,
+        normalize: bool = True,
     ) -> ExportResult:
         """Ultralytics' SavedModel export (:func:`workbench.export.export_saved_model`), the model
         edited first as :func:`edit_model` says."""
@@ -80,7 +81,7 @@ class YoloFamily(ModelFamily):
         edit = functools.partial(
             edit_model, edits=edits, weights=weights, imgsz=imgsz, calib=calib, calib_count=calib_count
         )
-        return export_saved_model(weights, imgsz, out, head=edits.head, edit=edit)
+        return export_saved_model(weights, imgsz, out, normalize=normalize, head=edits.head, edit=edit)
 
     def preprocessing(self, weights: str | Path) -> Preprocessing:
         return Preprocessing("letterbox", "bilinear", (0.0, 1.0))
