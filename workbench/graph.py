@@ -14,7 +14,7 @@ The jobs themselves (an export, a recipe's export, a conversion, each cached by 
 
 ``cfg.workers`` picks the executor: ``None`` a LocalCluster with one process per core (or the
 scheduler in ``WORKBENCH_SCHEDULER``), ``0`` Dask's synchronous scheduler in this process. Both
-run the same graph, so both write the same files (tests/test_sweep_executor.py checks the bytes).
+run the same graph, so both write the same files (tests/sweep/test_executor.py checks the bytes).
 """
 
 from __future__ import annotations

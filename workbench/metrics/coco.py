@@ -55,7 +55,7 @@ def editable_copy(gt: Mapping[str, Any]) -> dict[str, Any]:
     Their COCO index and evaluators set keys of the entries (``ignore``, ``id``, ``area``, an RLE
     replacing a polygon, ``fp``/``fn`` marks), never edit a value inside one, so each image,
     annotation and category dict is copied one level deep and everything else deeply
-    (tests/test_metrics.py checks that an evaluation leaves the original unchanged).
+    (tests/metrics/test_metrics.py checks that an evaluation leaves the original unchanged).
     """
     return {
         key: [dict(e) if isinstance(e, dict) else copy.deepcopy(e) for e in value]
