@@ -312,3 +312,11 @@ def test_an_unclosed_ipv6_scheduler_address_is_one_line(tmp_path, capsys):
     args = ["sweep", "--config", str(_sweep_yaml(tmp_path)), "--scheduler", "tcp://[::1"]
     assert main(args) == 2
     assert "scheduler address 'tcp://[::1' is not host:port" in _one_error(capsys.readouterr().err, "sweep")
+
+
+def test_json_depth_skips_brackets_inside_strings_and_reads_what_it_allows():
+    from workbench.safeparse import MAX_JSON_DEPTH, json_depth, loads_json
+
+    assert json_depth(b'{"a": "[[[\\"{{", "b": [[1]]}') == 3
+    allowed = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert json_depth(allowed.encode()) == MAX_JSON_DEPTH and loads_json(allowed) is not None

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +66,35 @@ def _expanded_size_exceeds(data: Any, limit: int) -> bool:
     return False
 
 
+MAX_JSON_DEPTH = 512  # far beyond any COCO or metadata file; below what the C parser's stack takes
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of ``[`` / ``{`` in JSON text (strings skipped), counted without parsing:
+    the C parser can exhaust the C stack (a segfault, not a ``RecursionError``) on deep input when a
+    library has raised Python's recursion limit."""
+    import numpy as np
+
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', data), np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
 def loads_json(text: str | bytes, path: str | Path | None = None) -> Any:
-    """``json.loads``, with nesting too deep for the parser as one error naming ``path``.
+    """``json.loads``, refusing nesting deeper than :data:`MAX_JSON_DEPTH` with one error naming ``path``.
 
     ``json.JSONDecodeError`` passes through (callers word it themselves).
     """
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise WorkbenchError(f"JSON nested too deeply to read (over {MAX_JSON_DEPTH} levels)", path=path)
     try:
-        return json.loads(text)
+        return json.loads(data)
     except RecursionError:
         raise WorkbenchError("JSON nested too deeply to read", path=path) from None
 
 
 def load_json_file(fh, path: str | Path | None = None) -> Any:
-    """``json.load(fh)``, with nesting too deep for the parser as one error naming ``path``."""
-    try:
-        return json.load(fh)
-    except RecursionError:
-        raise WorkbenchError("JSON nested too deeply to read", path=path) from None
+    """``json.load(fh)`` with :func:`loads_json`'s depth limit."""
+    return loads_json(fh.read(), path)
