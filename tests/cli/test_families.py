@@ -316,23 +316,6 @@ def test_console_run_of_a_missing_file_prints_one_stderr_line(tmp_path):
     assert proc.stderr.startswith("workbench export: error: ")
 
 
-@pytest.mark.parametrize("family", list_families())
-def test_pixel_outputs_export_or_one_line_refusal(family, tmp_path, capsys):
-    import inspect
-
-    from workbench.families import get_family
-
-    found = sample(family)
-    if "normalize" in inspect.signature(get_family(family).export).parameters:
-        pytest.skip(f"the {family} family exports pixel outputs (the slow export tests cover exports)")
-    code, _, err = run_cli(
-        capsys, "export", "--weights", found.weights, "--imgsz", found.imgsz, "--out", tmp_path / "sm",
-        "--pixel-outputs",
-    )  # fmt: skip
-    assert "normalized outputs only" in assert_one_error_line(code, err, "export", found.weights.name)
-    assert not (tmp_path / "sm").exists()
-
-
 def test_pixel_outputs_go_to_the_yolo_export_and_the_ssd_refuses_them(tmp_path, monkeypatch, capsys):
     import workbench.export
 
@@ -346,6 +329,7 @@ def test_pixel_outputs_go_to_the_yolo_export_and_the_ssd_refuses_them(tmp_path, 
     code, _, err = run_cli(capsys, "export", "--weights", ssd.weights, "--imgsz", 192, "--out", tmp_path / "x",
                            "--pixel-outputs")  # fmt: skip
     assert_one_error_line(code, err, "export", "no pixel-output form")
+    assert not (tmp_path / "x").exists()
 
 
 def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_loose_one(
