@@ -66,6 +66,18 @@ def test_export_job_reuses_an_export_only_for_the_same_weights_and_edits(tmp_pat
     assert len(recorded_calls) == 3
 
 
+def test_a_recipe_never_re_exports_from_weights_replaced_since_the_export(tmp_path, recorded_calls):
+    from workbench.jobs import recipe_export
+
+    weights = tmp_path / "m.pt"
+    weights.write_bytes(b"the exported weights")
+    base = _write_export(tmp_path / "sm", weights)
+    weights.write_bytes(b"another network under the same name")
+    with pytest.raises(WorkbenchError, match="no longer the one this SavedModel was exported from"):
+        recipe_export(base, "equalize", "int8-per-tensor")
+    assert not recorded_calls and not (tmp_path / "sm+equalized").exists()
+
+
 def test_export_job_of_edits_learned_from_images_is_keyed_by_the_images(tmp_path, recorded_calls):
     from workbench.calibration import calibration_fingerprint
     from workbench.jobs import export_job

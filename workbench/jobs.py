@@ -105,6 +105,12 @@ def recipe_export(
             f"({base.weights}) are gone",
             path=base.saved_model,
         )
+    if base.weights_sha256 and sha256_file(base.weights) != base.weights_sha256:
+        raise WorkbenchError(
+            f"the recipe re-exports from {base.weights}, but that file is no longer the one this SavedModel "
+            "was exported from (its sha256 changed): export again",
+            path=base.saved_model,
+        )
     folder = Path(base.saved_model).parent / f"{Path(base.saved_model).name}+{plan.export.key}"
     return export_job(
         base.weights, base.imgsz, folder, plan.export, calib=calib, calib_count=plan.conversion.calib_count
