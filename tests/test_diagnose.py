@@ -93,3 +93,23 @@ def test_outputs_only_ap_runs_the_rounding_on_every_image_through_the_family_run
     assert calls == [1] * 6  # every image, its one output
     assert same_grid.AP == pytest.approx(plain, abs=1e-6)  # already on that grid: nothing changes
     assert coarser < plain - 0.05, (coarser, plain)
+
+
+def test_mismatched_inputs_are_refused_before_any_evaluation(tmp_path):
+    """Was: a --reference of another network was refused only after the whole loop, and a
+    --saved-model of another network gave a wrong diagnosis with exit 0."""
+    from tests.tiny_tflite import tiny_models, unrelated_model
+    from workbench.diagnose import diagnose
+    from workbench.errors import WorkbenchError
+
+    def no_evaluation(*_args, **_kwargs):
+        raise AssertionError("evaluated before the inputs were checked")
+
+    tiny = tiny_models()
+    common = dict(ann=tmp_path / "a.json", images=tmp_path, calib=tmp_path, runner_for=no_evaluation)
+    with pytest.raises(WorkbenchError, match="reference"):
+        diagnose(tiny["int8-per-channel"], unrelated_model(), saved_model=tmp_path, **common)
+    with pytest.raises(
+        WorkbenchError, match="not exported by `workbench export`|SavedModel folder not found"
+    ):
+        diagnose(tiny["int8-per-channel"], tiny["fp32"], saved_model=tmp_path / "sm", **common)

@@ -259,6 +259,31 @@ def channel_range_ratio(selective: SelectiveQuantizer, block: Block) -> float | 
 
 
 # ---- entry point ---------------------------------------------------------------------------------
+def check_inputs_match(model: str | Path, reference: str | Path, saved_model: str | Path) -> None:
+    """Refuse, before any work, a ``reference`` that is not ``model``'s network in float, and a
+    ``saved_model`` exported from other weights or at another size than ``model`` records."""
+    from workbench.exported import ExportResult
+    from workbench.runtime import read_tflite_metadata
+    from workbench.sqnr import check_same_network
+    from workbench.tflite_graph import read_graph
+
+    check_same_network(read_graph(model), read_graph(reference), reference)
+    recorded = read_tflite_metadata(model).get("workbench", {})
+    try:
+        export = ExportResult.load(saved_model)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise WorkbenchError(
+            f"not a SavedModel written by `workbench export` ({err})", path=saved_model
+        ) from None
+    for key, value in (("weights_sha256", export.weights_sha256), ("imgsz", export.imgsz)):
+        if recorded.get(key) is not None and recorded[key] != value:
+            raise WorkbenchError(
+                f"was not converted from this SavedModel ({key} {recorded[key]} in the file, {value} in "
+                f"{saved_model})",
+                path=model,
+            )
+
+
 def diagnose(
     model: str | Path,
     reference: str | Path,
@@ -304,6 +329,7 @@ def diagnose(
         raise WorkbenchError(
             f"diagnosis needs an int8 file, this one's weights are {granularity}", path=model
         )
+    check_inputs_match(model, reference, saved_model)  # before any AP is computed
     imgsz = TFLiteModel(model).input_hw[0]
 
     settings = EvalSettings(ann, images, task, max_images=slice_images, threads=threads, progress=False)
