@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 from pathlib import Path
@@ -85,6 +86,38 @@ def tiny_coco() -> Path:
 
 
 CHECKPOINT = REPO / "data" / "weights" / "yolov8n-pose-synth.pt"
+
+
+@pytest.fixture()
+def person_gt(tiny_coco, tmp_path):
+    """tiny-coco restricted to persons (33 annotations in 10 of 16 images; no keypoints)."""
+    gt = json.loads((tiny_coco / "instances_train2017_small.json").read_text())
+    gt["categories"] = [c for c in gt["categories"] if c["id"] == 1]
+    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 1]
+    path = tmp_path / "person.json"
+    path.write_text(json.dumps(gt))
+    return path, tiny_coco / "train_2017_small"
+
+
+def one_box_coco(root: Path, write_image: bool = True, name: str = "boxes.json") -> tuple[Path, Path]:
+    """A COCO JSON of one 64x48 image with one person box and no keypoints, and its image folder
+    (holding the grey image, or empty for checks that must fail before any image is read)."""
+    (root / "images").mkdir()
+    if write_image:
+        import cv2
+        import numpy as np
+
+        cv2.imwrite(str(root / "images" / "a.jpg"), np.full((48, 64, 3), 128, np.uint8))
+    gt = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "area": 200, "iscrowd": 0}
+        ],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    ann = root / name
+    ann.write_text(json.dumps(gt))
+    return ann, root / "images"
 
 
 @pytest.fixture(scope="session")

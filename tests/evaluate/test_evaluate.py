@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import one_box_coco
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.evaluate import TIMING_KEYS, EvalResult, EvalSettings, evaluate
@@ -26,31 +27,6 @@ def run(model, ann, images, task, out_dir=None, **options) -> EvalResult:
     return evaluate(evaluation_runner(model), EvalSettings(ann, images, task, **options), out_dir)
 
 
-def _no_keypoint_dataset(tmp_path):
-    (tmp_path / "images").mkdir()
-    gt = {
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "area": 200, "iscrowd": 0}
-        ],
-        "categories": [{"id": 1, "name": "person"}],
-    }
-    ann = tmp_path / "boxes_only.json"
-    ann.write_text(json.dumps(gt))
-    return ann, tmp_path / "images"
-
-
-@pytest.fixture()
-def person_gt(tiny_coco, tmp_path):
-    """tiny-coco restricted to persons (33 annotations in 10 of 16 images; no keypoints)."""
-    gt = json.loads((tiny_coco / "instances_train2017_small.json").read_text())
-    gt["categories"] = [c for c in gt["categories"] if c["id"] == 1]
-    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 1]
-    path = tmp_path / "person.json"
-    path.write_text(json.dumps(gt))
-    return path, tiny_coco / "train_2017_small"
-
-
 def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_path, monkeypatch):
     import workbench.runtime
 
@@ -61,7 +37,7 @@ def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_p
     monkeypatch.setattr(workbench.runtime, "make_interpreter", fail)
     model = tmp_path / "model.tflite"
     model.write_bytes(b"not a flatbuffer")
-    ann, images = _no_keypoint_dataset(tmp_path)
+    ann, images = one_box_coco(tmp_path, write_image=False, name="boxes_only.json")
     start = time.perf_counter()
     with pytest.raises(WorkbenchError, match="boxes_only.json: annotation id 1 has no keypoints"):
         run(model, ann, images, "pose", out_dir=tmp_path / "out", progress=False)
@@ -90,7 +66,7 @@ def test_pose_json_without_keypoints_is_refused_before_any_model_is_opened(tmp_p
 def test_bad_arguments_fail_with_one_clear_message(tmp_path, kwargs, message):
     (tmp_path / "weights.onnx").write_bytes(b"x")
     (tmp_path / "m.tflite").write_bytes(b"x")
-    ann, images = _no_keypoint_dataset(tmp_path)
+    ann, images = one_box_coco(tmp_path, write_image=False, name="boxes_only.json")
     args = {"model": "m.tflite", "task": "detect", **kwargs}
     with pytest.raises(WorkbenchError, match=message):
         run(tmp_path / args.pop("model"), ann, images, args.pop("task"), progress=False, **args)
@@ -99,7 +75,7 @@ def test_bad_arguments_fail_with_one_clear_message(tmp_path, kwargs, message):
 def test_cli_error_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     model = tmp_path / "model.tflite"
     model.write_bytes(b"not a flatbuffer")
-    ann, images = _no_keypoint_dataset(tmp_path)
+    ann, images = one_box_coco(tmp_path, write_image=False, name="boxes_only.json")
     out = tmp_path / "out"
     code = main(
         [

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import one_box_coco
 from workbench.config import PROTOCOLS, Task
 from workbench.decode import DECODERS
 from workbench.errors import WorkbenchError
@@ -27,23 +27,6 @@ BARE_OUTPUTS = {
 }
 
 
-def _boxes_dataset(tmp_path: Path) -> tuple[Path, Path]:
-    import cv2
-
-    (tmp_path / "images").mkdir()
-    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.full((48, 64, 3), 128, np.uint8))
-    gt = {
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
-        "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "area": 200, "iscrowd": 0}
-        ],
-        "categories": [{"id": 1, "name": "person"}],
-    }
-    ann = tmp_path / "boxes.json"
-    ann.write_text(json.dumps(gt))
-    return ann, tmp_path / "images"
-
-
 @pytest.mark.parametrize("name", list_families())
 def test_family_float_weights_get_its_runner_and_a_bad_file_is_one_error(name, tmp_path):
     family = get_family(name)
@@ -53,7 +36,7 @@ def test_family_float_weights_get_its_runner_and_a_bad_file_is_one_error(name, t
     runner = evaluation_runner(weights)
     assert isinstance(runner, EvalRunner) and not isinstance(runner, TFLiteRunner)
     assert type(runner) is type(family.evaluation_runner(weights))
-    ann, images = _boxes_dataset(tmp_path)
+    ann, images = one_box_coco(tmp_path)
     with pytest.raises(WorkbenchError) as caught:
         evaluate(runner, EvalSettings(ann, images, family.tasks[0], iou_type="bbox", progress=False))
     # one line naming the file at fault: the weights, or what the family reads beside them
@@ -133,16 +116,6 @@ BRANCH_POINT = {
         "st": (0.36422686863594445, 118, "69255f33d9a59dc713c806e22e747f281f48161252a3ca601d4c4e78a27d2628"),
     },
 }
-
-
-@pytest.fixture()
-def person_gt(tiny_coco, tmp_path):
-    gt = json.loads((tiny_coco / "instances_train2017_small.json").read_text())
-    gt["categories"] = [c for c in gt["categories"] if c["id"] == 1]
-    gt["annotations"] = [a for a in gt["annotations"] if a["category_id"] == 1]
-    path = tmp_path / "person.json"
-    path.write_text(json.dumps(gt))
-    return path, tiny_coco / "train_2017_small"
 
 
 @pytest.mark.zoo
