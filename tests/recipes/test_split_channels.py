@@ -10,7 +10,13 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.recipes import applies, parse_recipes
-from workbench.recipes.split_channels import _split_module, channel_groups, noise_gain, split_model
+from workbench.recipes.split_channels import (
+    _split_module,
+    channel_groups,
+    contiguous_runs,
+    noise_gain,
+    split_model,
+)
 
 
 def _brute_force_cost(amax: np.ndarray, groups: int) -> float:
@@ -34,6 +40,31 @@ def test_channel_groups_is_the_least_noise_partition(seed, groups):
     cost = sum(len(r) * amax[r].max() ** 2 for r in runs)
     assert cost == pytest.approx(_brute_force_cost(amax, groups))
     assert noise_gain(amax, runs) == pytest.approx(len(amax) * amax.max() ** 2 / cost)
+
+
+def _brute_force_contiguous_cost(amax: np.ndarray, groups: int) -> float:
+    n, best = len(amax), np.inf
+    for count in range(1, groups + 1):
+        for cuts in itertools.combinations(range(1, n), count - 1):
+            bounds = [0, *cuts, n]
+            cost = sum(
+                (bounds[i + 1] - bounds[i]) * float(amax[bounds[i] : bounds[i + 1]].max()) ** 2
+                for i in range(count)
+            )
+            best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_contiguous_runs_on_a_fixed_order_equal_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    amax = rng.lognormal(0.0, 1.0, int(rng.integers(1, 9)))
+    groups = int(rng.integers(1, 5))
+    runs = contiguous_runs(amax, groups)
+    assert np.array_equal(np.concatenate(runs), np.arange(len(amax)))  # segments, in order
+    assert len(runs) <= groups
+    cost = sum(len(r) * float(amax[r].max()) ** 2 for r in runs)
+    assert cost == pytest.approx(_brute_force_contiguous_cost(amax, groups))
 
 
 def test_channel_groups_keeps_one_run_when_ranges_are_equal():

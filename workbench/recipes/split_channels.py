@@ -62,6 +62,46 @@ def channel_groups(amax: np.ndarray, groups: int) -> list[np.ndarray]:
     return [order[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
 
 
+def contiguous_runs(amax: np.ndarray, groups: int) -> list[np.ndarray]:
+    """Positions ``0..n-1`` cut into up to ``groups`` contiguous runs with least ``sum n · max²``.
+
+    The channel order is fixed (shared with other writers of the same tensor, or pinned by a reader
+    that cannot be permuted), so a run can only be a segment of it: each run then becomes one
+    convolution whose output, concatenated with the others', is already in that order (no gather).
+    Exact dynamic programme, O(groups · n²).
+
+    Example:
+        >>> [r.tolist() for r in contiguous_runs(np.array([1.0, 1.1, 8.0, 9.0]), 2)]
+        [[0, 1], [2, 3]]
+        >>> [r.tolist() for r in contiguous_runs(np.array([1.0, 8.0, 1.1, 9.0]), 2)]
+        [[0], [1, 2, 3]]
+    """
+    a = np.asarray(amax, dtype=np.float64) ** 2
+    n = len(a)
+    groups = max(1, min(groups, n))
+    # seg[i, j]: cost of the run i..j-1 (its length times its largest value squared)
+    seg = np.full((n + 1, n + 1), np.inf)
+    for i in range(n):
+        running = np.maximum.accumulate(a[i:])
+        seg[i, i + 1 :] = np.arange(1, n - i + 1) * running
+    cost = np.full((groups + 1, n + 1), np.inf)
+    cut = np.zeros((groups + 1, n + 1), dtype=np.int64)
+    cost[0, 0] = 0.0
+    for g in range(1, groups + 1):
+        for j in range(g, n + 1):
+            starts = np.arange(g - 1, j)
+            candidates = cost[g - 1, starts] + seg[starts, j]
+            best = int(np.argmin(candidates))
+            cost[g, j], cut[g, j] = candidates[best], starts[best]
+    g = int(np.argmin(cost[1:, n])) + 1  # fewer runs when more do not help
+    bounds, j = [n], n
+    for level in range(g, 0, -1):
+        j = int(cut[level, j])
+        bounds.append(j)
+    bounds = bounds[::-1]
+    return [np.arange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
 def noise_gain(amax: np.ndarray, runs: list[np.ndarray]) -> float:
     """Per-tensor weight noise of the whole conv divided by that of its runs (1.0: no gain)."""
     whole = len(amax) * float(np.max(amax)) ** 2
