@@ -19,6 +19,7 @@ class HostTarget(Target):
     name = "host"
     description = "this machine's CPU (LiteRT, XNNPACK), measured"
     latency_source = "measured"
+    latency_label = "measured on this CPU"
 
     def __init__(self, threads: int = 2, runs: int = HOST_RUNS) -> None:
         self.threads, self.runs = threads, runs

@@ -130,6 +130,7 @@ def place_n6(graph, op, granularity: dict[int, int]) -> str:
 
 class StBoardTarget(Target):
     latency_source = "fitted"
+    latency_label = "fitted estimate"
 
     def __init__(self, name: str, description: str, points: tuple[PublishedPoint, ...], place) -> None:
         self.name, self.description, self.points, self.place = name, description, points, place
