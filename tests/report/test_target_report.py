@@ -98,7 +98,9 @@ def test_the_page_names_the_ops_that_leave_the_accelerator(tmp_path):
 def test_figures_are_labelled_estimate_tool_or_measured_on_board(tmp_path):
     df = results().to_dict("records")
     board = read_csv(tmp_path, "file,target,ms,note\nm_320_int8-per-tensor_uf,stm32mp2,25.0,MP257F-DK2\n")
-    apply_measured(df, board, [{"variant": r["variant"], "path": r["path"], "sha256": r["model_sha256"]} for r in df])
+    apply_measured(
+        df, board, [{"variant": r["variant"], "path": r["path"], "sha256": r["model_sha256"]} for r in df]
+    )
     df = validate_results(pd.DataFrame(df))
     measured = df[df["variant"] == "m_320_int8-per-tensor_uf"].iloc[0]
     assert measured["stm32mp2_latency_source"] == "board" and measured["stm32mp2_latency_ms"] == 25.0
@@ -135,7 +137,9 @@ def test_target_names_a_registered_target_and_joins_targets():
 def test_an_unknown_target_is_refused_by_the_plan(tmp_path):
     from workbench.plan import make_plan
 
-    with pytest.raises(WorkbenchError, match=r"cfg.yaml: unknown target 'stm32h9'; valid targets: ethos-u55-128"):
+    with pytest.raises(
+        WorkbenchError, match=r"cfg.yaml: unknown target 'stm32h9'; valid targets: ethos-u55-128"
+    ):
         make_plan(RunConfig(target="stm32h9"), source=str(tmp_path / "cfg.yaml"))
 
 
@@ -151,11 +155,20 @@ def read_csv(folder, text: str, targets=("host", "stm32mp2", "stm32n6")):
     [
         ("file,target\nm.tflite,stm32mp2\n", "line 1: header must be file,target,ms"),
         ("file,target,ms\nm.tflite,stm32mp9,3\n", "line 2: unknown target 'stm32mp9'; valid targets:"),
-        ("file,target,ms\nm.tflite,ethos-u55-256,3\n", "line 2: target 'ethos-u55-256' is not among the config's targets"),
-        ("file,target,ms\na.tflite,stm32mp2,3\nb.tflite,stm32mp2,-1\n", "line 3: ms must be a positive number"),
+        (
+            "file,target,ms\nm.tflite,ethos-u55-256,3\n",
+            "line 2: target 'ethos-u55-256' is not among the config's targets",
+        ),
+        (
+            "file,target,ms\na.tflite,stm32mp2,3\nb.tflite,stm32mp2,-1\n",
+            "line 3: ms must be a positive number",
+        ),
         ("file,target,ms\na.tflite,stm32mp2,fast\n", "line 2: ms 'fast' is not a number"),
         ("file,target,ms\na.tflite,stm32mp2,nan\n", "line 2: ms must be a positive number"),
-        ("file,target,ms\na.tflite,stm32mp2,3\n\na.tflite,stm32mp2,4\n", "line 4: a.tflite on stm32mp2 is given twice"),
+        (
+            "file,target,ms\na.tflite,stm32mp2,3\n\na.tflite,stm32mp2,4\n",
+            "line 4: a.tflite on stm32mp2 is given twice",
+        ),
         ("file,target,ms\n../a.tflite,stm32mp2,3\n", "line 2: file must be a name or a sha256, not a path"),
         ("file,target,ms\na.tflite,stm32mp2\n", "line 2: 2 fields, the header has 3"),
         ("file,target,ms\n", "has a header but no rows"),
@@ -187,8 +200,14 @@ def test_the_cli_refuses_a_bad_csv_before_any_work(tmp_path, capsys):
     (tmp_path / "board.csv").write_text("file,target,ms\nm.tflite,stm32mp2,soon\n")
     config = tmp_path / "cfg.yaml"
     config.write_text(
-        yaml.safe_dump({"name": "t", "target": "stm32mp2", "measured_latency": str(tmp_path / "board.csv"),
-                        "out_dir": str(tmp_path / "reports")})  # fmt: skip
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "target": "stm32mp2",
+                "measured_latency": str(tmp_path / "board.csv"),
+                "out_dir": str(tmp_path / "reports"),
+            }
+        )  # fmt: skip
     )
     assert main(["report", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()

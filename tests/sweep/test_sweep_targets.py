@@ -52,7 +52,9 @@ def test_a_row_written_before_the_target_columns_is_read_with_them_null(tmp_path
     base = pa.schema([f for f in store.SCHEMA if not any(f.name == c for c, _ in store.TARGET_COLUMNS)])
     row = {c: None for c in base.names} | {"cell": "0123456789abcdef", "status": "ok", "variant": "v"}
     (tmp_path / "results").mkdir()
-    pq.write_table(pa.Table.from_pylist([row], schema=base), tmp_path / "results" / "0123456789abcdef.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=base), tmp_path / "results" / "0123456789abcdef.parquet"
+    )
     frame = query(tmp_path, "select variant, stm32n6_latency_ms, host_latency_source from results")
     assert frame["variant"].tolist() == ["v"] and frame.iloc[0, 1:].isna().all()
 
