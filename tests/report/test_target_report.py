@@ -221,3 +221,10 @@ def test_the_csv_content_counts_in_the_config_hash(tmp_path):
     before = RunConfig(target="stm32mp2", measured_latency=str(path)).hash
     path.write_text("file,target,ms\na.tflite,stm32mp2,4\n")
     assert RunConfig(target="stm32mp2", measured_latency=str(path)).hash != before
+
+
+def test_a_run_folder_of_the_old_target_npu_rebuilds_on_the_cpu(tmp_path):
+    write_results_csv(results(), tmp_path / "results.csv")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"target": "npu"}))
+    page = build_run_report(tmp_path).read_text()
+    assert "Int8 only" in page and "Recommended for" not in page

@@ -27,7 +27,7 @@ import yaml
 
 import workbench.report.plots as plots
 import workbench.report.sections as sections
-from workbench.config import Scheme
+from workbench.config import RETIRED_TARGETS, Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import check_owned_file, write_text
 from workbench.report.table import (
@@ -302,6 +302,7 @@ def build_run_report(
         body.append("<p class='muted'>No results.csv in this run folder yet.</p>")
     else:
         target = (config or {}).get("target")
+        target = None if target in RETIRED_TARGETS else target  # a run folder from before: its CPU answer
         drawn = plots.write_all(
             df, run_dir / PLOTS_DIR, latency_budget_ms=latency_budget_ms, source=run_dir / RESULTS_CSV,
             target=target,
