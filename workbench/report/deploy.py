@@ -120,7 +120,7 @@ def choose(
         missing = rows[rows[axis.column].isna()]
         if not missing.empty:
             errors = missing[f"{target}_error"].dropna().astype(str)
-            why = f" (e.g. {errors.iloc[0]})" if len(errors) else ""
+            why = f"; e.g. {errors.iloc[0]}" if len(errors) else ""
             notes.append(
                 f"{len(missing)} file(s) have no latency on {target} and are left out: "
                 f"{', '.join(missing['variant'].astype(str))}{why}"
@@ -203,8 +203,10 @@ def targets_table(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         "; ".join(
             f"{n}: {r[f'{n}_fallback_ops']}"
             for n in names
-            if isinstance(r.get(f"{n}_fallback_ops"), str) and r[f"{n}_fallback_ops"].strip()
-        )  # fmt: skip
+            if pd.notna(r.get(f"{n}_latency_ms"))
+            and isinstance(r.get(f"{n}_fallback_ops"), str)
+            and r[f"{n}_fallback_ops"].strip()
+        )  # fmt: skip  (a file with no figure on a target: its error says why, not a list of every op)
         for _, r in rows.iterrows()
     ]
     if any(off):
