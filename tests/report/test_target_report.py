@@ -112,7 +112,7 @@ def test_figures_are_labelled_estimate_tool_or_measured_on_board(tmp_path):
     assert table.loc["m_256_int8-per-tensor_uf", "ethos-u55-256"] == "18.3 ms (Vela estimate)"
     assert table.loc["m_256_fp32_uf", "stm32n6"] == "—"
     label = latency_axis(df, "stm32mp2").label
-    assert "fitted estimate (±10.1 %, bars)" in label and "measured on board" in label
+    assert "fitted estimate (±10.1 % median error, bars)" in label and "measured on board" in label
     assert "Vela estimate (NPU ops only)" in latency_axis(df, "ethos-u55-256").label
     assert "measured on board" in " ".join(choose(df, "stm32mp2").notes + [label])
     png = plot_frontier(df, tmp_path / "f.png", target="stm32mp2")

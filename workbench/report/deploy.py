@@ -81,7 +81,9 @@ def latency_axis(df: pd.DataFrame, target: str | None) -> LatencyAxis:
     labels = [target_label(target, s) for s in sorted(set(sources), key=lambda s: (s == BOARD, s))]
     errors = df.loc[sources.index[sources == "fitted"], f"{target}_latency_error_pct"].dropna()
     if len(errors):
-        labels = [f"{lab} (±{errors.max():g} %, bars)" if "fitted" in lab else lab for lab in labels]
+        labels = [
+            f"{lab} (±{errors.max():g} % median error, bars)" if "fitted" in lab else lab for lab in labels
+        ]
     return LatencyAxis(
         target, f"{target}_latency_ms", f"{target} latency (ms): {', '.join(labels) or 'none'}"
     )
@@ -98,7 +100,7 @@ def figure_text(row: pd.Series, target: str | None) -> str:
         return f"— ({error})" if isinstance(error, str) and error else "—"
     source = str(row.get(f"{target}{SOURCE_SUFFIX}"))
     pct = row.get(f"{target}_latency_error_pct")
-    band = f", ±{pct:g} %" if source == "fitted" and pd.notna(pct) else ""
+    band = f", ±{pct:g} % median leave-one-out error" if source == "fitted" and pd.notna(pct) else ""
     return f"{value:.2f} ms ({target_label(target, source)}{band})"
 
 
