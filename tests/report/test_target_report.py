@@ -228,3 +228,55 @@ def test_a_run_folder_of_the_old_target_npu_rebuilds_on_the_cpu(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"target": "npu"}))
     page = build_run_report(tmp_path).read_text()
     assert "Int8 only" in page and "Recommended for" not in page
+
+
+def test_compare_puts_the_board_figure_in_results_csv(tmp_path, monkeypatch):
+    """steps.compare: the plan's board rows replace the estimates in results.csv, labelled."""
+    import dataclasses
+    import json
+
+    import workbench.differences
+    from workbench.plan import make_plan
+    from workbench.report import load_results
+    from workbench.steps import compare
+    from workbench.targets.measured import BoardLatency
+
+    cfg = RunConfig(model="data/weights/yolov8n-pose-synth.pt", imgsz=[96], synth_train=4, synth_val=2,
+                    synth_imgsz=96, epochs=0, target="stm32mp2")  # fmt: skip
+    df = results()
+    board = BoardLatency("m_256_int8-per-tensor_uf", "stm32mp2", 16.0, 2, str(tmp_path / "board.csv"), "DK2")
+    plan = dataclasses.replace(make_plan(cfg), measured=(board,))
+    variants = [
+        {k: r[k] for k in ("model", "source", "task", "imgsz", "scheme", "io", "path")}
+        | {"name": r["variant"], "sha256": r["model_sha256"], "size_bytes": 1000}
+        for r in df.to_dict("records")
+    ]
+    evaluated = [
+        {"variant": r["variant"], "metric": "keypoints", "ap": r["ap"]} for r in df.to_dict("records")
+    ]
+    timed = [
+        {
+            k: v
+            for k, v in r.items()
+            if k == "variant" or k == "latency_ms_median" or k.startswith("stm32mp2_")
+        }
+        for r in df.to_dict("records")
+    ]
+    for step, rows in (("variants", variants), ("evaluate", evaluated), ("benchmark", timed)):
+        (tmp_path / "results").mkdir(exist_ok=True)
+        (tmp_path / "results" / f"{step}.json").write_text(json.dumps(rows, default=str))
+    monkeypatch.setattr(
+        workbench.differences,
+        "ap_differences",
+        lambda *a, **k: (pd.DataFrame({"variant": []}), pd.DataFrame()),
+    )
+    compare(plan, tmp_path)
+    out = load_results(tmp_path).set_index("variant")
+    row = out.loc["m_256_int8-per-tensor_uf"]
+    assert row["stm32mp2_latency_ms"] == 16.0 and row["stm32mp2_latency_source"] == "board"
+    assert (
+        row["stm32mp2_estimate_ms"] == pytest.approx(17.4)
+        and row["stm32mp2_measured_note"] == "board.csv line 2: DK2"
+    )
+    assert out.loc["m_320_int8-per-tensor_uf", "stm32mp2_latency_source"] == "fitted"  # others: estimates
+    assert (tmp_path / "plots" / "frontier_keypoints.png").is_file()
