@@ -280,3 +280,10 @@ def test_compare_puts_the_board_figure_in_results_csv(tmp_path, monkeypatch):
     )
     assert out.loc["m_320_int8-per-tensor_uf", "stm32mp2_latency_source"] == "fitted"  # others: estimates
     assert (tmp_path / "plots" / "frontier_keypoints.png").is_file()
+
+
+def test_target_text_on_the_page_is_escaped(tmp_path):
+    write_results_csv(results(fallback="1x <script>alert(1)</script>"), tmp_path / "results.csv")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"target": "stm32n6"}))
+    page = build_run_report(tmp_path).read_text()
+    assert "<script>" not in page and "1x &lt;script&gt;alert(1)&lt;/script&gt;" in page
