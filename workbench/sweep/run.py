@@ -184,7 +184,7 @@ def _estimate_targets(cells: list[Cell], sweep_dir: Path, progress: bool) -> Non
     """Each stored file's figures on the sweep's targets (but ``host``: its timings, above), for
     every row that has none yet: a target added to a finished sweep costs its estimates only, since
     ``targets`` is not part of a cell's key."""
-    from workbench.targets import get_target
+    from workbench.targets import TargetEstimate, get_target
     from workbench.targets.columns import columns
 
     names = [t for t in cells[0].config.targets if t != "host"]
@@ -195,5 +195,9 @@ def _estimate_targets(cells: list[Cell], sweep_dir: Path, progress: bool) -> Non
             continue
         path = sweep_dir / row["path"]
         for name in todo:
-            row.update(columns(get_target(name).estimate(path)))
+            try:
+                estimate = get_target(name).estimate(path)
+            except WorkbenchError as err:  # e.g. Vela not installed: that target's cell says so
+                estimate = TargetEstimate.failed(name, path, err.message)
+            row.update(columns(estimate))
         store.write_row(sweep_dir, row)
