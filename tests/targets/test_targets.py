@@ -132,24 +132,55 @@ def test_the_json_has_one_object_per_target_with_the_documented_keys(tiny, capsy
 
 
 # ---- ST's boards: documented placement, latency fitted to the published figures -----------------
-ST_FILES = {  # the 7 files of ST's published MP2 figures, and the engine that runs most of each
-    "pose_estimation/yolov8n_256_quant_pc_uf_pose_coco-st.tflite": "gpu",
-    "pose_estimation/yolov8n_256_quant_pt_uf_pose_coco-st.tflite": "npu",
-    "segmentation/yolov8n_256_quant_pc_ii_seg_coco-st.tflite": "npu",  # named pc, per-tensor inside
-    "segmentation/yolov8n_320_quant_pc_ii_seg_coco-st.tflite": "npu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_192_int8.tflite": "gpu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_224_int8.tflite": "gpu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite": "gpu",
-}
+def published_files(zoo_dir, ssd: dict) -> dict:
+    """(model, imgsz, weights) -> the file each published figure was measured on: ST's zoo files
+    (pose, seg) and per-channel conversions of ST's SSD .h5 (the card's int8 files' sources)."""
+    from workbench.targets.published import SSD, ZOO_FILES
+
+    files = {key: zoo_dir / "st" / name for key, name in ZOO_FILES.items()}
+    return files | {(SSD, imgsz, "pc"): path for imgsz, path in ssd.items()}
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", sorted(ST_FILES))
-def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, name):
-    estimate = get_target("stm32mp2").estimate(zoo_dir / "st" / name)
-    majority = "npu" if estimate.accelerator_mac_share > 0.5 else "gpu"
-    assert majority == ST_FILES[name]
-    assert estimate.latency_source == "fitted" and estimate.latency_error_pct > 0
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(7))
+def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, st_ssd_per_channel, index):
+    from workbench.targets.published import PUBLISHED_MP2_SHARES, placement_check
+
+    assert len(PUBLISHED_MP2_SHARES) == 7  # ST's 7 published MP2 figures
+    row = placement_check(get_target("stm32mp2"), published_files(zoo_dir, st_ssd_per_channel))[index]
+    assert "error" not in row, row
+    assert row["estimate_majority"] == row["published_majority"], row
+    # the SSD conversions hold per-channel weights: every MAC leaves the MP2's NPU for the GPU
+    if row["model"] == "st-ssd-mobilenet-v1-0.25":
+        assert row["estimate_gpu_mac_pct"] == 100.0
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_per_channel):
+    from workbench.targets.published import PUBLISHED_RAM, ram_check
+    from workbench.targets.st import N6_RAM_RATIO
+
+    files = {(m, s): p for (m, s, w), p in published_files(zoo_dir, st_ssd_per_channel).items() if w == "pc"}
+    rows = ram_check(files)
+    assert len(rows) == len(PUBLISHED_RAM) == 10 and all("error" not in r for r in rows), rows
+    for row in rows:  # the estimate is what the ST targets report as sram_bytes
+        assert row["error_pct"] == pytest.approx((row["estimate_kib"] - row["published_kib"]) / row["published_kib"] * 100, abs=0.1)
+    # the N6 label's stated range of published / estimate holds on every published N6 figure
+    low, high = N6_RAM_RATIO
+    ratios = [r["published_over_estimate"] for r in rows if r["board"] == "stm32n6"]
+    assert len(ratios) == 7 and low <= min(ratios) and max(ratios) <= high
+    estimate = get_target("stm32n6").estimate(st_ssd_per_channel[224])
+    assert estimate.sram_bytes / 1024 == pytest.approx(next(r["estimate_kib"] for r in rows if r["board"] == "stm32n6" and r["imgsz"] == 224 and r["model"].startswith("st-ssd")), abs=0.1)
+
+
+def test_each_st_target_says_what_its_sram_figure_means(tiny, capsys):
+    assert main(["target", str(tiny["int8-per-tensor"]), "--target", "stm32n6", "--target", "stm32mp2", "--json"]) == 0
+    rows = {r["target"]: r for r in json.loads(capsys.readouterr().out)}
+    n6, mp2 = rows["stm32n6"]["provenance"]["sram_means"], rows["stm32mp2"]["provenance"]["sram_means"]
+    assert n6.startswith("estimate:") and "published N6 internal RAM" in n6
+    assert mp2.startswith("estimate:") and "unchecked" in mp2
 
 
 @pytest.mark.zoo
@@ -169,6 +200,20 @@ def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
     for point in (*N6_POINTS, *MP2_POINTS):
         path = by_name.get(point.file.removeprefix("st_"))
         graph = read_graph(path)
+        assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
+            sum(point.mmacs.values()), abs=0.05
+        )
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_the_fitted_ssd_macs_are_those_of_the_h5_conversions(st_ssd_per_channel):
+    from workbench.targets.st import MP2_POINTS, N6_POINTS
+
+    ssd_points = [p for p in (*N6_POINTS, *MP2_POINTS) if p.file.startswith("st_ssd")]
+    assert len(ssd_points) == 5
+    for point in ssd_points:
+        graph = read_graph(st_ssd_per_channel[int(point.file.split("_")[-2])])
         assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
             sum(point.mmacs.values()), abs=0.05
         )
