@@ -29,9 +29,10 @@ def tiny():
     return tiny_models()
 
 
-def test_the_registry_holds_the_host_four_ethos_u_and_two_st_targets():
+def test_the_registry_holds_the_host_four_ethos_u_two_st_npu_and_three_st_cpu_targets():
     assert list_targets() == [
-        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host", "stm32mp2", "stm32n6",
+        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host",
+        "stm32h7", "stm32mp135", "stm32mp157", "stm32mp2", "stm32n6",
     ]  # fmt: skip
     assert {get_target(n).latency_source for n in list_targets()} == {"tool", "measured", "fitted"}
 
@@ -51,7 +52,7 @@ def test_an_unknown_target_is_refused_with_the_valid_list(tiny, capsys):
     assert (
         len(err) == 1
         and "unknown target 'stm32x9'" in err[0]
-        and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
+        and "ethos-u85-256, host, stm32h7, stm32mp135, stm32mp157, stm32mp2, stm32n6" in err[0]
     )
 
 
@@ -161,16 +162,18 @@ def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_di
 def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_per_channel):
     from workbench.targets.published import PUBLISHED_RAM, ram_check
     from workbench.targets.st import N6_RAM_RATIO
+    from workbench.targets.st_cpu import H7_RAM_RATIO
 
     files = {(m, s): p for (m, s, w), p in published_files(zoo_dir, st_ssd_per_channel).items() if w == "pc"}
     rows = ram_check(files)
     assert len(rows) == len(PUBLISHED_RAM) == 10 and all("error" not in r for r in rows), rows
     for row in rows:  # the estimate is what the ST targets report as sram_bytes
         assert row["error_pct"] == pytest.approx((row["estimate_kib"] - row["published_kib"]) / row["published_kib"] * 100, abs=0.1)
-    # the N6 label's stated range of published / estimate holds on every published N6 figure
-    low, high = N6_RAM_RATIO
-    ratios = [r["published_over_estimate"] for r in rows if r["board"] == "stm32n6"]
-    assert len(ratios) == 7 and low <= min(ratios) and max(ratios) <= high
+    # each label's stated range of published / estimate holds on every published figure of its board
+    for board, (low, high), count in (("stm32n6", N6_RAM_RATIO, 7), ("stm32h7", H7_RAM_RATIO, 3)):
+        ratios = [r["published_over_estimate"] for r in rows if r["board"] == board]
+        assert len(ratios) == count and low <= min(ratios) and max(ratios) <= high, (board, ratios)
+        assert f"{low}x to {high}x" in get_target(board).sram_means
     estimate = get_target("stm32n6").estimate(st_ssd_per_channel[224])
     assert estimate.sram_bytes / 1024 == pytest.approx(next(r["estimate_kib"] for r in rows if r["board"] == "stm32n6" and r["imgsz"] == 224 and r["model"].startswith("st-ssd")), abs=0.1)
 
@@ -210,8 +213,11 @@ def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
 def test_the_fitted_ssd_macs_are_those_of_the_h5_conversions(st_ssd_per_channel):
     from workbench.targets.st import MP2_POINTS, N6_POINTS
 
+    from workbench.targets.st_cpu import CPU_BOARDS
+
     ssd_points = [p for p in (*N6_POINTS, *MP2_POINTS) if p.file.startswith("st_ssd")]
-    assert len(ssd_points) == 5
+    ssd_points += [p for board in CPU_BOARDS for p in board.points]
+    assert len(ssd_points) == 5 + 3 * 3
     for point in ssd_points:
         graph = read_graph(st_ssd_per_channel[int(point.file.split("_")[-2])])
         assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
@@ -235,10 +241,23 @@ def test_leave_one_out_is_computed_and_printed(capsys):
         assert f"median {target.loo_median_pct:.1f} %" in line and target.loo_median_pct <= 25.0
 
 
-def test_st_targets_refuse_to_cost_what_st_never_published(tiny):
-    estimate = get_target("stm32n6").estimate(tiny["fp32"])  # float convolutions: the CPU
+@pytest.mark.parametrize("name", ["stm32n6", "stm32h7", "stm32mp135"])
+def test_st_targets_refuse_to_cost_what_st_never_published(tiny, name):
+    estimate = get_target(name).estimate(tiny["fp32"])  # float convolutions on the CPU
     assert estimate.error.startswith("no latency model for") and estimate.latency_ms is None
     assert {p.engine for p in estimate.placement} == {"cpu"}
+
+
+@pytest.mark.parametrize("name", ["stm32h7", "stm32mp157", "stm32mp135"])
+def test_a_cpu_board_runs_every_op_on_its_cpu_at_its_fitted_mac_rate(tiny, name):
+    target = get_target(name)
+    estimate = target.estimate(tiny["int8-per-channel"])
+    assert estimate.error is None and {p.engine for p in estimate.placement} == {"cpu"}
+    # no accelerator: no MAC share, nothing falls back
+    assert estimate.accelerator_mac_share is None and estimate.fallback_ops == []
+    assert estimate.latency_ms == pytest.approx(target.model.predict({"cpu": TINY_MACS / 1e6}))
+    assert estimate.latency_error_pct == round(target.loo_median_pct, 1) and len(target.points) == 3
+    assert "seed 004" in estimate.provenance["fitted_on"] and estimate.provenance["sram_means"].startswith("estimate:")
 
 
 # ---- a config's targets: columns per variant --------------------------------------------------

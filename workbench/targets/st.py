@@ -129,13 +129,19 @@ def place_n6(graph, op, granularity: dict[int, int]) -> str:
 
 
 class StBoardTarget(Target):
+    """One ST board: ``place`` puts each op on an engine, a :class:`LatencyModel` fitted to
+    ``points`` costs the MACs per engine. ``accelerator=False`` (CPU-only boards): no MAC share and
+    no fallback ops; ``int8_only``: a file with float MACs is refused (ST publishes int8 figures only)."""
+
     latency_source = "fitted"
 
     def __init__(
-        self, name: str, description: str, points: tuple[PublishedPoint, ...], place, sram_means: str
-    ) -> None:
+        self, name: str, description: str, points: tuple[PublishedPoint, ...], place, sram_means: str,
+        *, fitted_on: str = CARDS, accelerator: bool = True, int8_only: bool = False,
+    ) -> None:  # fmt: skip
         self.name, self.description, self.points, self.place = name, description, points, place
-        self.sram_means = sram_means
+        self.sram_means, self.fitted_on = sram_means, fitted_on
+        self.accelerator, self.int8_only = accelerator, int8_only
         self.model = LatencyModel.fit(points)
         self.loo_errors = leave_one_out(points)
         self.published = {p.file: p.ms for p in points}
@@ -166,16 +172,18 @@ class StBoardTarget(Target):
                 self.name, model, "no convolution MACs: the latency model has nothing to scale"
             )
         unfitted = {e: m for e, m in mmacs.items() if m > 0 and e not in self.model.engines}
+        if self.int8_only and (float_macs := _float_mmacs(graph)):
+            unfitted = {"cpu in float": float_macs}
+        fallback = [p.op for p in placement if p.engine != "npu"] if self.accelerator else []
         if unfitted:  # e.g. float convolutions on the CPU: ST publishes no figure to fit them on
             where = ", ".join(f"{m:.1f} MMACs on the {e}" for e, m in unfitted.items())
             return TargetEstimate(
-                target=self.name, model=str(model), placement=placement,
-                fallback_ops=[p.op for p in placement if p.engine != "npu"],
+                target=self.name, model=str(model), placement=placement, fallback_ops=fallback,
                 error=f"no latency model for {where} (ST publishes no such figure)",
             )  # fmt: skip
         provenance = {
             "model": self.model.describe(),
-            "fitted_on": CARDS, "points": len(self.points),
+            "fitted_on": self.fitted_on, "points": len(self.points),
             "loo_median_pct": round(self.loo_median_pct, 1), "loo_max_pct": round(max(self.loo_errors), 1),
             "published_ms": self.published.get(model.name), "model_sha256": sha256_file(model),
             "not_costed": f"{sum(p.engine == 'unknown' for p in placement)} ops of undocumented placement",
@@ -189,11 +197,20 @@ class StBoardTarget(Target):
             latency_error_pct=round(self.loo_median_pct, 1),
             sram_bytes=activation_arena(graph).arena_bytes,
             flash_bytes=sum(t.nbytes for t in graph.tensors if t.is_constant),
-            accelerator_mac_share=None if total == 0 else mmacs.get("npu", 0.0) / total,
-            fallback_ops=[p.op for p in placement if p.engine != "npu"],
+            accelerator_mac_share=mmacs.get("npu", 0.0) / total if self.accelerator else None,
+            fallback_ops=fallback,
             placement=placement,
             provenance=provenance,
         )
+
+
+def _float_mmacs(graph) -> float:
+    """MMACs of the ops that read or write float tensors."""
+    return sum(
+        op_macs(graph, op) / 1e6
+        for op in graph.ops
+        if {graph.tensors[t].dtype for t in (*op.inputs, *op.outputs) if t >= 0} & {"float32", "float16"}
+    )
 
 
 def _weight_scales(graph, op) -> int:
