@@ -23,7 +23,9 @@ def st_ssd_per_channel(tmp_path_factory) -> dict[int, Path]:
 
     weights = weights_dir() / SSD_WEIGHTS
     calib = data_dir() / "coco-person-train2017" / "images"
-    missing = [str(weights).format(imgsz=s) for s in SSD_SIZES if not Path(str(weights).format(imgsz=s)).is_file()]
+    missing = [
+        str(weights).format(imgsz=s) for s in SSD_SIZES if not Path(str(weights).format(imgsz=s)).is_file()
+    ]
     if missing or not calib.is_dir():
         pytest.skip(
             f"ST's SSD .h5 or COCO person images not found: {', '.join(missing) or calib} "

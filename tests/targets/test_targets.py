@@ -168,18 +168,32 @@ def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_pe
     rows = ram_check(files)
     assert len(rows) == len(PUBLISHED_RAM) == 10 and all("error" not in r for r in rows), rows
     for row in rows:  # the estimate is what the ST targets report as sram_bytes
-        assert row["error_pct"] == pytest.approx((row["estimate_kib"] - row["published_kib"]) / row["published_kib"] * 100, abs=0.1)
+        assert row["error_pct"] == pytest.approx(
+            (row["estimate_kib"] - row["published_kib"]) / row["published_kib"] * 100, abs=0.1
+        )
     # each label's stated range of published / estimate holds on every published figure of its board
     for board, (low, high), count in (("stm32n6", N6_RAM_RATIO, 7), ("stm32h7", H7_RAM_RATIO, 3)):
         ratios = [r["published_over_estimate"] for r in rows if r["board"] == board]
         assert len(ratios) == count and low <= min(ratios) and max(ratios) <= high, (board, ratios)
         assert f"{low}x to {high}x" in get_target(board).sram_means
     estimate = get_target("stm32n6").estimate(st_ssd_per_channel[224])
-    assert estimate.sram_bytes / 1024 == pytest.approx(next(r["estimate_kib"] for r in rows if r["board"] == "stm32n6" and r["imgsz"] == 224 and r["model"].startswith("st-ssd")), abs=0.1)
+    assert estimate.sram_bytes / 1024 == pytest.approx(
+        next(
+            r["estimate_kib"]
+            for r in rows
+            if r["board"] == "stm32n6" and r["imgsz"] == 224 and r["model"].startswith("st-ssd")
+        ),
+        abs=0.1,
+    )
 
 
 def test_each_st_target_says_what_its_sram_figure_means(tiny, capsys):
-    assert main(["target", str(tiny["int8-per-tensor"]), "--target", "stm32n6", "--target", "stm32mp2", "--json"]) == 0
+    assert (
+        main(
+            ["target", str(tiny["int8-per-tensor"]), "--target", "stm32n6", "--target", "stm32mp2", "--json"]
+        )
+        == 0
+    )
     rows = {r["target"]: r for r in json.loads(capsys.readouterr().out)}
     n6, mp2 = rows["stm32n6"]["provenance"]["sram_means"], rows["stm32mp2"]["provenance"]["sram_means"]
     assert n6.startswith("estimate:") and "published N6 internal RAM" in n6
@@ -212,7 +226,6 @@ def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
 @pytest.mark.slow
 def test_the_fitted_ssd_macs_are_those_of_the_h5_conversions(st_ssd_per_channel):
     from workbench.targets.st import MP2_POINTS, N6_POINTS
-
     from workbench.targets.st_cpu import CPU_BOARDS
 
     ssd_points = [p for p in (*N6_POINTS, *MP2_POINTS) if p.file.startswith("st_ssd")]
@@ -257,7 +270,9 @@ def test_a_cpu_board_runs_every_op_on_its_cpu_at_its_fitted_mac_rate(tiny, name)
     assert estimate.accelerator_mac_share is None and estimate.fallback_ops == []
     assert estimate.latency_ms == pytest.approx(target.model.predict({"cpu": TINY_MACS / 1e6}))
     assert estimate.latency_error_pct == round(target.loo_median_pct, 1) and len(target.points) == 3
-    assert "seed 004" in estimate.provenance["fitted_on"] and estimate.provenance["sram_means"].startswith("estimate:")
+    assert "seed 004" in estimate.provenance["fitted_on"] and estimate.provenance["sram_means"].startswith(
+        "estimate:"
+    )
 
 
 # ---- a config's targets: columns per variant --------------------------------------------------

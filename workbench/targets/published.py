@@ -135,7 +135,9 @@ def placement_check(target, files: dict[tuple[str, int, str], Path]) -> list[dic
             continue
         macs = engine_macs(path, estimate.placement)
         majority = max(sorted(macs), key=macs.get)
-        shares = {f"estimate_{e}_mac_pct": round(m / sum(macs.values()) * 100, 1) for e, m in sorted(macs.items())}
+        shares = {
+            f"estimate_{e}_mac_pct": round(m / sum(macs.values()) * 100, 1) for e, m in sorted(macs.items())
+        }
         rows.append({**out, "file": Path(path).name, **shares, "estimate_majority": majority,
                      "match": majority == row.majority})  # fmt: skip
     return rows

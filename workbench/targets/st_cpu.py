@@ -65,9 +65,14 @@ def _points(board: str) -> tuple[PublishedPoint, ...]:
 
 CPU_BOARDS = tuple(
     StBoardTarget(
-        board, DESCRIPTIONS[board], _points(board), place_cpu,
+        board,
+        DESCRIPTIONS[board],
+        _points(board),
+        place_cpu,
         H7_SRAM if board == "stm32h7" else MP1_SRAM,
-        fitted_on=SSD_CARD, accelerator=False, int8_only=True,
+        fitted_on=SSD_CARD,
+        accelerator=False,
+        int8_only=True,
     )  # fmt: skip
     for board in PUBLISHED_MS
 )
