@@ -3,6 +3,7 @@ float sources of the int8 files ST's SSD card measured (the zoo's SSD files are 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,13 @@ def st_ssd_per_channel(tmp_path_factory) -> dict[int, Path]:
             f"ST's SSD .h5 or COCO person images not found: {', '.join(missing) or calib} "
             "(set WORKBENCH_WEIGHTS_DIR / WORKBENCH_DATA_DIR)"
         )
-    root = tmp_path_factory.mktemp("st_ssd")
+    # WORKBENCH_TARGETS_CACHE: a folder whose conversions are reused while their keys match (the
+    # weights' and calibration images' digests, workbench.jobs), e.g. the benchmark's build/targets
+    cache = os.environ.get("WORKBENCH_TARGETS_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.mktemp("st_ssd")
     return {
         imgsz: convert_weights(
-            str(weights), imgsz, "int8-per-channel", root / str(imgsz), io="uf", calib=calib,
+            str(weights), imgsz, "int8-per-channel", root / f"ssd{imgsz}", io="uf", calib=calib,
             calib_count=CALIB_COUNT,
         ).path
         for imgsz in SSD_SIZES

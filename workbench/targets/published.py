@@ -93,12 +93,11 @@ PUBLISHED_MP2_SHARES = (
 
 
 def ram_check(files: dict[tuple[str, int], Path]) -> list[dict[str, Any]]:
-    """Each :data:`PUBLISHED_RAM` row beside the arena estimate (what the ST targets' ``sram_bytes``
-    report) of ``files[(model, imgsz)]``; a row whose file is missing says so instead of a figure.
+    """Each :data:`PUBLISHED_RAM` row beside the board's target's ``sram_bytes`` for
+    ``files[(model, imgsz)]``; a row whose file is missing says so instead of a figure.
     ``error_pct`` = (estimate - published) / published."""
     from workbench.fileio import sha256_file
-    from workbench.inspect import activation_arena
-    from workbench.tflite_graph import read_graph
+    from workbench.targets import get_target
 
     rows = []
     for row in PUBLISHED_RAM:
@@ -108,7 +107,7 @@ def ram_check(files: dict[tuple[str, int], Path]) -> list[dict[str, Any]]:
         if path is None or not Path(path).is_file():
             rows.append({**out, "error": f"file not found: {path}"})
             continue
-        estimate_kib = activation_arena(read_graph(path)).arena_bytes / 1024
+        estimate_kib = get_target(row.board).estimate(path).sram_bytes / 1024
         rows.append({
             **out, "file": Path(path).name, "sha256": sha256_file(path), "estimate_kib": round(estimate_kib, 1),
             "error_pct": round((estimate_kib - row.kib) / row.kib * 100, 1),
