@@ -55,7 +55,7 @@ def published_files(cache: Path) -> dict[tuple[str, int, str], Path]:
 
 def latency_errors() -> dict:
     out = {}
-    for name in ("stm32n6", "stm32mp2"):
+    for name in ("stm32n6", "stm32mp2", "stm32h7", "stm32mp157", "stm32mp135"):
         target = get_target(name)
         median = statistics.median(target.loo_errors)
         out[name] = {

@@ -176,15 +176,15 @@ def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_pe
         ratios = [r["published_over_estimate"] for r in rows if r["board"] == board]
         assert len(ratios) == count and low <= min(ratios) and max(ratios) <= high, (board, ratios)
         assert f"{low}x to {high}x" in get_target(board).sram_means
-    estimate = get_target("stm32n6").estimate(st_ssd_per_channel[224])
-    assert estimate.sram_bytes / 1024 == pytest.approx(
-        next(
-            r["estimate_kib"]
-            for r in rows
-            if r["board"] == "stm32n6" and r["imgsz"] == 224 and r["model"].startswith("st-ssd")
-        ),
-        abs=0.1,
-    )
+    # ST's boards count a buffer for the SSD's constant anchors output (6825 anchors x 4 float32);
+    # the Linux boards' TFLite runtime reads it from the file: the arena alone
+    from workbench.inspect import activation_arena
+
+    ssd224 = st_ssd_per_channel[224]
+    arena = activation_arena(read_graph(ssd224)).arena_bytes
+    assert get_target("stm32h7").estimate(ssd224).sram_bytes == arena + 6825 * 4 * 4
+    assert get_target("stm32n6").estimate(ssd224).sram_bytes == arena + 6825 * 4 * 4
+    assert get_target("stm32mp157").estimate(ssd224).sram_bytes == arena
 
 
 def test_each_st_target_says_what_its_sram_figure_means(tiny, capsys):

@@ -234,10 +234,11 @@ def _weight_scales(graph, op) -> int:
 # on ST's zoo files and the workbench's conversions of ST's SSD .h5; tests check the range holds)
 N6_RAM_RATIO = (0.96, 2.7)
 N6_SRAM = (
-    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner), not ST's "
-    f"Neural-ART allocation; ST's published N6 internal RAM (seeds 000, 001, 004) is {N6_RAM_RATIO[0]}x "
-    f"to {N6_RAM_RATIO[1]}x this figure on its 7 published models: the activations' size, neither "
-    "the RAM the N6 reserves nor a bound on it"
+    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner) plus a "
+    "buffer per constant output (ST's I/O-allocated option), not ST's Neural-ART allocation; ST's "
+    f"published N6 internal RAM (seeds 000, 001, 004) is {N6_RAM_RATIO[0]}x to {N6_RAM_RATIO[1]}x this "
+    "figure on its 7 published models: the activations' size, neither the RAM the N6 reserves nor a "
+    "bound on it"
 )
 MP2_SRAM = (
     "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner); ST "

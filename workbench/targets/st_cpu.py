@@ -36,9 +36,9 @@ PUBLISHED_MS = {  # seed 004: "Reference MCU / MPU inference time", int8 per-cha
 # check the range holds)
 H7_RAM_RATIO = (0.9, 1.3)
 H7_SRAM = (
-    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner); ST's "
-    f"published H7 activation RAM (STM32Cube.AI, seed 004) is {H7_RAM_RATIO[0]}x to {H7_RAM_RATIO[1]}x "
-    "this figure on its 3 SSD models"
+    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner) plus a "
+    "buffer per constant output (ST's I/O-allocated option); ST's published H7 activation RAM "
+    f"(STM32Cube.AI, seed 004) is {H7_RAM_RATIO[0]}x to {H7_RAM_RATIO[1]}x this figure on its 3 SSD models"
 )
 MP1_SRAM = (
     "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner); ST "
