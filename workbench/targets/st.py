@@ -232,7 +232,7 @@ def _weight_scales(graph, op) -> int:
 # benchmarks/targets.py (benchmarks/results/targets.json, "memory"; docs/targets.md)
 # published / estimate over ST's 7 published N6 internal-RAM figures (measured by benchmarks/targets.py
 # on ST's zoo files and the workbench's conversions of ST's SSD .h5; tests check the range holds)
-N6_RAM_RATIO = (0.96, 2.7)
+N6_RAM_RATIO = (0.96, 2.05)
 N6_SRAM = (
     "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner) plus a "
     "buffer per constant output (ST's I/O-allocated option), not ST's Neural-ART allocation; ST's "
