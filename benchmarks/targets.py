@@ -6,6 +6,8 @@
    ST's targets) against every RAM figure ST publishes (:data:`workbench.targets.published.PUBLISHED_RAM`):
    N6 internal RAM (pose, seg: ST's zoo files; SSD: per-channel conversions of ST's ``.h5``, the
    sources of the card's int8 files) and H7 activation RAM (SSD, the same conversions).
+   Flash: the targets' ``flash_bytes`` (the file's constants) against ST's "Weights Flash" of the
+   same tables (:data:`workbench.targets.published.PUBLISHED_FLASH`).
 3. Placement: the STM32MP2's majority engine (NPU or GPU, by MACs) of each of the 7 models ST
    publishes MP2 figures for, against ST's % NPU / % GPU (the same files).
 
@@ -30,7 +32,7 @@ from workbench.locations import data_dir, weights_dir, zoo_dir
 from workbench.offline import REPO_ROOT
 from workbench.provenance import package_versions
 from workbench.targets import get_target
-from workbench.targets.published import SSD, SSD_WEIGHTS, ZOO_FILES, placement_check, ram_check
+from workbench.targets.published import SSD, SSD_WEIGHTS, ZOO_FILES, flash_check, placement_check, ram_check
 
 TARGET_MEDIAN_PCT = 25.0
 SSD_SIZES = (192, 224, 256)
@@ -105,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latency = latency_errors()
     files = published_files(args.cache)
-    memory = ram_check({(m, s): p for (m, s, w), p in files.items() if w == "pc"})
+    per_channel = {(m, s): p for (m, s, w), p in files.items() if w == "pc"}
+    memory, flash = ram_check(per_channel), flash_check(per_channel)
     placement = placement_check(get_target("stm32mp2"), files)
     placement_met = all(r.get("match") for r in placement)
     result = {
         "latency": latency,
         "memory": memory,
         "memory_summary": memory_summary(memory),
+        "flash": flash,
+        "flash_summary": memory_summary(flash),
         "placement_mp2": {"rows": placement, "all_match": placement_met},
         "met": all(v["met"] for v in latency.values()) and placement_met,
         "packages": package_versions(),
@@ -125,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['board']} {row['published']} {row['model']} {row['imgsz']}: published "
                   f"{row['published_kib']} KiB, estimate {row['estimate_kib']} KiB ({row['error_pct']:+.1f} %)")  # fmt: skip
     for board, summary in result["memory_summary"].items():
-        print(f"{board}: {summary}")
+        print(f"{board} RAM: {summary}")
+    for row in flash:
+        if "error" not in row:
+            print(f"{row['board']} {row['published']} {row['model']} {row['imgsz']}: published "
+                  f"{row['published_kib']} KiB, estimate {row['estimate_kib']} KiB ({row['error_pct']:+.1f} %)")  # fmt: skip
     for row in placement:
         print(f"stm32mp2 {row['model']} {row['imgsz']} {row['weights']}: published {row['published_majority']}, "
               f"estimate {row.get('estimate_majority', row.get('error'))}")  # fmt: skip

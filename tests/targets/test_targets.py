@@ -160,7 +160,7 @@ def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_di
 @pytest.mark.zoo
 @pytest.mark.slow
 def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_per_channel):
-    from workbench.targets.published import PUBLISHED_RAM, ram_check
+    from workbench.targets.published import PUBLISHED_RAM, flash_check, ram_check
     from workbench.targets.st import N6_RAM_RATIO
     from workbench.targets.st_cpu import H7_RAM_RATIO
 
@@ -176,6 +176,12 @@ def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_pe
         ratios = [r["published_over_estimate"] for r in rows if r["board"] == board]
         assert len(ratios) == count and low <= min(ratios) and max(ratios) <= high, (board, ratios)
         assert f"{low}x to {high}x" in get_target(board).sram_means
+    # weights flash: the H7's is the file's constants (the conversions hold ST's weights); the N6's
+    # is more (ST's compiler stores its own layout), never less
+    flash = flash_check(files)
+    assert len(flash) == 10 and all("error" not in r for r in flash), flash
+    assert all(abs(r["error_pct"]) < 0.1 for r in flash if r["board"] == "stm32h7")
+    assert all(-20.0 < r["error_pct"] < 0.0 for r in flash if r["board"] == "stm32n6")
     # ST's boards count a buffer for the SSD's constant anchors output (6825 anchors x 4 float32);
     # the Linux boards' TFLite runtime reads it from the file: the arena alone
     from workbench.inspect import activation_arena

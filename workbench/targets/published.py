@@ -65,6 +65,21 @@ PUBLISHED_RAM = (
     PublishedRam("stm32h7", SSD, 256, 456.1, "Activation RAM"),
 )
 
+# weights flash, the same tables (N6 "Weights Flash": seeds 000, 001, 004; H7 "Weights Flash": seed 004);
+# compared with the targets' flash_bytes (the file's constant tensors)
+PUBLISHED_FLASH = (
+    PublishedRam("stm32n6", POSE, 192, 3247.89, "Weights Flash"),
+    PublishedRam("stm32n6", POSE, 256, 3265.22, "Weights Flash"),
+    PublishedRam("stm32n6", POSE, 320, 3263.72, "Weights Flash"),
+    PublishedRam("stm32n6", SEG, 256, 3393.42, "Weights Flash"),
+    PublishedRam("stm32n6", SEG, 320, 3435.34, "Weights Flash"),
+    PublishedRam("stm32n6", SSD, 224, 827.16, "Weights Flash"),
+    PublishedRam("stm32n6", SSD, 256, 826.91, "Weights Flash"),
+    PublishedRam("stm32h7", SSD, 192, 483.16, "Weights Flash"),
+    PublishedRam("stm32h7", SSD, 224, 675.64, "Weights Flash"),
+    PublishedRam("stm32h7", SSD, 256, 675.64, "Weights Flash"),
+)
+
 
 @dataclass(frozen=True)
 class PublishedShares:
@@ -96,18 +111,27 @@ def ram_check(files: dict[tuple[str, int], Path]) -> list[dict[str, Any]]:
     """Each :data:`PUBLISHED_RAM` row beside the board's target's ``sram_bytes`` for
     ``files[(model, imgsz)]``; a row whose file is missing says so instead of a figure.
     ``error_pct`` = (estimate - published) / published."""
+    return memory_check(PUBLISHED_RAM, "sram_bytes", files)
+
+
+def flash_check(files: dict[tuple[str, int], Path]) -> list[dict[str, Any]]:
+    """:func:`ram_check` for :data:`PUBLISHED_FLASH` and the targets' ``flash_bytes``."""
+    return memory_check(PUBLISHED_FLASH, "flash_bytes", files)
+
+
+def memory_check(table, field: str, files: dict[tuple[str, int], Path]) -> list[dict[str, Any]]:
     from workbench.fileio import sha256_file
     from workbench.targets import get_target
 
     rows = []
-    for row in PUBLISHED_RAM:
+    for row in table:
         out = {"board": row.board, "model": row.model, "imgsz": row.imgsz, "published": row.what,
                "published_kib": row.kib, "source": row.source}  # fmt: skip
         path = files.get((row.model, row.imgsz))
         if path is None or not Path(path).is_file():
             rows.append({**out, "error": f"file not found: {path}"})
             continue
-        estimate_kib = get_target(row.board).estimate(path).sram_bytes / 1024
+        estimate_kib = getattr(get_target(row.board).estimate(path), field) / 1024
         rows.append({
             **out, "file": Path(path).name, "sha256": sha256_file(path), "estimate_kib": round(estimate_kib, 1),
             "error_pct": round((estimate_kib - row.kib) / row.kib * 100, 1),
