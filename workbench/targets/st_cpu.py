@@ -45,9 +45,9 @@ MP1_SRAM = (
     "publishes no MP1 RAM figure (DDR-based Linux board), so it is unchecked"
 )
 DESCRIPTIONS = {
-    "stm32h7": "STM32H7 Cortex-M7 400 MHz (CPU only): latency fitted to ST's 3 SSD figures",
-    "stm32mp157": "STM32MP157 2x Cortex-A7 800 MHz (CPU only): latency fitted to ST's 3 SSD figures",
-    "stm32mp135": "STM32MP135 1x Cortex-A7 1 GHz (CPU only): latency fitted to ST's 3 SSD figures",
+    "stm32h7": "STM32H7 Cortex-M7 400 MHz (CPU only): latency fitted to ST's 3 SSD MobileNet figures (one network only)",
+    "stm32mp157": "STM32MP157 2x Cortex-A7 800 MHz (CPU only): latency fitted to ST's 3 SSD MobileNet figures (one network only)",
+    "stm32mp135": "STM32MP135 1x Cortex-A7 1 GHz (CPU only): latency fitted to ST's 3 SSD MobileNet figures (one network only)",
 }
 
 
