@@ -2,10 +2,11 @@
 
 1. Latency: the leave-one-out median and max absolute % error of each fitted ST target over the
    figures ST publishes (target: median <= 25 % on each).
-2. Memory: our activation arena (TFLite Micro's greedy planner, what ``sram_bytes`` reports for
-   ST's targets) against every RAM figure ST publishes (:data:`workbench.targets.published.PUBLISHED_RAM`):
+2. Memory: the ST targets' ``sram_bytes`` (our activation arena, TFLite Micro's greedy planner,
+   plus a buffer per constant output on the N6 and H7) against every RAM figure ST publishes (:data:`workbench.targets.published.PUBLISHED_RAM`):
    N6 internal RAM (pose, seg: ST's zoo files; SSD: per-channel conversions of ST's ``.h5``, the
-   sources of the card's int8 files) and H7 activation RAM (SSD, the same conversions).
+   sources of the card's int8 files) and H7 activation RAM (SSD, the same conversions); per board
+   the range of published / estimate and the leave-one-out error of a one-factor scale.
    Flash: the targets' ``flash_bytes`` (the file's constants) against ST's "Weights Flash" of the
    same tables (:data:`workbench.targets.published.PUBLISHED_FLASH`).
 3. Placement: the STM32MP2's majority engine (NPU or GPU, by MACs) of each of the 7 models ST
