@@ -175,5 +175,6 @@ def _estimate(
             **provenance,
             "nn_macs": int(float(summary["nn_macs"])),
             "cycles_npu": summary["cycles_npu"],
+            "sram_means": "tool: Vela's sram_memory_used (its own allocation of the NPU's SRAM; weights in flash)",
         },
     )
