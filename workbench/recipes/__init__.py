@@ -58,6 +58,7 @@ from workbench.recipes.edits import ConversionEdits, ExportEdits
 FLOAT_FALLBACK_K = 3
 ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
 KPT_PERCENTILE = 99.99
+SPLIT_MIN_GAIN = 1.5  # = workbench.recipes.split_channels.MIN_GAIN (that module imports numpy)
 INT8_SCHEMES = ("int8-per-channel", "int8-per-tensor")
 GRANULARITY = "<granularity>"  # an export edit's value that is the scheme's weight granularity
 BOTH = ("yolo", "ssd")
@@ -143,7 +144,7 @@ register(
         "runs of channels of similar range, each with its own int8 scale (exact in float; more ops)",
         families=BOTH,
         schemes=("int8-per-tensor",),
-        export={"split_channels": True},
+        export={"split_channels": SPLIT_MIN_GAIN},
     )
 )
 register(
