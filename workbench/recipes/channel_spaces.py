@@ -242,7 +242,8 @@ def trace_channels(model, example, keep: frozenset[str] = frozenset()) -> Channe
         elif name in _SPLITS or (name in ("slice", "narrow") and ins[0] is not None):
             val[node] = _split(flow, node, ins[0], name)
         elif name == "getitem" and isinstance(ins[0], list):
-            val[node] = flow.derive(ins[0][node.args[1]])
+            item = ins[0][node.args[1]]
+            val[node] = None if item is None else flow.derive(item)
         else:
             for a in _flatten(node.args):
                 flow.pin(val.get(a) if isinstance(a, torch.fx.Node) else None)
