@@ -5,19 +5,33 @@ Per-tensor int8 gives every output channel of a convolution the step of its wide
 int8 weights and float activations, that alone costs 0.026 AP (per-channel weights: 0.004), spread
 over most of the network's 97 convolutions rather than a few (README).
 
-This recipe sorts a convolution's output channels by their largest absolute weight and cuts them
-into up to ``groups`` runs so that the summed quantization noise, ``sum_g n_g · step_g²``, is least
-(:func:`channel_groups`, exact dynamic programme). Each run becomes its own convolution:
+A convolution's output channels are cut into up to ``groups`` runs so that the summed quantization
+noise, ``sum_g n_g · step_g²``, is least; each run becomes its own convolution with its own scale:
 
-- ungrouped convolutions compute only their run's channels; the runs are concatenated and put back
-  in the original channel order by one gather (:class:`SplitConv2d`): the same weights, MACs and
-  outputs, one concatenation and one gather more per split;
+- ungrouped convolutions: a run is a *contiguous segment* of the conv's output order
+  (:func:`contiguous_runs`, exact dynamic programme), and the parts are concatenated, nothing more
+  (:func:`_run_module`). The order itself is free: the conv's weight rows and its readers' weight
+  columns are permuted together. Where tensors meet (residual adds, concatenations, chunk splits)
+  the writers of one *channel space* share one order (:mod:`workbench.recipes.channel_spaces`,
+  :func:`_choose_order`); spaces read by a reshape, attention or an output keep the identity. No
+  GATHER, and no op kind a plain per-tensor file lacks (CONV_2D and CONCATENATION only): an NPU
+  that takes the plain file takes this one (the former path restored the order with 55 GATHERs,
+  which Arm Vela runs on the CPU);
 - depthwise convolutions (each output channel reads its own input channel) keep every channel in
-  each part, the others' weights zero, and the parts are summed: the MACs of a depthwise are few.
+  each part, the other runs' weights zero, and the parts are summed: the runs need not be
+  contiguous (:func:`channel_groups`), and the MACs of a depthwise are few.
 
-The float model is unchanged (both forms are exact); the file stays all-int8 and per-tensor,
-which is what an NPU that is fast only per-tensor runs. A convolution is split only where that
-lowers its noise by at least ``MIN_GAIN``.
+The float model is unchanged (tested to 1e-4 on yolo11n-pose); the file stays all-int8 and
+per-tensor. A convolution is split only where that divides its noise by at least ``min_gain`` (the
+cost knob: fewer splits, fewer ops; :data:`MIN_GAIN` is the recipe's setting, an
+:class:`~workbench.recipes.edits.ExportEdits` ``split_channels`` value another).
+
+What sharing orders costs, measured on yolo11n-pose (:class:`SplitReport`, noise in ``sum n·step²``
+summed over the 97 convolutions): unsplit 1.687, split freely into 3 runs 0.394, split along the
+shared orders 0.456 (+16 %), at ``min_gain`` 1.5 0.465 (84 convolutions split). Of the +0.062:
+the 9 spaces with several writers (C3k2 residuals, C2PSA) +0.040, from +7 % (layer 2) to +172 %
+(layer 10: C2PSA's cv1, attention proj and ffn share one order); the attention's qkv, read by a
+reshape and so kept in the identity order, +0.009 (+200 %); chunk boundaries the rest.
 
 Why 3 runs: with int8 weights and float activations (yolo11n-pose 256, 450 dev images), per-tensor
 weights score 0.291, in 2 runs per conv 0.304, in 3 runs 0.314, per-channel 0.313, fp32 0.318.
