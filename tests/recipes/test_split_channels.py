@@ -354,3 +354,22 @@ def test_weight_quantization_error_shows_what_the_split_gives_back():
     assert (errors.split_channels_db <= errors.per_channel_db + 0.01).all()
     gained = errors.split_channels_db - errors.per_tensor_db
     assert (gained > 1.0).sum() > 10  # 10·log10(1.5) = 1.8 dB at least where a conv is split
+
+
+def test_min_gain_is_the_cost_knob_and_the_export_records_it():
+    import dataclasses
+
+    import torch
+
+    from workbench.recipes import build_plan
+
+    plan = build_plan("split-levels,split-channels", 1, "int8-per-tensor")
+    assert (plan.export.split_channels, plan.export.key) == (MIN_GAIN, "levels-head+split-channels")
+    assert dataclasses.replace(plan.export, split_channels=3.0).key == "levels-head+split-channels3"
+    counts = []
+    for gain in (1.01, 1e9):
+        model = _residual_net()
+        report = split_model(model, torch.zeros(1, 3, 8, 8), min_gain=gain)
+        counts.append(sum(isinstance(m, _run_module()) for m in model.modules()))
+        assert counts[-1] == report.split
+    assert counts[0] >= 3 and counts[1] == 0  # a higher threshold splits fewer convolutions
