@@ -9,6 +9,9 @@ all-int8 per-channel and per-tensor variants, the CLI line that reproduces each,
 
 - best all-int8 per-channel within 0.02 AP of fp32;
 - best all-int8 per-tensor within 0.01 AP of the best all-int8 per-channel.
+- issue 20, for the recommended split-channels file (:data:`SPLIT_RECOMMENDED`) against plain
+  per-tensor: no GATHER, no op on Vela's CPU list beyond plain per-tensor's, Vela U55-256 NPU time
+  ≤ 1.10×, host latency ≤ 1.3×, keypoint AP ≥ 0.300.
 
 Every row also carries what the file costs to run: its op count, its latency on this CPU (median
 of interleaved invokes, XNNPACK, 2 threads, the CPU's SIMD flags recorded), the ops Arm Vela leaves
