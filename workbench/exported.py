@@ -39,6 +39,7 @@ class ExportResult:
     input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     head: str = "single"
     equalized: bool = False
+    st_optimized: bool = False  # ST's per-tensor preparation (the st-optimize recipe)
     split_channels: bool = False  # convolutions split by channel range (the split-channels recipe)
     kpt_clip: list[float] | None = None
     kpt_percentile: float | None = None  # the percentile kpt_clip was taken at (the calib-percentile recipe)

@@ -36,6 +36,7 @@ class ExportEdits:
 
     head: str = "single"
     equalize: bool = False
+    st_optimize: bool = False
     split_channels: bool = False
     bias_correct: str | None = None
     qat: str | None = None
@@ -55,6 +56,7 @@ class ExportEdits:
         """A short stable name for folder names: ``""`` for the plain export, else its edits joined by ``+``."""
         parts = [] if self.head == "single" else [f"{self.head}-head"]
         parts += ["equalized"] if self.equalize else []
+        parts += ["st-optimized"] if self.st_optimize else []
         parts += ["split-channels"] if self.split_channels else []
         parts += [f"clip{self.kpt_percentile:g}"] if self.kpt_percentile is not None else []
         parts += [f"bc-{self.bias_correct}"] if self.bias_correct else []
@@ -86,6 +88,7 @@ class ExportEdits:
         return cls(
             head=export.head,
             equalize=export.equalized,
+            st_optimize=export.st_optimized,
             split_channels=export.split_channels,
             bias_correct=export.bias_corrected.split(":")[0] if export.bias_corrected else None,
             qat=export.qat.split(":")[0] if export.qat else None,
