@@ -89,10 +89,18 @@ def main() -> int:
     parser.add_argument(
         "--all-variants", action="store_true", help="also the slow calib-mse/weights-octav rows"
     )
+    parser.add_argument(
+        "--variants", default="", help="only these rows (names as in the JSON, comma-separated)"
+    )
     parser.add_argument("--no-targets", action="store_true", help="skip the Vela / MP2 cost columns")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = VARIANTS if args.all_variants else VARIANTS[:CORE]
+    if args.variants:
+        chosen = set(args.variants.split(","))
+        variants = [v for v in VARIANTS if _name(*v) in chosen]
+        if len(variants) != len(chosen):
+            parser.error(f"--variants: unknown names; known: {', '.join(_name(*v) for v in VARIANTS)}")
     targets = () if args.no_targets else TARGETS
     h5 = {s: WEIGHTS / f"st_ssd_mobilenet_v1_025_{s}.h5" for s in sizes}
     missing = [p for p in (*h5.values(), ANN, CALIB) if not p.exists()]
@@ -152,6 +160,8 @@ def main() -> int:
             "rows": rows,
             "issue20_target": issue20_target(rows),
         }
+    if out_json.is_file():  # a run of other sizes may have finished meanwhile: keep its rows
+        results = {**json.loads(out_json.read_text())["sizes"], **results}
     write_json(
         out_json,
         {

@@ -3,7 +3,9 @@
 A reproduction of STMicroelectronics/stm32ai-modelzoo-services,
 ``common/optimization/model_formatting_ptq_per_tensor.py`` :func:`model_formatting_ptq_per_tensor`
 (with ``bw_bn_folding`` from ``common/optimization/bn_weights_folding.py``), which ST's quantization
-service runs before a per-tensor TFLite conversion. Its steps, in its order, with its thresholds:
+services run on the float model when ``quantization.granularity`` is ``per_tensor`` and
+``quantization.optimize`` is true, before the per-tensor TFLite conversion (here the recipe converts
+per-channel too, for comparison). Its steps, in its order, with its thresholds:
 
 1. ``bn_parameters``: γ, β of every BatchNorm right after a depthwise conv, kept for step 5.
 2. ``bw_bn_folding(epsilon=1e-3, dead_channel_th=1e-10)``: every BatchNorm that is its conv's only
