@@ -39,6 +39,7 @@ class ExportResult:
     input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     head: str = "single"
     equalized: bool = False
+    st_optimized: bool = False  # ST's per-tensor preparation (the st-optimize recipe)
     split_channels: float | None = (
         None  # min noise gain convolutions were split at (the split-channels recipe)
     )

@@ -17,6 +17,7 @@ RECIPE_NAMES = (
     "split-head",
     "split-levels",
     "equalize",
+    "st-optimize",
     "split-channels",
     "bias-correct",
     "qat",
@@ -59,6 +60,11 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
         raise WorkbenchError(
             "qat leaves the weights on the converter's min/max int8 grid: weights-octav would clip them off it "
             "and bias-correct has no rounding shift left to correct; use qat without them"
+        )
+    if {"st-optimize", "equalize"} <= set(names):
+        raise WorkbenchError(
+            "st-optimize runs ST's own cross-layer equalization (range-based, with high-bias absorption): "
+            "use it without equalize"
         )
     if "split-channels" in names and {"qat", "bias-correct"} & set(names):
         raise WorkbenchError(

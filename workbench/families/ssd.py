@@ -52,7 +52,7 @@ class SsdFamily(ModelFamily):
     name = "ssd"
     tasks = (Task.DETECT,)
     decoder = "ssd"
-    export_edits = frozenset({"equalize", "split_channels"})
+    export_edits = frozenset({"equalize", "st_optimize", "split_channels"})
 
     def claims(self, model: str | Path) -> bool:
         return Path(str(model)).suffix in (".h5", ".keras")
@@ -142,7 +142,8 @@ class SsdFamily(ModelFamily):
     ) -> ExportResult:
         """``weights`` (an SSD ``.h5``) → float SavedModel at ``out`` with ST's pre-processing recorded.
 
-        ``edits.equalize`` applies exact cross-layer equalization first (:mod:`workbench.recipes.equalize_keras`);
+        ``edits.st_optimize`` runs ST's per-tensor preparation first (:mod:`workbench.recipes.st_optimize`);
+        ``edits.equalize`` applies exact cross-layer equalization (:mod:`workbench.recipes.equalize_keras`);
         ``edits.split_channels`` then splits convolutions by channel range
         (:mod:`workbench.recipes.split_channels_keras`). No edit here learns from images (``calib`` unused).
         """
@@ -160,6 +161,10 @@ class SsdFamily(ModelFamily):
         config = self.config_for(weights)
         started = time.perf_counter()
         model = load_ssd(weights, config)
+        if edits.st_optimize:
+            from workbench.recipes.st_optimize import st_optimize_keras_model
+
+            st_optimize_keras_model(model)
         if equalize:
             from workbench.recipes.equalize_keras import equalize_keras_model
 
@@ -200,6 +205,7 @@ class SsdFamily(ModelFamily):
             interpolation=config.preprocessing.interpolation,
             input_range=list(config.preprocessing.input_range),
             equalized=equalize,
+            st_optimized=edits.st_optimize,
             split_channels=split_channels,
         )
         # A bare module holding the variables: saving the Keras model itself re-traces every layer

@@ -18,6 +18,9 @@ split-levels     split-head, and one output per stride level, keypoint x/y apart
 equalize         cross-layer equalization of consecutive convolutions before export     yes
                  (Ultralytics conv pairs: approximate for SiLU; ST's SSD depthwise→
                  pointwise pairs: exact, the ReLU6 caps move per channel)
+st-optimize      ST's model-zoo preparation for per-tensor int8 (their ``optimize: True``):   yes
+                 BN folding, weak channels zeroed, range-based CLE, high-bias
+                 absorption, per-channel ReLU6 clips (:mod:`.st_optimize`; SSD)
 split-channels   per-tensor only: each convolution whose per-tensor weight noise falls    yes
                  1.5x or more becomes up to 3 convolutions over runs of output channels
                  of similar range, each with its own scale; channel orders are permuted
@@ -136,6 +139,15 @@ register(
         "cross-layer equalization of conv pairs before export (SSD: exact depthwise→pointwise; YOLO: approximate, SiLU)",
         families=BOTH,
         export={"equalize": True},
+    )
+)
+register(
+    Recipe(
+        "st-optimize",
+        "ST's model-zoo per-tensor preparation (optimize: True): BN folding, weak channels zeroed, "
+        "range-based CLE of depthwise→conv pairs, high-bias absorption, per-channel ReLU6 clips (SSD)",
+        families=("ssd",),
+        export={"st_optimize": True},
     )
 )
 register(

@@ -39,6 +39,7 @@ class ExportEdits:
 
     head: str = "single"
     equalize: bool = False
+    st_optimize: bool = False
     split_channels: float | None = None
     bias_correct: str | None = None
     qat: str | None = None
@@ -58,6 +59,7 @@ class ExportEdits:
         """A short stable name for folder names: ``""`` for the plain export, else its edits joined by ``+``."""
         parts = [] if self.head == "single" else [f"{self.head}-head"]
         parts += ["equalized"] if self.equalize else []
+        parts += ["st-optimized"] if self.st_optimize else []
         if self.split_channels:
             from workbench.recipes.split_channels import MIN_GAIN
 
@@ -93,6 +95,7 @@ class ExportEdits:
         return cls(
             head=export.head,
             equalize=export.equalized,
+            st_optimize=export.st_optimized,
             split_channels=_split_setting(export.split_channels),
             bias_correct=export.bias_corrected.split(":")[0] if export.bias_corrected else None,
             qat=export.qat.split(":")[0] if export.qat else None,

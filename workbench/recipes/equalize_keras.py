@@ -45,9 +45,8 @@ def dw_pw_chains(model) -> list[tuple[Any, Any, Any, Any]]:
 
 def equalize_keras_model(model) -> int:
     """Equalize every :func:`dw_pw_chains` chain of ``model`` in place; returns how many."""
-    from workbench.offline import import_tensorflow
+    from workbench.recipes.st_optimize import set_caps
 
-    tf = import_tensorflow()
     chains = dw_pw_chains(model)
     for depthwise, norm, relu, pointwise in chains:
         if relu.threshold != 0 or relu.negative_slope != 0:
@@ -62,12 +61,5 @@ def equalize_keras_model(model) -> int:
         norm.set_weights([gamma / s, beta / s, mean, var])
         pointwise.set_weights([kernel * s[None, None, :, None], *rest])
         if relu.max_value is not None:
-            relu.call = _capped_relu(tf, tf.constant((float(relu.max_value) / s).astype(np.float32)))
+            set_caps(relu, (float(relu.max_value) / s).astype(np.float32))
     return len(chains)
-
-
-def _capped_relu(tf, caps):
-    def call(inputs):
-        return tf.minimum(tf.nn.relu(inputs), caps)
-
-    return call

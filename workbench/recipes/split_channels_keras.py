@@ -1,35 +1,110 @@
-"""The split-channels recipe on a Keras model (ST's SSD): per-tensor convolutions split by channel range.
+"""The split-channels recipe on a Keras model (ST's SSD), gather-free: per-tensor convs split by channel range.
 
-Same idea as :mod:`workbench.recipes.split_channels` (which also says why): each convolution's
-output channels, in runs of similar largest weight (:func:`channel_groups`), become separate
-convolutions, each with its own per-tensor int8 scale. Here the BatchNorm after a convolution is
-folded into it first (the converter would fold it into the unsplit convolution; it cannot fold
-into the parts), and the convolution's ``call`` is replaced, as :mod:`workbench.recipes.equalize_keras`
-replaces ReLU6's, so the exported graph holds the parts:
+Same idea as :mod:`workbench.recipes.split_channels` (which also says why): a convolution's output
+channels, in runs of similar largest weight, become separate convolutions, each with its own
+per-tensor int8 scale. Here no GATHER puts channels back in order (Arm's Vela runs GATHER on the
+CPU, and ST's MP2 NPU has none): the order is chosen so that every run is a contiguous segment,
+and concatenating the parts gives the tensor as the rest of the network reads it.
 
-- ``Conv2D``: one convolution per run, concatenated, one gather back to the channel order;
-- ``DepthwiseConv2D``: one depthwise convolution per run with the other channels zeroed, summed
-  with ADDs (the converter has no int8 ADD_N).
+- **Channel spaces.** A conv's output keeps its channel order through the channel-wise layers
+  after it (BatchNorm, ReLU(6), elementwise activations, padding, upsampling, pooling, a
+  reshape that keeps the last axis, depthwise convs) and through ADDs, which join their inputs'
+  spaces: a tensor with several writers shares one order. Each space is read either by convs
+  (their input channels can be permuted) or by something that cannot be (a reshape of the heads,
+  a concatenation, softmax, a model output): then the space is *pinned* to its own order.
+- **Free spaces** take the order of ascending channel range (the largest over their writers, BN
+  folded): every writer's kernel and bias, every channel-wise layer's per-channel weights
+  (BatchNorm, depthwise, moved ReLU6 caps) and every reader conv's input channels are permuted
+  that way. The float network is the same function.
+- **Splitting.** Each ``Conv2D`` is cut by :func:`~workbench.recipes.split_channels.contiguous_runs`
+  (the exact least-noise cut of its order into contiguous segments: in a free space with one
+  writer that is :func:`~workbench.recipes.split_channels.channel_groups`' cut, in a pinned
+  space the best a fixed order allows) and becomes one convolution per segment, concatenated.
+  Its BatchNorm is folded into the parts first (the converter folds it into an unsplit conv, not
+  into parts). A ``DepthwiseConv2D`` splits as before into parts with the other channels zeroed,
+  summed with ADDs (any grouping, no gather).
 
-The float network is unchanged (tested). With ``equalize`` the equalization runs first.
+A convolution is split only where its per-tensor weight noise falls by ``MIN_GAIN``. The float
+network is unchanged (tested to 1e-4). With ``equalize`` or ``st-optimize`` they run first.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from workbench.recipes.split_channels import MIN_GAIN, SPLIT_GROUPS, channel_groups, noise_gain
+from workbench.recipes.split_channels import (
+    MIN_GAIN,
+    SPLIT_GROUPS,
+    channel_groups,
+    contiguous_runs,
+    noise_gain,
+)
+
+CHANNELWISE = frozenset(
+    {
+        "BatchNormalization",
+        "ReLU",
+        "ZeroPadding2D",
+        "UpSampling2D",
+        "Dropout",
+        "Add",
+        "GlobalAveragePooling2D",
+        "MaxPooling2D",
+        "AveragePooling2D",
+    }
+)
+ELEMENTWISE = frozenset(
+    {"relu", "relu6", "linear", "sigmoid", "tanh", "swish", "silu", "hard_sigmoid", "elu"}
+)
+
+
+def _kind(layer) -> str:
+    return type(layer).__name__
+
+
+def _inputs(layer) -> list:
+    layers = []
+    for node in layer._inbound_nodes:  # noqa: SLF001  (Keras keeps the graph edges here)
+        inbound = node.inbound_layers
+        layers += inbound if isinstance(inbound, list) else [inbound]
+    return layers
+
+
+def _readers(layer) -> list:
+    return [node.outbound_layer for node in layer._outbound_nodes]  # noqa: SLF001
+
+
+def _is_conv(layer) -> bool:
+    return _kind(layer) == "Conv2D" and layer.groups == 1 and layer.data_format == "channels_last"
+
+
+def _is_depthwise(layer) -> bool:
+    return _kind(layer) == "DepthwiseConv2D" and layer.depth_multiplier == 1
+
+
+def _channelwise(layer) -> bool:
+    kind = _kind(layer)
+    if kind == "Activation":
+        return layer.activation.__name__ in ELEMENTWISE
+    if kind == "Reshape":
+        return layer.input_shape[-1] == layer.output_shape[-1] and len(layer.output_shape) >= 2
+    return kind in CHANNELWISE or _is_depthwise(layer)
 
 
 def _folded(layer) -> tuple[np.ndarray, np.ndarray, object | None]:
     """``layer``'s kernel and bias with the BatchNorm it alone feeds folded in, and that BatchNorm."""
-    depthwise = type(layer).__name__ == "DepthwiseConv2D"
+    depthwise = _kind(layer) == "DepthwiseConv2D"
     kernel, *rest = layer.get_weights()
     channels = kernel.shape[2] if depthwise else kernel.shape[3]
     bias = rest[0] if layer.use_bias else np.zeros(channels, np.float32)
-    nodes = layer._outbound_nodes  # noqa: SLF001  (Keras keeps the graph edges here)
-    norm = nodes[0].outbound_layer if len(nodes) == 1 else None
-    if norm is None or type(norm).__name__ != "BatchNormalization" or layer.activation.__name__ != "linear":
+    readers = _readers(layer)
+    norm = readers[0] if len(readers) == 1 else None
+    if (
+        norm is None
+        or _kind(norm) != "BatchNormalization"
+        or getattr(norm, "_workbench_folded", False)  # st-optimize folded it already
+        or layer.activation.__name__ != "linear"
+    ):
         return kernel, bias, None
     gamma, beta, mean, var = norm.get_weights()
     factor = gamma / np.sqrt(var + norm.epsilon)
@@ -37,10 +112,83 @@ def _folded(layer) -> tuple[np.ndarray, np.ndarray, object | None]:
     return kernel, (bias - mean) * factor + beta, norm
 
 
+def _amax(layer) -> np.ndarray:
+    kernel = _folded(layer)[0]
+    axes = (0, 1, 3) if _kind(layer) == "DepthwiseConv2D" else (0, 1, 2)
+    return np.abs(kernel).max(axis=axes).astype(np.float64)
+
+
+def channel_spaces(model) -> tuple[dict[str, str], set[str], dict[str, list]]:
+    """Each layer's output channel space (a root layer name), the pinned roots, and each root's conv writers."""
+    parent = {layer.name: layer.name for layer in model.layers}
+
+    def find(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    pins = [layer.name for layer in model.layers if layer.name in set(model.output_names)]
+    pins += [layer.name for layer in model.layers if len(layer._inbound_nodes) > 1]  # noqa: SLF001  (shared)
+    for layer in model.layers:
+        if _channelwise(layer):
+            for source in _inputs(layer):
+                parent[find(source.name)] = find(layer.name)
+        elif not _is_conv(layer):
+            pins += [layer.name] + [source.name for source in _inputs(layer)]
+    space = {layer.name: find(layer.name) for layer in model.layers}
+    writers: dict[str, list] = {}
+    for layer in model.layers:
+        if _is_conv(layer):
+            writers.setdefault(space[layer.name], []).append(layer)
+    return space, {space[name] for name in pins}, writers
+
+
+def channel_orders(model) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Each layer's space and the order of every free space with conv writers (ascending range)."""
+    space, pinned, writers = channel_spaces(model)
+    orders = {}
+    for root, convs in writers.items():
+        if root in pinned:
+            continue
+        amax = np.max([_amax(conv) for conv in convs], axis=0)
+        order = np.argsort(amax, kind="stable")
+        if not np.array_equal(order, np.arange(len(order))):
+            orders[root] = order
+    return space, orders
+
+
+def permute(model, space: dict[str, str], orders: dict[str, np.ndarray]) -> int:
+    """Put every free space in its order: writers' outputs, channel-wise weights, readers' inputs."""
+    from workbench.recipes.st_optimize import set_caps
+
+    count = 0
+    for layer in model.layers:
+        out = orders.get(space[layer.name])
+        weights = layer.get_weights()
+        if _is_conv(layer):
+            sources = _inputs(layer)
+            into = orders.get(space[sources[0].name]) if len(sources) == 1 else None
+            if into is None and out is None:
+                continue
+            kernel, *rest = weights
+            kernel = kernel if into is None else kernel[:, :, into, :]
+            kernel, rest = (kernel, rest) if out is None else (kernel[..., out], [b[out] for b in rest])
+            layer.set_weights([kernel, *rest])
+            count += 1
+        elif out is not None and _is_depthwise(layer):
+            layer.set_weights([weights[0][:, :, out, :], *[b[out] for b in weights[1:]]])
+        elif out is not None and _kind(layer) == "BatchNormalization":
+            layer.set_weights([w[out] for w in weights])
+        elif out is not None and hasattr(layer, "_workbench_caps"):  # a ReLU6 cap moved per channel
+            set_caps(layer, layer._workbench_caps[out])
+    return count
+
+
 def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray]):
     strides, padding = (1, *layer.strides, 1), layer.padding.upper()
     dilations, activation = layer.dilation_rate, layer.activation
-    if type(layer).__name__ == "DepthwiseConv2D":
+    if _kind(layer) == "DepthwiseConv2D":
         parts = []
         for run in runs:
             k, b = np.zeros_like(kernel), np.zeros_like(bias)
@@ -57,37 +205,31 @@ def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.n
             return activation(total)
 
         return call
-    runs = [np.sort(r) for r in runs]
+    if not np.array_equal(np.concatenate(runs), np.arange(kernel.shape[3])):
+        raise ValueError(f"{layer.name}: runs must be contiguous segments in order (no gather)")
     parts = [(tf.constant(kernel[..., r], tf.float32), tf.constant(bias[r], tf.float32)) for r in runs]
-    restore = tf.constant(np.argsort(np.concatenate(runs)).astype(np.int32))
 
     def call(inputs, *_, **__):
-        joined = tf.concat(
-            [tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts], -1
-        )
-        return activation(tf.gather(joined, restore, axis=-1))
+        outputs = [tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts]
+        return activation(tf.concat(outputs, -1))
 
     return call
 
 
 def split_keras_model(model, groups: int = SPLIT_GROUPS, min_gain: float = MIN_GAIN) -> int:
-    """Split every convolution of ``model`` whose per-tensor weight noise falls by ``min_gain``; the count."""
+    """Order ``model``'s channel spaces, then split every convolution whose per-tensor weight noise
+    falls by ``min_gain`` (Conv2D in contiguous runs: no gather); returns how many were split."""
     from workbench.offline import import_tensorflow
 
     tf = import_tensorflow()
+    permute(model, *channel_orders(model))
     count = 0
     for layer in model.layers:
-        kind = type(layer).__name__
-        if not (
-            (kind == "Conv2D" and layer.groups == 1)
-            or (kind == "DepthwiseConv2D" and layer.depth_multiplier == 1)
-        ):
+        if not (_is_conv(layer) or _is_depthwise(layer)):
             continue
         kernel, bias, norm = _folded(layer)
-        amax = (
-            np.abs(kernel).max(axis=(0, 1, 3) if kind == "DepthwiseConv2D" else (0, 1, 2)).astype(np.float64)
-        )
-        runs = channel_groups(amax, groups)
+        amax = _amax(layer)
+        runs = channel_groups(amax, groups) if _is_depthwise(layer) else contiguous_runs(amax, groups)
         if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
             continue
         layer.call = _split_call(tf, layer, kernel.astype(np.float32), bias.astype(np.float32), runs)

@@ -1,0 +1,128 @@
+"""Gather-free split-channels on a Keras SSD-like model (workbench.recipes.split_channels_keras)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _ssd_like(seed: int = 0):
+    """A MobileNet chain, two lateral convs joined by an ADD (a tensor with two writers), and two heads
+    reshaped and concatenated (pinned); every conv's output channels have ranges ×0.01..×10."""
+    from workbench.offline import import_tensorflow
+
+    import_tensorflow()
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    layers = keras.layers
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = layers.ReLU(6.0)(
+        layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same", use_bias=False)(inp))
+    )
+    x = layers.ReLU(6.0)(
+        layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x))
+    )
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.Conv2D(24, 1, use_bias=False)(x)))
+    a = layers.BatchNormalization()(layers.Conv2D(12, 1)(x))
+    b = layers.BatchNormalization()(layers.Conv2D(12, 1)(layers.ZeroPadding2D(0)(x)))
+    fmap = layers.Add()([a, b])
+    heads = []
+    for width in (8, 4):
+        h = layers.BatchNormalization()(layers.Conv2D(width, 3, padding="same")(fmap))
+        heads.append(layers.Reshape((-1, 4))(h))
+    out = layers.Concatenate(axis=1)(heads)
+    model = keras.Model(inp, out)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if type(layer).__name__ == "BatchNormalization":
+            n = weights[0].shape[0]
+            layer.set_weights(
+                [rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.2, n), rng.uniform(0.5, 2, n)]
+            )
+        elif type(layer).__name__ in ("Conv2D", "DepthwiseConv2D"):
+            axis = 2 if type(layer).__name__ == "DepthwiseConv2D" else 3
+            gains = np.geomspace(0.01, 10, weights[0].shape[axis])
+            rng.shuffle(gains)
+            shape = [1, 1, 1, 1]
+            shape[axis] = len(gains)
+            layer.set_weights(
+                [weights[0] * gains.reshape(shape), *[rng.normal(0, 0.1, w.shape) for w in weights[1:]]]
+            )
+    return model
+
+
+def _x(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+
+
+def test_spaces_share_an_order_across_an_add_and_pin_the_heads():
+    from workbench.recipes.split_channels_keras import channel_orders, channel_spaces
+
+    model = _ssd_like()
+    space, pinned, writers = channel_spaces(model)
+    by_writers = {tuple(sorted(c.name for c in convs)): root for root, convs in writers.items()}
+    shared = next(root for names, root in by_writers.items() if len(names) == 2)  # the two lateral convs
+    assert shared not in pinned
+    heads = [root for names, root in by_writers.items() if len(names) == 1 and root in pinned]
+    assert len(heads) == 2  # each head conv's output is reshaped: pinned to its own order
+    _, orders = channel_orders(model)
+    assert shared in orders and not set(heads) & set(orders)
+
+
+@pytest.mark.parametrize("equalize", [False, True])
+def test_split_keeps_the_float_network(equalize):
+    from workbench.recipes.equalize_keras import equalize_keras_model
+    from workbench.recipes.split_channels_keras import split_keras_model
+
+    model = _ssd_like()
+    before = np.asarray(model(_x()))
+    if equalize:
+        assert equalize_keras_model(model) == 1  # its ReLU6 caps are permuted with their channels
+    assert split_keras_model(model) >= 5
+    np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+
+
+def test_split_after_st_optimize_keeps_its_network():
+    from workbench.recipes.split_channels_keras import split_keras_model
+    from workbench.recipes.st_optimize import st_optimize_keras_model
+
+    model = _ssd_like()
+    st_optimize_keras_model(model)
+    before = np.asarray(model(_x()))
+    assert split_keras_model(model) >= 5
+    np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+
+
+def _per_tensor_tflite(model, path):
+    from workbench.offline import import_tensorflow
+
+    tf = import_tensorflow()
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, 16, 16, 3), tf.float32)
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([_x(s)] for s in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel = True  # noqa: SLF001  (as workbench.quantize, ST's zoo)
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.slow
+def test_converted_split_file_has_no_gather_and_is_all_int8_per_tensor(tmp_path):
+    from workbench.inspect import is_all_int8, weight_granularity
+    from workbench.recipes.split_channels_keras import split_keras_model
+    from workbench.tflite_graph import read_graph
+
+    plain = read_graph(_per_tensor_tflite(_ssd_like(), tmp_path / "plain.tflite"))
+    model = _ssd_like()
+    split_keras_model(model)
+    graph = read_graph(_per_tensor_tflite(model, tmp_path / "split.tflite"))
+    ops = graph.op_histogram()
+    assert "GATHER" not in ops and "GATHER_ND" not in ops
+    assert ops.get("CONV_2D", 0) > plain.op_histogram().get("CONV_2D", 0)  # the parts are there
+    assert is_all_int8(graph) and weight_granularity(graph).verdict == "per-tensor"
