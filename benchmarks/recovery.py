@@ -142,10 +142,12 @@ def main() -> int:
     from workbench.families import evaluation_runner
     from workbench.jobs import export_job, quantize_with_recipes
     from workbench.metrics.bootstrap import ApBootstrap
+    from workbench.plan import one_model_plan
 
     root = cache_dir() / "recovery" / sha256_file(WEIGHTS)[:12] / str(IMGSZ)
     saved = root / "saved_model"
-    export_job(WEIGHTS, IMGSZ, saved)  # the one there unless the weights changed
+    family = one_model_plan(WEIGHTS).model.family
+    export_job(WEIGHTS, IMGSZ, saved, family=family)  # the one there unless the weights changed
     ann, images = DEV / "person_keypoints.json", DEV / "images"
 
     def evaluated(name: str, path: Path) -> dict:

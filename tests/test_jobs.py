@@ -58,11 +58,13 @@ def test_export_job_reuses_an_export_only_for_the_same_weights_and_edits(tmp_pat
     weights.write_bytes(b"first weights")
     folder = tmp_path / "sm"
     _write_export(folder, weights)
-    assert export_job(weights, 256, folder).saved_model == folder and not recorded_calls
-    assert export_job(weights, 320, folder) == "exported"  # another size
-    assert export_job(weights, 256, folder, ExportEdits(equalize=True)) == "exported"  # other edits
+    assert export_job(weights, 256, folder, family="yolo").saved_model == folder and not recorded_calls
+    assert export_job(weights, 320, folder, family="yolo") == "exported"  # another size
+    assert (
+        export_job(weights, 256, folder, ExportEdits(equalize=True), family="yolo") == "exported"
+    )  # other edits
     weights.write_bytes(b"replaced weights, same name")
-    assert export_job(weights, 256, folder) == "exported"  # never the old weights' export
+    assert export_job(weights, 256, folder, family="yolo") == "exported"  # never the old weights' export
     assert len(recorded_calls) == 3
 
 
@@ -91,9 +93,9 @@ def test_export_job_of_edits_learned_from_images_is_keyed_by_the_images(tmp_path
     fingerprint = calibration_fingerprint(images, edits.calibration_images(200))
     folder = tmp_path / "sm+levels-head+bc-per-tensor"
     _write_export(folder, weights, head="levels", bias_corrected="per-tensor:abcd", calibration=fingerprint)
-    assert export_job(weights, 256, folder, edits, calib=images).saved_model == folder
+    assert export_job(weights, 256, folder, edits, family="yolo", calib=images).saved_model == folder
     (images / "0.png").write_bytes(b"another image")
-    assert export_job(weights, 256, folder, edits, calib=images) == "exported"
+    assert export_job(weights, 256, folder, edits, family="yolo", calib=images) == "exported"
     assert recorded_calls[0][1]["edits"] == edits and recorded_calls[0][1]["calib"] == images
 
 
