@@ -179,3 +179,21 @@ def test_recipe_files_have_the_bytes_of_the_branch_point(pose256, synth_eval_set
         == expected
     )
     assert np.array_equal(np.fromfile(one_off.path, np.uint8), np.fromfile(tmp_path / "job.tflite", np.uint8))
+
+
+def test_a_plain_export_is_made_once_per_session_and_copied(pose256, export_once_per_session, tmp_path):
+    """tests/conftest.py's export memo: the same checkpoint bytes at the same size is pose256's
+    export copied (no new export), recording the caller's weights path."""
+    from tests.conftest import CHECKPOINT
+    from workbench.export import export_saved_model
+
+    weights = tmp_path / "same-bytes.pt"
+    shutil.copyfile(CHECKPOINT, weights)
+    before = dict(export_once_per_session)
+    result = export_saved_model(weights, 256, tmp_path / "sm")
+    assert export_once_per_session == before  # nothing exported again
+    loaded = ExportResult.load(tmp_path / "sm")
+    assert result.saved_model == tmp_path / "sm" and loaded.weights == str(weights.resolve())
+    assert loaded.weights_sha256 == sha256_file(CHECKPOINT) and loaded.imgsz == 256
+    original = pose256["saved_model"] / "saved_model.pb"
+    assert (tmp_path / "sm" / "saved_model.pb").read_bytes() == original.read_bytes()
