@@ -21,7 +21,8 @@ report: setup
 	$(BIN)/workbench report --config $(CONFIG)
 
 # The unit/integration suite, then the committed notebooks with their (small) default parameters;
-# the 25 slowest tests and fixtures are listed at the end (exports dominate: about a minute each).
+# the 25 slowest tests and fixtures are listed at the end (exports dominate: 20 s or more each,
+# whatever the image size).
 test: setup
 	$(BIN)/python -m pytest tests --nbval-lax notebooks --durations=25 $(PYTEST_ARGS)
 

@@ -153,8 +153,8 @@ def synth_eval_set(tmp_path_factory, checkpoint_record):
 def export_once_per_session(tmp_path_factory):
     """An export without model edits (the plain one, or a split head) of the same weights bytes,
     size and outputs is made once per session and copied where a test asks for it: an Ultralytics
-    → onnx2tf export costs about a minute whatever the image size, and several tests export the
-    same checkpoint. Exports that edit the model (equalize, bias correction, QAT, ...) always run.
+    → onnx2tf export costs 20 s to minutes (by load) whatever the image size, and several tests
+    export the same checkpoint. Exports that edit the model (equalize, bias correction, QAT, ...) always run.
     Returns the dict of exports made ``{key: ExportResult}`` (tests may check it)."""
     import dataclasses
     import functools
