@@ -9,10 +9,15 @@ all-int8 per-channel and per-tensor variants, the CLI line that reproduces each,
 
 - best all-int8 per-channel within 0.02 AP of fp32;
 - best all-int8 per-tensor within 0.01 AP of the best all-int8 per-channel.
+- issue 20, for the recommended split-channels file (:data:`SPLIT_RECOMMENDED`) against plain
+  per-tensor: no GATHER, no op on Vela's CPU list beyond plain per-tensor's, Vela U55-256 NPU time
+  ≤ 1.10×, host latency ≤ 1.3×, keypoint AP ≥ 0.300.
 
-Every row also carries its latency on this CPU (median of interleaved invokes, XNNPACK, 2 threads,
-the CPU's SIMD flags recorded): it ranks variants that add ops (split-channels) and says nothing of
-an NPU.
+Every row also carries what the file costs to run: its op count, its latency on this CPU (median
+of interleaved invokes, XNNPACK, 2 threads, the CPU's SIMD flags recorded), the ops Arm Vela leaves
+on the CPU of an Ethos-U55-256 and Vela's NPU time, and where the STM32MP2 rules place each op
+(:mod:`workbench.targets`). ``--quick`` runs the focused subset (:data:`QUICK`): plain files, the
+best calibrated ones, and split-channels at the :data:`SPLIT_SETTINGS` of its ``min_gain`` knob.
 
 Converted files are cached in ``.cache/recovery/<weights sha256>/`` (``--force`` rebuilds them).
 Exit status 1 when a target is missed; skips (status 0, a message) when the weights or data are absent.
@@ -60,6 +65,7 @@ VARIANTS = [
     *((s, ("split-levels", "calib-mse", "weights-octav", "bias-correct")) for s in SCHEMES),
     ("pt", ("split-channels",)),
     ("pt", ("split-levels", "split-channels")),
+    *(("pt", ("split-levels", f"split-channels@{g:g}", "calib-mse")) for g in (2.0, 3.0, 5.0)),
     ("pt", ("split-levels", "split-channels", "calib-mse")),
     ("pt", ("split-levels", "split-channels", "calib-mse", "weights-octav")),
     ("pt", ("split-levels", "qat")),
@@ -73,6 +79,70 @@ VARIANTS = [
     ("pc", ("int16x8",)),
     *((s, ("float-fallback",)) for s in SCHEMES),
 ]
+SPLIT_SETTINGS = (1.5, 2.0, 3.0, 5.0)  # split-channels' min_gain: the frontier of AP against cost
+QUICK = [
+    *((s, ()) for s in SCHEMES),
+    *((s, ("split-levels", "calib-mse")) for s in SCHEMES),
+    *(
+        ("pt", ("split-levels", "split-channels" if g == 1.5 else f"split-channels@{g:g}", "calib-mse"))
+        for g in SPLIT_SETTINGS
+    ),
+]
+
+
+def _split_setting(recipes: tuple[str, ...]) -> tuple[tuple[str, ...], float | None]:
+    """``split-channels@G`` (a benchmark-only spelling: the recipe at ``min_gain`` G) → the recipe
+    names and G; None when the recipe's own setting is meant."""
+    setting = None
+    for r in recipes:
+        if r.startswith("split-channels@"):
+            setting = float(r.partition("@")[2])
+    return tuple("split-channels" if r.startswith("split-channels@") else r for r in recipes), setting
+
+
+def convert(saved: Path, scheme: str, path: Path, recipes: tuple[str, ...], calib_count: int):
+    """The variant's file: :func:`quantize_with_recipes`, or for a split-channels knob setting its
+    export made with that ``min_gain`` (:class:`~workbench.recipes.edits.ExportEdits`) and converted."""
+    from dataclasses import replace
+
+    from workbench.jobs import export_job, quantize_with_recipes
+    from workbench.plan import one_model_plan
+    from workbench.quantize import quantize
+    from workbench.recipes import build_plan
+
+    names, setting = _split_setting(recipes)
+    if setting is None:
+        return quantize_with_recipes(
+            saved, scheme, path, io="uf", calib=CALIB, calib_count=calib_count, recipes=names
+        )
+    edits = replace(build_plan(names, calib_count, scheme).export, split_channels=setting)
+    folder = saved.parent / f"{saved.name}+{edits.key}"
+    family = one_model_plan(WEIGHTS).model.family
+    export_job(WEIGHTS, IMGSZ, folder, edits, family=family, calib=CALIB, calib_count=calib_count)
+    return quantize(folder, scheme, path, io="uf", calib=CALIB, calib_count=calib_count, recipes=names)
+
+
+def cost_columns(path: Path) -> dict:
+    """Op count, Vela Ethos-U55-256 (ops it leaves on the CPU, NPU time) and STM32MP2 placement."""
+    from collections import Counter
+
+    from workbench.targets import get_target
+    from workbench.tflite_graph import read_graph
+
+    graph = read_graph(path)
+    vela = get_target("ethos-u55-256").estimate(path)
+    mp2 = get_target("stm32mp2").estimate(path)
+    engines = Counter(p.engine for p in mp2.placement)
+    return {
+        "ops": len(graph.ops),
+        "gather_ops": graph.op_histogram().get("GATHER", 0),
+        "u55_256_cpu_ops": dict(Counter(vela.fallback_ops)),
+        "u55_256_npu_ms": None if vela.latency_ms is None else round(vela.latency_ms, 2),
+        "u55_256_error": vela.error,
+        "mp2_engines": dict(engines),
+        "mp2_unknown_ops": sorted({p.op for p in mp2.placement if p.engine == "unknown"}),
+        "mp2_error": mp2.error,
+    }
 
 
 def cli_line(scheme: str, recipes: tuple[str, ...], calib_count: int) -> str:
@@ -92,6 +162,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--calib-count", type=int, default=200)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--only", help="comma-separated variant names to (re)run, e.g. pt+split-head")
+    parser.add_argument("--quick", action="store_true", help="only the focused subset (QUICK, ~30 min)")
     parser.add_argument("--runs", type=int, default=30, help="timed invokes per file for latency_ms")
     parser.add_argument("--force", action="store_true", help="re-convert and re-evaluate cached variants")
     parser.add_argument(
@@ -140,7 +211,7 @@ def main() -> int:
 
     from workbench.evaluate import EvalSettings, evaluate
     from workbench.families import evaluation_runner
-    from workbench.jobs import export_job, quantize_with_recipes
+    from workbench.jobs import export_job
     from workbench.metrics.bootstrap import ApBootstrap
     from workbench.plan import one_model_plan
 
@@ -163,13 +234,13 @@ def main() -> int:
     started = time.perf_counter()
     fp32_path = root / "fp32.tflite"
     if args.force or not fp32_path.is_file():
-        quantize_with_recipes(saved, "fp32", fp32_path)
+        convert(saved, "fp32", fp32_path, (), args.calib_count)
     fp32 = evaluated("fp32", fp32_path)
     img_ids = _image_ids(ann, args.images)
     boot = ApBootstrap(ann, "keypoints", img_ids=img_ids, n_boot=args.n_boot)
     only = set(args.only.split(",")) if args.only else None
     rows = []
-    for key, recipes in VARIANTS:
+    for key, recipes in QUICK if args.quick else VARIANTS:
         scheme = SCHEMES[key]
         name = key + "".join(f"+{r}" for r in recipes)
         path = root / f"{name}.tflite"
@@ -178,9 +249,7 @@ def main() -> int:
             continue
         if not record.is_file() or args.force or (only is not None and name in only):
             t0 = time.perf_counter()
-            result = quantize_with_recipes(
-                saved, scheme, path, io="uf", calib=CALIB, calib_count=args.calib_count, recipes=recipes
-            )
+            result = convert(saved, scheme, path, recipes, args.calib_count)
             write_json(record, dict(result.to_dict(), convert_seconds=round(time.perf_counter() - t0, 1)))
             (root / "eval" / name / "metrics.json").unlink(missing_ok=True)  # stale once re-converted
         conv = json.loads(record.read_text())
@@ -204,7 +273,7 @@ def main() -> int:
                 "size_bytes": conv["size_bytes"],
                 "sha256": conv["sha256"],
                 "convert_seconds": conv.get("convert_seconds"),
-                "cli": cli_line(scheme, recipes, args.calib_count),
+                "cli": None if _split_setting(recipes)[1] else cli_line(scheme, recipes, args.calib_count),
             }
         )
         print(f"{name:<32} AP {ev['metrics']['AP']:.3f}  vs fp32 {diff}  all-int8 {conv['all_int8']}")
@@ -215,8 +284,10 @@ def main() -> int:
     timed = bench_models([fp32_path, *(root / f"{r['variant']}.tflite" for r in rows)], runs=args.runs)
     for row, timing in zip(rows, timed[1:], strict=True):
         row["latency_ms"] = round(timing.median_ms, 2)
+        row.update(cost_columns(root / f"{row['variant']}.tflite"))
 
     best_pc, best_pt, targets = _targets(rows, boot, evaluated, root)
+    targets.update(split_channels_targets(rows))
     out = {
         "model": "yolo11n-pose",
         "weights_sha256": sha256_file(WEIGHTS),
@@ -251,6 +322,32 @@ def main() -> int:
     for key, t in targets.items():
         print(f"target {key}: {t['value']} ({t['target']}) {'met' if t['met'] else 'MISSED'}")
     return 0 if all(t["met"] for t in targets.values()) else 1
+
+
+SPLIT_RECOMMENDED = "pt+split-levels+split-channels+calib-mse"
+
+
+def split_channels_targets(rows: list[dict]) -> dict:
+    """Issue 20's targets for the recommended split-channels file against plain per-tensor."""
+    by_name = {r["variant"]: r for r in rows}
+    row, plain = by_name.get(SPLIT_RECOMMENDED), by_name.get("pt")
+    if row is None or plain is None or row.get("u55_256_npu_ms") is None or not plain.get("u55_256_npu_ms"):
+        return {}
+    npu = row["u55_256_npu_ms"] / plain["u55_256_npu_ms"]
+    host = row["latency_ms"] / plain["latency_ms"]
+    extra_cpu = sorted(set(row["u55_256_cpu_ops"]) - set(plain["u55_256_cpu_ops"]))
+    return {
+        "split_no_gather": {"value": row["gather_ops"], "target": "== 0", "met": row["gather_ops"] == 0},
+        "split_no_new_u55_cpu_ops": {"value": extra_cpu, "target": "[]", "met": not extra_cpu},
+        "split_u55_npu_vs_pt": {"value": round(npu, 3), "target": "<= 1.10", "met": npu <= 1.10},
+        "split_host_latency_vs_pt": {"value": round(host, 3), "target": "<= 1.3", "met": host <= 1.3},
+        "split_keypoint_ap": {
+            "value": row["AP"],
+            "interval": row["AP_interval"],
+            "target": ">= 0.300",
+            "met": row["AP"] >= 0.300,
+        },
+    }
 
 
 def _image_ids(ann: Path, limit: int | None) -> list[int]:

@@ -95,3 +95,16 @@ def test_a_corrupt_or_missing_plan_is_one_clear_error(tmp_path):
     with pytest.raises(WorkbenchError, match="not a valid plan") as err:
         load_plan(tmp_path)
     assert str(err.value.path) == str(tmp_path / PLAN_JSON)
+
+
+def test_the_plan_carries_the_board_figures_and_its_json_round_trips(tmp_path):
+    board = tmp_path / "board.csv"
+    board.write_text("file,target,ms,note\nm_96_int8-per-tensor_uf,stm32mp2,9.5,MP257F-DK2 @ 1.5 GHz\n")
+    plan = make_plan(small_config(target="stm32mp2", measured_latency=str(board)))
+    assert plan.targets == ("stm32mp2",)
+    (row,) = plan.measured
+    assert (row.file, row.target, row.ms, row.line, row.note) == (
+        "m_96_int8-per-tensor_uf", "stm32mp2", 9.5, 2, "MP257F-DK2 @ 1.5 GHz",
+    )  # fmt: skip
+    plan.write(tmp_path)
+    assert load_plan(tmp_path) == plan

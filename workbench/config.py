@@ -58,9 +58,14 @@ TASK_OF_METRIC = {metric: task for task, metric in METRIC_OF_TASK.items()}
 METRICS = tuple(METRIC_OF_TASK.values())
 ULTRALYTICS_TASK = {Task.POSE: "pose", Task.SEG: "segment", Task.DETECT: "detect"}
 TASK_OF_ULTRALYTICS = {name: task for task, name in ULTRALYTICS_TASK.items()}
-TARGETS = (None, "cpu", "npu")
+# `target:` names a deployment target (workbench.targets; checked against the registry by the plan).
+# Its old values are refused with the target that replaces them, rather than guessed.
+RETIRED_TARGETS = {
+    "npu": "name a board: stm32mp2 (its NPU runs per-tensor int8; what `npu` meant), stm32n6 or ethos-u55-256",
+    "cpu": "name `host` (this machine's CPU, measured) or leave `target` unset",
+}
 # fields added after configs were hashed: part of the hash only when set, so older configs keep theirs
-HASHED_WHEN_SET = ("targets",)
+HASHED_WHEN_SET = ("targets", "measured_latency")
 
 
 def validate_imgsz(value: Any, source: str | None = None) -> int:
@@ -126,10 +131,15 @@ class RunConfig:
     # Recovery recipes for int8 schemes (workbench.recipes): each entry one recipe or several
     # joined by "+", e.g. ["split-head", "split-head+calib-all"]; each adds a row per int8 scheme.
     recipes: list[str] = field(default_factory=list)
-    target: str | None = None  # "npu": the report's int8 recommendation prefers all-int8 per-tensor files
+    # The deployment target the report answers for (a `targets` name; added to `targets` if absent):
+    # its latency is the frontier's axis and the recommendation's, e.g. stm32n6. None: this CPU.
+    target: str | None = None
     # Deployment targets (workbench.targets, `workbench targets` lists them) whose latency, memory and
     # op placement the benchmark step adds to every variant, e.g. [host, ethos-u55-256, stm32mp2, stm32n6]
     targets: list[str] = field(default_factory=list)
+    # Latencies measured on boards by their owners: a CSV of file (name or sha256), target, ms
+    # (workbench.targets.measured); each replaces the estimate of that file on that target.
+    measured_latency: str | None = None
     threads: int = 2
     bench_runs: int = 30
     seed: int = 0
@@ -193,8 +203,19 @@ class RunConfig:
         self.targets = [str(t) for t in _as_list(self.targets)]
         if "" in self.targets or len(set(self.targets)) != len(self.targets):
             raise WorkbenchError(f"targets must be distinct target names, got {self.targets}")
-        if self.target not in TARGETS:
-            raise WorkbenchError(f"target must be one of {', '.join(map(str, TARGETS))}, got {self.target!r}")
+        if self.target is not None:
+            if not isinstance(self.target, str) or not self.target.strip():
+                raise WorkbenchError(f"target must name a deployment target, got {self.target!r}")
+            if self.target in RETIRED_TARGETS:
+                raise WorkbenchError(
+                    f"target: {self.target!r} is no longer accepted: {RETIRED_TARGETS[self.target]}"
+                )
+            if self.target not in self.targets:  # the report needs its columns: measured like the others
+                self.targets.append(self.target)
+        if self.measured_latency is not None and not (
+            isinstance(self.measured_latency, str) and self.measured_latency.strip()
+        ):
+            raise WorkbenchError(f"measured_latency must name a CSV file, got {self.measured_latency!r}")
 
     @property
     def models(self) -> list[str]:
@@ -274,6 +295,11 @@ class RunConfig:
             for k, v in self.to_dict().items()
             if k not in ("name", "workers", "trust_weights") and not (k in HASHED_WHEN_SET and not v)
         }
+        if self.measured_latency:  # its rows change results: the file's content counts, not its name only
+            content["measured_latency"] = [
+                self.measured_latency,
+                _file_digest(resolve_path(self.measured_latency)),
+            ]
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -294,6 +320,14 @@ def resolve_path(path: str | Path) -> Path:
     if path.is_absolute() or path.exists():
         return path
     return Path(__file__).resolve().parent.parent / path
+
+
+def _file_digest(path: Path) -> str | None:
+    """sha256 of a small input file (None when absent: the plan refuses it with its name)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _enum(kind: type[StrEnum], value: Any, key: str) -> Any:

@@ -39,7 +39,9 @@ class ExportResult:
     input_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     head: str = "single"
     equalized: bool = False
-    split_channels: bool = False  # convolutions split by channel range (the split-channels recipe)
+    split_channels: float | None = (
+        None  # min noise gain convolutions were split at (the split-channels recipe)
+    )
     kpt_clip: list[float] | None = None
     kpt_percentile: float | None = None  # the percentile kpt_clip was taken at (the calib-percentile recipe)
     bias_corrected: str | None = None  # "<granularity>:<calibration digest>" (the bias-correct recipe)

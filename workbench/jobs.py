@@ -24,6 +24,7 @@ from workbench.config import IOType, Scheme
 from workbench.errors import WorkbenchError
 from workbench.exported import EXPORT_META, ExportResult
 from workbench.fileio import exclusive, sha256_file, write_json
+from workbench.locations import IMGSZ_FIELD
 from workbench.quantize import QuantizeResult, quantize
 from workbench.recipes import build_plan, check_family
 from workbench.recipes.edits import ExportEdits
@@ -197,3 +198,30 @@ def quantize_with_recipes(
         allow_unnormalized=allow_unnormalized,
         recipes=recipes,
     )
+
+
+def convert_weights(
+    weights: str | Path,
+    imgsz: int,
+    scheme: Scheme | str,
+    folder: str | Path,
+    *,
+    io: IOType | str = IOType.UF,
+    calib: str | Path | None = None,
+    calib_count: int = DEFAULT_CALIB_COUNT,
+) -> QuantizeResult:
+    """``weights`` (any family's float file; ``{imgsz}`` in the name for one file per size) exported
+    at ``imgsz`` and converted to ``scheme``, both kept in ``folder`` and reused while their keys
+    match (:func:`export_job`, :func:`convert_job`). For one-off callers: tests, benchmarks.
+
+    Example:
+        >>> convert_weights("st/st_ssd_mobilenet_v1_025_{imgsz}.h5", 224, "int8-per-channel",
+        ...                 "build/ssd224", calib="data/coco/images", calib_count=8)  # doctest: +SKIP
+    """
+    from workbench.plan import one_model_plan
+
+    folder = Path(folder)
+    family = one_model_plan(weights).model.family  # the one-model plan names the family
+    export = export_job(weights, imgsz, folder / "saved_model", family=family)
+    name = f"{Path(str(weights)).stem.replace(IMGSZ_FIELD, str(imgsz))}-{Scheme(scheme).value}.tflite"
+    return convert_job(export, scheme, folder / name, io=io, calib=calib, calib_count=calib_count)

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.config import IOType, RunConfig, Scheme, Task
+from workbench.config import IOType, RunConfig, Scheme, Task, resolve_path
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
+from workbench.targets.measured import BoardLatency, read_measured_latency
 
 if TYPE_CHECKING:
     from workbench.families import ModelFamily
@@ -114,6 +115,7 @@ class RunPlan:
     exports: tuple[ExportJob, ...]
     conversions: tuple[ConversionJob, ...]
     targets: tuple[str, ...] = field(default=())
+    measured: tuple[BoardLatency, ...] = field(default=())  # the measured_latency CSV's rows, validated
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -143,6 +145,7 @@ class RunPlan:
             "exports": [asdict(j) for j in self.exports],
             "conversions": [asdict(j) for j in self.conversions],
             "targets": list(self.targets),
+            "measured": [m.to_dict() for m in self.measured],
         }
 
     @classmethod
@@ -158,6 +161,7 @@ class RunPlan:
             exports=tuple(ExportJob(**j) for j in data["exports"]),
             conversions=tuple(ConversionJob(**j) for j in data["conversions"]),
             targets=tuple(data["targets"]),
+            measured=tuple(BoardLatency(**m) for m in data.get("measured", [])),
         )
 
     def write(self, run_dir: str | Path) -> Path:
@@ -188,6 +192,9 @@ def make_plan(cfg: RunConfig, source: str | None = None, need_training: bool | N
             get_target(name)
         except WorkbenchError as err:
             raise WorkbenchError(err.message, path=source) from None
+    measured: list[BoardLatency] = []
+    if cfg.measured_latency:  # untrusted: every row checked (format, target) before any work
+        measured = read_measured_latency(resolve_path(cfg.measured_latency), cfg.targets)
     models = resolve_models(cfg, source)
     check_data_paths(cfg, source)
     dataset = _dataset(cfg, models, need_training)
@@ -199,6 +206,7 @@ def make_plan(cfg: RunConfig, source: str | None = None, need_training: bool | N
         exports=tuple(ExportJob(name, imgsz) for name in names for imgsz in cfg.imgsz),
         conversions=conversion_jobs(cfg, names),
         targets=tuple(cfg.targets),
+        measured=tuple(measured),
     )
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,9 @@ def checked_export(saved_model: str | Path, plan: Plan, scheme: Scheme) -> Expor
             )
     check_family(plan.recipes, export.family, path=saved_model)
     have = ExportEdits.recorded(export)
+    if plan.export.split_channels and have.split_channels and have.split_channels > 0:
+        # split-channels converts an export split at any setting: the setting is the export's
+        plan = replace(plan, export=replace(plan.export, split_channels=have.split_channels))
     if have != plan.export and (plan.recipes or scheme.is_int8):
         raise WorkbenchError(
             f"this export has the edits [{have.key or 'none'}], and "

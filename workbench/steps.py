@@ -256,13 +256,23 @@ def compare(plan: RunPlan, run_dir: str | Path) -> pd.DataFrame:
         )
         table = table.merge(intervals, on="variant", how="left")
         write_csv(differences, run_dir / DIFFERENCES_CSV)
+    if plan.measured:  # board owners' figures replace the estimates of the files they name
+        from workbench.targets.measured import apply_measured
+
+        records = table.to_dict("records")
+        apply_measured(
+            records,
+            plan.measured,
+            [{"variant": r["variant"], "path": r["path"], "sha256": r["sha256"]} for r in records],
+        )
+        table = pd.DataFrame(records)
     table = table.rename(columns={"sha256": "model_sha256"}).drop(columns=["name"])
     table["config_hash"] = cfg.hash
     table["dataset_hash"] = dataset.fingerprint
     table["packages"] = json.dumps(package_versions(), sort_keys=True)
     table = validate_results(table)
     write_results_csv(table, run_dir / "results.csv")
-    plots.write_all(table, run_dir / "plots", latency_budget_ms=cfg.latency_budget_ms)
+    plots.write_all(table, run_dir / "plots", latency_budget_ms=cfg.latency_budget_ms, target=cfg.target)
     return table
 
 

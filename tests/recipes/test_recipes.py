@@ -91,13 +91,13 @@ def test_export_edit_keys_are_stable_and_name_folders():
 
 
 def test_config_recipes_and_target_are_validated():
-    cfg = RunConfig(recipes=["calib-all+split-head", "int16x8"], target="npu")
+    cfg = RunConfig(recipes=["calib-all+split-head", "int16x8"], target="stm32mp2")
     assert cfg.recipes == ["split-head+calib-all", "int16x8"]
     assert cfg.hash != RunConfig().hash
     with pytest.raises(WorkbenchError, match="unknown recipe"):
         RunConfig(recipes=["magic"])
-    with pytest.raises(WorkbenchError, match="target must be one of"):
-        RunConfig(target="gpu")
+    with pytest.raises(WorkbenchError, match="'npu' is no longer accepted"):
+        RunConfig(target="npu")
 
 
 def test_split_head_assembly_matches_ultralytics_decode():

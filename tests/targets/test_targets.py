@@ -29,9 +29,10 @@ def tiny():
     return tiny_models()
 
 
-def test_the_registry_holds_the_host_four_ethos_u_and_two_st_targets():
+def test_the_registry_holds_the_host_four_ethos_u_two_st_npu_and_three_st_cpu_targets():
     assert list_targets() == [
-        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host", "stm32mp2", "stm32n6",
+        "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u85-256", "host",
+        "stm32h7", "stm32mp135", "stm32mp157", "stm32mp2", "stm32n6",
     ]  # fmt: skip
     assert {get_target(n).latency_source for n in list_targets()} == {"tool", "measured", "fitted"}
 
@@ -51,7 +52,7 @@ def test_an_unknown_target_is_refused_with_the_valid_list(tiny, capsys):
     assert (
         len(err) == 1
         and "unknown target 'stm32x9'" in err[0]
-        and "ethos-u85-256, host, stm32mp2, stm32n6" in err[0]
+        and "ethos-u85-256, host, stm32h7, stm32mp135, stm32mp157, stm32mp2, stm32n6" in err[0]
     )
 
 
@@ -132,24 +133,77 @@ def test_the_json_has_one_object_per_target_with_the_documented_keys(tiny, capsy
 
 
 # ---- ST's boards: documented placement, latency fitted to the published figures -----------------
-ST_FILES = {  # the 7 files of ST's published MP2 figures, and the engine that runs most of each
-    "pose_estimation/yolov8n_256_quant_pc_uf_pose_coco-st.tflite": "gpu",
-    "pose_estimation/yolov8n_256_quant_pt_uf_pose_coco-st.tflite": "npu",
-    "segmentation/yolov8n_256_quant_pc_ii_seg_coco-st.tflite": "npu",  # named pc, per-tensor inside
-    "segmentation/yolov8n_320_quant_pc_ii_seg_coco-st.tflite": "npu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_192_int8.tflite": "gpu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_224_int8.tflite": "gpu",
-    "object_detection_ssd/ssd_mobilenet_v1_025_256_int8.tflite": "gpu",
-}
+def published_files(zoo_dir, ssd: dict) -> dict:
+    """(model, imgsz, weights) -> the file each published figure was measured on: ST's zoo files
+    (pose, seg) and per-channel conversions of ST's SSD .h5 (the card's int8 files' sources)."""
+    from workbench.targets.published import SSD, ZOO_FILES
+
+    files = {key: zoo_dir / "st" / name for key, name in ZOO_FILES.items()}
+    return files | {(SSD, imgsz, "pc"): path for imgsz, path in ssd.items()}
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", sorted(ST_FILES))
-def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, name):
-    estimate = get_target("stm32mp2").estimate(zoo_dir / "st" / name)
-    majority = "npu" if estimate.accelerator_mac_share > 0.5 else "gpu"
-    assert majority == ST_FILES[name]
-    assert estimate.latency_source == "fitted" and estimate.latency_error_pct > 0
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(7))
+def test_mp2_places_each_published_model_on_its_published_majority_engine(zoo_dir, st_ssd_per_channel, index):
+    from workbench.targets.published import PUBLISHED_MP2_SHARES, placement_check
+
+    assert len(PUBLISHED_MP2_SHARES) == 7  # ST's 7 published MP2 figures
+    row = placement_check(get_target("stm32mp2"), published_files(zoo_dir, st_ssd_per_channel))[index]
+    assert "error" not in row, row
+    assert row["estimate_majority"] == row["published_majority"], row
+    # the SSD conversions hold per-channel weights: every MAC leaves the MP2's NPU for the GPU
+    if row["model"] == "st-ssd-mobilenet-v1-0.25":
+        assert row["estimate_gpu_mac_pct"] == 100.0
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_memory_is_checked_against_every_published_ram_figure(zoo_dir, st_ssd_per_channel):
+    from workbench.targets.published import PUBLISHED_RAM, flash_check, ram_check
+    from workbench.targets.st import N6_RAM_RATIO
+    from workbench.targets.st_cpu import H7_RAM_RATIO
+
+    files = {(m, s): p for (m, s, w), p in published_files(zoo_dir, st_ssd_per_channel).items() if w == "pc"}
+    rows = ram_check(files)
+    assert len(rows) == len(PUBLISHED_RAM) == 10 and all("error" not in r for r in rows), rows
+    for row in rows:  # the estimate is what the ST targets report as sram_bytes
+        assert row["error_pct"] == pytest.approx(
+            (row["estimate_kib"] - row["published_kib"]) / row["published_kib"] * 100, abs=0.1
+        )
+    # each label's stated range of published / estimate holds on every published figure of its board
+    for board, (low, high), count in (("stm32n6", N6_RAM_RATIO, 7), ("stm32h7", H7_RAM_RATIO, 3)):
+        ratios = [r["published_over_estimate"] for r in rows if r["board"] == board]
+        assert len(ratios) == count and low <= min(ratios) and max(ratios) <= high, (board, ratios)
+        assert f"{low}x to {high}x" in get_target(board).sram_means
+    # weights flash: the H7's is the file's constants (the conversions hold ST's weights); the N6's
+    # is more (ST's compiler stores its own layout), never less
+    flash = flash_check(files)
+    assert len(flash) == 10 and all("error" not in r for r in flash), flash
+    assert all(abs(r["error_pct"]) < 0.1 for r in flash if r["board"] == "stm32h7")
+    assert all(-20.0 < r["error_pct"] < 0.0 for r in flash if r["board"] == "stm32n6")
+    # ST's boards count a buffer for the SSD's constant anchors output (6825 anchors x 4 float32);
+    # the Linux boards' TFLite runtime reads it from the file: the arena alone
+    from workbench.inspect import activation_arena
+
+    ssd224 = st_ssd_per_channel[224]
+    arena = activation_arena(read_graph(ssd224)).arena_bytes
+    assert get_target("stm32h7").estimate(ssd224).sram_bytes == arena + 6825 * 4 * 4
+    assert get_target("stm32n6").estimate(ssd224).sram_bytes == arena + 6825 * 4 * 4
+    assert get_target("stm32mp157").estimate(ssd224).sram_bytes == arena
+
+
+def test_each_st_target_says_what_its_sram_figure_means(tiny, capsys):
+    assert (
+        main(
+            ["target", str(tiny["int8-per-tensor"]), "--target", "stm32n6", "--target", "stm32mp2", "--json"]
+        )
+        == 0
+    )
+    rows = {r["target"]: r for r in json.loads(capsys.readouterr().out)}
+    n6, mp2 = rows["stm32n6"]["provenance"]["sram_means"], rows["stm32mp2"]["provenance"]["sram_means"]
+    assert n6.startswith("estimate:") and "published N6 internal RAM" in n6
+    assert mp2.startswith("estimate:") and "unchecked" in mp2
 
 
 @pytest.mark.zoo
@@ -174,6 +228,22 @@ def test_the_fitted_macs_are_those_of_st_s_files(zoo_dir):
         )
 
 
+@pytest.mark.zoo
+@pytest.mark.slow
+def test_the_fitted_ssd_macs_are_those_of_the_h5_conversions(st_ssd_per_channel):
+    from workbench.targets.st import MP2_POINTS, N6_POINTS
+    from workbench.targets.st_cpu import CPU_BOARDS
+
+    ssd_points = [p for p in (*N6_POINTS, *MP2_POINTS) if p.file.startswith("st_ssd")]
+    ssd_points += [p for board in CPU_BOARDS for p in board.points]
+    assert len(ssd_points) == 5 + 3 * 3
+    for point in ssd_points:
+        graph = read_graph(st_ssd_per_channel[int(point.file.split("_")[-2])])
+        assert sum(op_macs(graph, op) for op in graph.ops) / 1e6 == pytest.approx(
+            sum(point.mmacs.values()), abs=0.05
+        )
+
+
 def test_leave_one_out_is_computed_and_printed(capsys):
     from workbench.targets.st import LatencyModel, PublishedPoint, leave_one_out
 
@@ -190,10 +260,25 @@ def test_leave_one_out_is_computed_and_printed(capsys):
         assert f"median {target.loo_median_pct:.1f} %" in line and target.loo_median_pct <= 25.0
 
 
-def test_st_targets_refuse_to_cost_what_st_never_published(tiny):
-    estimate = get_target("stm32n6").estimate(tiny["fp32"])  # float convolutions: the CPU
+@pytest.mark.parametrize("name", ["stm32n6", "stm32h7", "stm32mp135"])
+def test_st_targets_refuse_to_cost_what_st_never_published(tiny, name):
+    estimate = get_target(name).estimate(tiny["fp32"])  # float convolutions on the CPU
     assert estimate.error.startswith("no latency model for") and estimate.latency_ms is None
     assert {p.engine for p in estimate.placement} == {"cpu"}
+
+
+@pytest.mark.parametrize("name", ["stm32h7", "stm32mp157", "stm32mp135"])
+def test_a_cpu_board_runs_every_op_on_its_cpu_at_its_fitted_mac_rate(tiny, name):
+    target = get_target(name)
+    estimate = target.estimate(tiny["int8-per-channel"])
+    assert estimate.error is None and {p.engine for p in estimate.placement} == {"cpu"}
+    # no accelerator: no MAC share, nothing falls back
+    assert estimate.accelerator_mac_share is None and estimate.fallback_ops == []
+    assert estimate.latency_ms == pytest.approx(target.model.predict({"cpu": TINY_MACS / 1e6}))
+    assert estimate.latency_error_pct == round(target.loo_median_pct, 1) and len(target.points) == 3
+    assert "seed 004" in estimate.provenance["fitted_on"] and estimate.provenance["sram_means"].startswith(
+        "estimate:"
+    )
 
 
 # ---- a config's targets: columns per variant --------------------------------------------------

@@ -49,7 +49,7 @@ def register(sub) -> None:
         "--latency-budget",
         type=float,
         metavar="MS",
-        help="latency budget for the recommended variant (ms, median)",
+        help="latency budget for the recommended variant (ms: on the config's target, else median here)",
     )
     parser.add_argument(
         "--allow-download",

@@ -167,7 +167,7 @@ class SsdFamily(ModelFamily):
         if split_channels:
             from workbench.recipes.split_channels_keras import split_keras_model
 
-            split_keras_model(model)
+            split_keras_model(model, min_gain=float(split_channels))
         size = tuple(model.inputs[0].shape[1:3])
         if size != (imgsz, imgsz):
             raise WorkbenchError(

@@ -176,10 +176,56 @@ def edit_model(
     if "qat" in learned:
         finetune_int8(model, learned["qat"], per_channel=edits.qat == "per-channel")
     if edits.split_channels:
-        from workbench.recipes.split_channels import split_model
-
-        split_model(model)
+        record["split_channels"] = _split_channels(model, edits, imgsz)
     return record
+
+
+def _split_channels(model, edits: ExportEdits, imgsz: int) -> float:
+    """The split-channels edit on an Ultralytics model; returns the setting to record.
+
+    Ultralytics-specific, and only here: BatchNorm is folded first (``fuse``); the graph is traced
+    as the export runs it (``export=True``, the same head edit); the head's last convolutions stay
+    whole, since the split head reads their rows by quantity (:func:`workbench.heads.split_head`).
+    """
+    import contextlib
+
+    import torch
+
+    from workbench.heads import split_head
+    from workbench.recipes.split_channels import split_model
+
+    model.fuse(verbose=False)
+    model.eval()
+    flagged = [m for m in model.modules() if hasattr(m, "export")]
+    saved = [m.export for m in flagged]
+    head = split_head(levels=edits.head == "levels") if edits.head != "single" else contextlib.nullcontext()
+    try:
+        for m in flagged:
+            m.export = True
+        with head:
+            split_model(
+                model,
+                torch.zeros(1, 3, imgsz, imgsz),
+                keep=_head_output_convs(model),
+                min_gain=edits.split_channels,
+            )
+    finally:
+        for m, value in zip(flagged, saved, strict=True):
+            m.export = value
+    return edits.split_channels
+
+
+def _head_output_convs(model) -> frozenset[str]:
+    """Names of the detection head's last convolutions: the split head cuts their rows by quantity
+    itself (:func:`workbench.heads.split_head`), and its decode reads them as plain convolutions."""
+    head = model.model[-1]
+    last = {
+        id(branch[-1])
+        for attr in ("cv2", "cv3", "cv4", "cv5")
+        for branch in getattr(head, attr, ())
+        if hasattr(branch, "__getitem__")
+    }
+    return frozenset(name for name, m in model.named_modules() if id(m) in last)
 
 
 def _with_seg_labels(prepared: PreparedDataset) -> PreparedDataset:

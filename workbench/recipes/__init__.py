@@ -20,7 +20,8 @@ equalize         cross-layer equalization of consecutive convolutions before exp
                  pointwise pairs: exact, the ReLU6 caps move per channel)
 split-channels   per-tensor only: each convolution whose per-tensor weight noise falls    yes
                  1.5x or more becomes up to 3 convolutions over runs of output channels
-                 of similar range, each with its own scale (exact in float; more ops)
+                 of similar range, each with its own scale; channel orders are permuted
+                 so the runs concatenate in place (exact in float; no GATHER; more ops)
 bias-correct     each conv's bias absorbs the mean output shift its int8 weights (this     yes
                  scheme's granularity) cause on 32 calibration images, before export
 qat              quantization-aware fine-tuning: 300 steps with int8 weights (this scheme's   yes
@@ -58,6 +59,7 @@ from workbench.recipes.edits import ConversionEdits, ExportEdits
 FLOAT_FALLBACK_K = 3
 ALL_CALIBRATION_IMAGES = 100_000  # "every image in the folder"
 KPT_PERCENTILE = 99.99
+SPLIT_MIN_GAIN = 1.5  # = workbench.recipes.split_channels.MIN_GAIN (that module imports numpy)
 INT8_SCHEMES = ("int8-per-channel", "int8-per-tensor")
 GRANULARITY = "<granularity>"  # an export edit's value that is the scheme's weight granularity
 BOTH = ("yolo", "ssd")
@@ -140,10 +142,11 @@ register(
     Recipe(
         "split-channels",
         "per-tensor only: each conv whose weight channel ranges differ widely becomes up to 3 convs over "
-        "runs of channels of similar range, each with its own int8 scale (exact in float; more ops)",
+        "runs of channels of similar range, each with its own int8 scale; weights permuted so no GATHER restores "
+        "the order (exact in float; more convs and concatenations)",
         families=BOTH,
         schemes=("int8-per-tensor",),
-        export={"split_channels": True},
+        export={"split_channels": SPLIT_MIN_GAIN},
     )
 )
 register(

@@ -24,6 +24,9 @@ class ExportEdits:
     """The export a recipe set needs; ``ExportEdits()`` is the plain export.
 
     ``bias_correct`` / ``qat``: the int8 weight granularity they learn for (the scheme's), or None.
+    ``split_channels``: split a convolution where that divides its per-tensor weight noise by at least
+    this (the ``split-channels`` recipe sets :data:`~workbench.recipes.split_channels.MIN_GAIN`;
+    an export made at another setting converts with the same recipe); None: no split.
     ``kpt_percentile``: clamp the split head's keypoint offsets at this percentile of the calibration
     images' values (the ``calib-percentile`` recipe).
 
@@ -36,7 +39,7 @@ class ExportEdits:
 
     head: str = "single"
     equalize: bool = False
-    split_channels: bool = False
+    split_channels: float | None = None
     bias_correct: str | None = None
     qat: str | None = None
     kpt_percentile: float | None = None
@@ -55,7 +58,11 @@ class ExportEdits:
         """A short stable name for folder names: ``""`` for the plain export, else its edits joined by ``+``."""
         parts = [] if self.head == "single" else [f"{self.head}-head"]
         parts += ["equalized"] if self.equalize else []
-        parts += ["split-channels"] if self.split_channels else []
+        if self.split_channels:
+            from workbench.recipes.split_channels import MIN_GAIN
+
+            gain = float(self.split_channels)
+            parts += ["split-channels" if gain == MIN_GAIN else f"split-channels{gain:g}"]
         parts += [f"clip{self.kpt_percentile:g}"] if self.kpt_percentile is not None else []
         parts += [f"bc-{self.bias_correct}"] if self.bias_correct else []
         parts += [f"qat-{self.qat}"] if self.qat else []
@@ -86,7 +93,7 @@ class ExportEdits:
         return cls(
             head=export.head,
             equalize=export.equalized,
-            split_channels=export.split_channels,
+            split_channels=_split_setting(export.split_channels),
             bias_correct=export.bias_corrected.split(":")[0] if export.bias_corrected else None,
             qat=export.qat.split(":")[0] if export.qat else None,
             kpt_percentile=export.kpt_percentile,
@@ -94,6 +101,14 @@ class ExportEdits:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _split_setting(recorded: Any) -> float | None:
+    """An export's recorded split-channels setting. Exports of the former gather path recorded
+    ``true``: -1, a setting no recipe asks for, so they are exported again rather than reused."""
+    if recorded is None or recorded is False:
+        return None
+    return -1.0 if recorded is True else float(recorded)
 
 
 @dataclass(frozen=True)

@@ -5,25 +5,42 @@ Per-tensor int8 gives every output channel of a convolution the step of its wide
 int8 weights and float activations, that alone costs 0.026 AP (per-channel weights: 0.004), spread
 over most of the network's 97 convolutions rather than a few (README).
 
-This recipe sorts a convolution's output channels by their largest absolute weight and cuts them
-into up to ``groups`` runs so that the summed quantization noise, ``sum_g n_g · step_g²``, is least
-(:func:`channel_groups`, exact dynamic programme). Each run becomes its own convolution:
+A convolution's output channels are cut into up to ``groups`` runs so that the summed quantization
+noise, ``sum_g n_g · step_g²``, is least; each run becomes its own convolution with its own scale:
 
-- ungrouped convolutions compute only their run's channels; the runs are concatenated and put back
-  in the original channel order by one gather (:class:`SplitConv2d`): the same weights, MACs and
-  outputs, one concatenation and one gather more per split;
+- ungrouped convolutions: a run is a *contiguous segment* of the conv's output order
+  (:func:`contiguous_runs`, exact dynamic programme), and the parts are concatenated, nothing more
+  (:func:`_run_module`). The order itself is free: the conv's weight rows and its readers' weight
+  columns are permuted together. Where tensors meet (residual adds, concatenations, chunk splits)
+  the writers of one *channel space* share one order (:mod:`workbench.recipes.channel_spaces`,
+  :func:`_choose_order`); spaces read by a reshape, attention or an output keep the identity. No
+  GATHER, and no op kind a plain per-tensor file lacks (CONV_2D and CONCATENATION only): an NPU
+  that takes the plain file takes this one (the former path restored the order with 55 GATHERs,
+  which Arm Vela runs on the CPU);
 - depthwise convolutions (each output channel reads its own input channel) keep every channel in
-  each part, the others' weights zero, and the parts are summed: the MACs of a depthwise are few.
+  each part, the other runs' weights zero, and the parts are summed: the runs need not be
+  contiguous (:func:`channel_groups`), and the MACs of a depthwise are few.
 
-The float model is unchanged (both forms are exact); the file stays all-int8 and per-tensor,
-which is what an NPU that is fast only per-tensor runs. A convolution is split only where that
-lowers its noise by at least ``MIN_GAIN``.
+The float model is unchanged (tested to 1e-4 on yolo11n-pose); the file stays all-int8 and
+per-tensor. A convolution is split only where that divides its noise by at least ``min_gain`` (the
+cost knob: fewer splits, fewer ops; :data:`MIN_GAIN` is the recipe's setting, an
+:class:`~workbench.recipes.edits.ExportEdits` ``split_channels`` value another).
+
+What sharing orders costs, measured on yolo11n-pose (:class:`SplitReport`, noise in ``sum n·step²``
+summed over the 97 convolutions): unsplit 1.687, split freely into 3 runs 0.394, split along the
+shared orders 0.456 (+16 %), at ``min_gain`` 1.5 0.465 (84 convolutions split). Of the +0.062:
+the 9 spaces with several writers (C3k2 residuals, C2PSA) +0.040, from +7 % (layer 2) to +172 %
+(layer 10: C2PSA's cv1, attention proj and ffn share one order); the attention's qkv, read by a
+reshape and so kept in the identity order, +0.009 (+200 %); chunk boundaries the rest.
 
 Why 3 runs: with int8 weights and float activations (yolo11n-pose 256, 450 dev images), per-tensor
 weights score 0.291, in 2 runs per conv 0.304, in 3 runs 0.314, per-channel 0.313, fp32 0.318.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -109,33 +126,76 @@ def noise_gain(amax: np.ndarray, runs: list[np.ndarray]) -> float:
     return whole / split if split > 0 else 1.0
 
 
-def _split_module():
+def run_cost(amax: np.ndarray, runs: list[np.ndarray]) -> float:
+    """``sum n · max²`` of ``runs`` of ``amax`` (the rounding noise up to the constant ``1/127²``)."""
+    return float(sum(len(r) * float(np.max(amax[r])) ** 2 for r in runs))
+
+
+@dataclass
+class SplitReport:
+    """What :func:`split_model` did, and what sharing orders cost: per writer its noise ``sum n·step²``
+    unsplit, split freely (:func:`channel_groups`) and split along its shared order (the file's)."""
+
+    min_gain: float
+    groups: int
+    convs: dict[str, dict[str, float]] = field(default_factory=dict)  # name → whole/free/shared/runs
+    spaces: list[dict[str, object]] = field(default_factory=list)  # per shared space: its writers, noise
+
+    @property
+    def split(self) -> int:
+        return sum(1 for c in self.convs.values() if c["runs"] > 1)
+
+    def totals(self) -> dict[str, float]:
+        """Noise summed over convolutions: unsplit, free cut, shared-order cut, what the file has."""
+        keys = ("whole", "free", "shared", "applied")
+        return {k: float(sum(c[k] for c in self.convs.values())) for k in keys}
+
+
+def _choose_order(blocks, amax: dict[str, np.ndarray], groups: int) -> np.ndarray:
+    """One order for a space's writer blocks: of the candidate sorts (each writer's own, and the
+    writers' normalized ranges joined by max and by mean), the one whose contiguous cuts cost the
+    writers least, each normalized by its unsplit noise."""
+    parts = [amax[b.writer][b.start : b.start + b.size] / float(amax[b.writer].max()) for b in blocks]
+    stacked = np.stack(parts)
+    candidates = [np.argsort(p, kind="stable") for p in parts]
+    candidates += [np.argsort(stacked.max(0), kind="stable"), np.argsort(stacked.mean(0), kind="stable")]
+
+    def cost(order):
+        return sum(run_cost(p[order], contiguous_runs(p[order], groups)) for p in parts)
+
+    return min(candidates, key=cost)
+
+
+@functools.cache
+def _run_module():
+    """The RunConv2d class (built on first use: importing this module does not import torch)."""
     import torch
     from torch import nn
 
-    class SplitConv2d(nn.Module):
-        """``conv`` as one convolution per run of output channels (see the module docstring)."""
+    class RunConv2d(nn.Module):
+        """``conv`` as one convolution per run of output channels, each with its own range.
 
-        def __init__(self, conv: nn.Conv2d, runs: list[np.ndarray], restore: bool = True):
+        Ungrouped: the runs are contiguous in ``conv``'s (already permuted) output order and the
+        parts are concatenated, nothing more. Depthwise: every part keeps all channels, the other
+        runs' weights zero, and the parts are summed (a depthwise conv has few MACs).
+        """
+
+        def __init__(self, conv: nn.Conv2d, runs: list[np.ndarray]):
             super().__init__()
             self.depthwise = conv.groups > 1
-            if conv.groups > 1 and conv.groups != conv.in_channels:
-                raise ValueError("grouped convolutions other than depthwise are not split")
             self.parts = nn.ModuleList()
             for run in runs:
                 index = torch.as_tensor(np.sort(run), dtype=torch.long)
+                if not self.depthwise and not np.array_equal(
+                    np.sort(run), np.arange(run.min(), run.max() + 1)
+                ):
+                    raise ValueError("an ungrouped conv's runs must be contiguous")
                 part = nn.Conv2d(
-                    conv.in_channels,
-                    conv.out_channels if self.depthwise else len(index),
-                    conv.kernel_size,
-                    conv.stride,
-                    conv.padding,
-                    conv.dilation,
-                    conv.groups,
-                    bias=conv.bias is not None,
-                )
+                    conv.in_channels, conv.out_channels if self.depthwise else len(index), conv.kernel_size,
+                    conv.stride, conv.padding, conv.dilation, conv.groups, bias=conv.bias is not None,
+                )  # fmt: skip
                 with torch.no_grad():
-                    if self.depthwise:  # the other channels' weights and biases are zero
+                    if self.depthwise:
                         part.weight.zero_()
                         part.weight[index] = conv.weight[index]
                         if conv.bias is not None:
@@ -146,65 +206,86 @@ def _split_module():
                         if conv.bias is not None:
                             part.bias.copy_(conv.bias[index])
                 self.parts.append(part)
-            order = torch.as_tensor(np.concatenate([np.sort(r) for r in runs]), dtype=torch.long)
-            # concatenated → original order; None where the one consumer's input channels were permuted instead
-            self.restore = torch.argsort(order) if restore and not self.depthwise else None
 
         def forward(self, x):
             if self.depthwise:
                 return sum(part(x) for part in self.parts)
-            y = torch.cat([part(x) for part in self.parts], 1)
-            return y if self.restore is None else y.index_select(1, self.restore)
+            return torch.cat([part(x) for part in self.parts], 1)
 
-    return SplitConv2d
+    return RunConv2d
 
 
-def split_model(model, groups: int = SPLIT_GROUPS, min_gain: float = MIN_GAIN) -> int:
-    """Fold BatchNorm, then split every convolution whose per-tensor noise falls by ``min_gain``; the count.
+def _amax(conv) -> np.ndarray:
+    return conv.weight.detach().abs().flatten(1).amax(1).double().numpy()
 
-    Where a split convolution's output has one reader, a convolution (:func:`conv_pairs`: a
-    bottleneck's or a head branch's next conv), that reader's input channels are permuted to the
-    concatenated order instead of gathering back to the original order.
+
+def split_model(
+    model,
+    example,
+    *,
+    keep: frozenset[str] = frozenset(),
+    groups: int = SPLIT_GROUPS,
+    min_gain: float = MIN_GAIN,
+) -> SplitReport:
+    """Split every convolution of ``model`` (BatchNorm folded, traceable on ``example`` by
+    ``torch.export``) whose per-tensor noise falls by ``min_gain``, with no gather.
+
+    Each channel space (:func:`~workbench.recipes.channel_spaces.trace_channels`) gets one order
+    (:func:`_choose_order`; the identity where pinned); writers' rows and readers' columns are
+    permuted to it, and a split writer's runs are contiguous segments of its order
+    (:func:`contiguous_runs`). ``keep``: convolutions to leave whole and unpermuted.
     """
     import torch
-    from torch import nn
 
-    from workbench.recipes.equalize import conv_pairs
+    from workbench.recipes.channel_spaces import trace_channels
 
-    split_conv = _split_module()
-    model.fuse(verbose=False)
-    outputs = _head_output_convs(model)
-    consumer = {id(first): second for first, second in conv_pairs(model)}  # the only reader of first
-    targets = []
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if not isinstance(child, nn.Conv2d) or id(child) in outputs:
-                continue
-            if child.groups > 1 and child.groups != child.in_channels:
-                continue
-            amax = child.weight.detach().abs().flatten(1).amax(1).double().numpy()
-            runs = channel_groups(amax, groups)
-            if len(runs) > 1 and noise_gain(amax, runs) >= min_gain:
-                targets.append((parent, name, child, runs))
-    for _parent, _name, child, runs in targets:  # consumers first take their permuted inputs
-        reader = consumer.get(id(child))
-        if reader is not None and child.groups == 1:
-            order = np.concatenate([np.sort(r) for r in runs])
-            with torch.no_grad():
-                reader.weight.copy_(reader.weight[:, order])
-    for parent, name, child, runs in targets:
-        permuted = child.groups == 1 and id(child) in consumer
-        setattr(parent, name, split_conv(child, runs, restore=not permuted))
-    return len(targets)
-
-
-def _head_output_convs(model) -> set[int]:
-    """ids of the detection head's last convolutions: the split head cuts their rows by quantity
-    itself (:func:`workbench.heads.split_head`), and its decode reads them as plain convolutions."""
-    head = model.model[-1]
-    return {
-        id(branch[-1])
-        for attr in ("cv2", "cv3", "cv4", "cv5")
-        for branch in getattr(head, attr, ())
-        if hasattr(branch, "__getitem__")
-    }
+    traced = trace_channels(model, example, keep)
+    convs = {name: model.get_submodule(name) for name in {*traced.readers, *traced.depthwise}}
+    amax = {name: _amax(convs[name]) for name in traced.writers}
+    written = [[b for b in blocks if b.writer is not None] for blocks in traced.spaces]
+    orders = [
+        None if pinned or not blocks else _choose_order(blocks, amax, groups)
+        for blocks, pinned in zip(written, traced.pinned, strict=True)
+    ]
+    report = SplitReport(min_gain, groups)
+    new_ids = traced.new_ids(orders, traced.count)
+    rows = {name: traced.writer_order(name, orders) for name in traced.writers}
+    cols = {name: traced.tensor_order(ids, new_ids) for name, ids in traced.readers.items()}
+    rows |= {name: traced.tensor_order(ids, new_ids) for name, ids in traced.depthwise.items()}
+    with torch.no_grad():
+        for name, conv in convs.items():
+            weight = conv.weight
+            if name in rows:
+                weight = weight[torch.as_tensor(rows[name])]
+                if conv.bias is not None:
+                    conv.bias.copy_(conv.bias[torch.as_tensor(rows[name])])
+            if name in cols and name not in traced.depthwise:
+                weight = weight[:, torch.as_tensor(cols[name])]
+            conv.weight.copy_(weight)
+    run_conv = _run_module()
+    for name in [*traced.writers, *traced.depthwise]:
+        conv = convs[name]
+        a = _amax(conv)
+        free = channel_groups(a, groups)
+        runs = free if name in traced.depthwise else contiguous_runs(a, groups)
+        gain = noise_gain(a, runs) if len(runs) > 1 else 1.0
+        applied = runs if gain >= min_gain else [np.arange(len(a))]
+        report.convs[name] = {
+            "whole": run_cost(a, [np.arange(len(a))]) / 127**2,
+            "free": run_cost(a, free) / 127**2,
+            "shared": run_cost(a, runs) / 127**2,
+            "applied": run_cost(a, applied) / 127**2,
+            "runs": len(applied),
+        }
+        if len(applied) > 1:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, run_conv(conv, applied))
+    for blocks, pinned in zip(traced.spaces, traced.pinned, strict=True):
+        names = sorted({b.writer for b in blocks if b.writer is not None})
+        if len(names) > 1 or pinned and names:
+            report.spaces.append({
+                "writers": names, "pinned": pinned,
+                "free": sum(report.convs[n]["free"] for n in names),
+                "shared": sum(report.convs[n]["shared"] for n in names),
+            })  # fmt: skip
+    return report

@@ -27,7 +27,7 @@ import yaml
 
 import workbench.report.plots as plots
 import workbench.report.sections as sections
-from workbench.config import Scheme
+from workbench.config import RETIRED_TARGETS, Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import check_owned_file, write_text
 from workbench.report.table import (
@@ -156,21 +156,26 @@ def _headline(df: pd.DataFrame, metric: str, budget: float | None) -> str:
     )
 
 
-def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None, target: str | None = None) -> str:
-    """The choice among int8 variants only: what NPUs such as STM32N6 and STM32MP2 run."""
+def _int8_answer(df: pd.DataFrame, metric: str, budget: float | None) -> str:
+    """The choice among int8 variants only (what NPUs run), on this CPU's latency (no ``target:``)."""
     rows = df[(df["metric"] == metric) & df["scheme"].map(lambda s: Scheme(s).is_int8)]
-    best = recommend(rows, budget, metric, target) if not rows.empty else None
+    best = recommend(rows, budget, metric) if not rows.empty else None
     if best is None:
         return ""
     within = f", budget {budget:g} ms" if budget is not None else ""
-    if target == "npu":
-        within += "; target npu: all-int8 per-tensor files preferred"
     return (
         f"<p class='headline'>Int8 only (what NPUs such as STM32N6 and STM32MP2 run{within}): "
         f"<b>{escape(best['variant'])}</b> — AP {best['ap']:.3f} at {best['latency_ms_median']:.2f} ms "
-        "median on this CPU. CPU latency ranks variants, it does not predict an NPU's: ST's card times "
-        "YOLOv8n-pose 256 on the STM32MP2 NPU at 102.8 ms per-channel and 17.6 ms per-tensor.</p>"
+        "median on this CPU. CPU latency ranks variants, it does not predict an NPU's: set "
+        "<code>target:</code> to a board (<code>workbench targets</code>) to rank on its latency.</p>"
     )
+
+
+def _answer(df: pd.DataFrame, metric: str, budget: float | None, target: str | None) -> str:
+    """The headline: on this CPU without a target, else on the target's latency with its reasons."""
+    if target is None:
+        return _headline(df, metric, budget) + _int8_answer(df, metric, budget)
+    return sections.target_answer_html(df, metric, budget, target)
 
 
 def _scheme_table_html(df: pd.DataFrame, metric: str) -> str:
@@ -296,15 +301,17 @@ def build_run_report(
     if df is None:
         body.append("<p class='muted'>No results.csv in this run folder yet.</p>")
     else:
+        target = (config or {}).get("target")
+        target = None if target in RETIRED_TARGETS else target  # a run folder from before: its CPU answer
         drawn = plots.write_all(
-            df, run_dir / PLOTS_DIR, latency_budget_ms=latency_budget_ms, source=run_dir / RESULTS_CSV
-        )
+            df, run_dir / PLOTS_DIR, latency_budget_ms=latency_budget_ms, source=run_dir / RESULTS_CSV,
+            target=target,
+        )  # fmt: skip
         metrics = sorted(df["metric"].unique(), key=lambda m: m != main_metric(df))
         diffs = sections.read_differences(run_dir)
         for metric in metrics:
             body.append(f"<h2>Answer ({escape(metric)})</h2>")
-            body.append(_headline(df, metric, latency_budget_ms))
-            body.append(_int8_answer(df, metric, latency_budget_ms, (config or {}).get("target")))
+            body.append(_answer(df, metric, latency_budget_ms, target))
             body.append(_plot_html(drawn[f"frontier_{metric}"]))
             body.append(f"<h3>What int8 costs here ({escape(metric)})</h3>")
             body.append(sections.int8_loss_html(diffs, df[df["metric"] == metric]))
@@ -319,6 +326,7 @@ def build_run_report(
             "(no other variant is both faster and more accurate)</p>"
         )
         body.append(results_table_html(df))
+        body.append(sections.targets_html(df, metrics[0]))
         body.append("<h2>AP by resolution and scheme</h2>")
         for metric in metrics:
             body.append(_plot_html(drawn[f"ap_by_scheme_{metric}"]))

@@ -27,6 +27,7 @@ from matplotlib.transforms import Bbox
 from workbench.config import Scheme
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path
+from workbench.report.deploy import latency_axis
 from workbench.report.table import has_recipes, main_metric, pareto_front, recovery_groups
 
 SCHEME_ORDER = [s.value for s in Scheme]
@@ -73,59 +74,83 @@ def plot_frontier(
     metric: str | None = None,
     latency_budget_ms: float | None = None,
     title: str | None = None,
+    target: str | None = None,
 ) -> Path:
-    """AP against median latency for every model × resolution × scheme, with the Pareto front.
+    """AP against latency for every model × resolution × scheme, with the Pareto front.
 
-    Marker shape encodes the scheme, colour the input resolution; zoo models are drawn hollow.
-    Where the table has them, bars show each AP's bootstrap 95 % interval over images.
-    The front is drawn as a step line: for any latency, the best AP reachable within it.
+    The latency is this CPU's median, or ``target``'s (``<target>_latency_ms``): a fitted estimate
+    carries its error band as a horizontal bar, a figure measured on a board a black ring, and the
+    axis label names each source (e.g. "Vela estimate"). Marker shape encodes the scheme, colour the
+    input resolution; zoo models are drawn hollow. Where the table has them, vertical bars show
+    each AP's bootstrap 95 % interval over images. The front is drawn as a step line.
 
     Raises:
-        WorkbenchError: no row has both an AP and a latency.
+        WorkbenchError: no row has both an AP and a latency (on the target).
     """
+    axis = latency_axis(df, target)
+    x = axis.column
     rows, metric = _metric_rows(df, metric)
-    rows = rows[rows["ap"].notna() & rows["latency_ms_median"].notna()]
+    rows = rows[rows["ap"].notna() & rows[x].notna()]
     if rows.empty:
-        raise WorkbenchError(f"no {metric} rows with both AP and latency to plot")
+        raise WorkbenchError(
+            f"no {metric} rows with both AP and latency{' on ' + target if target else ''} to plot"
+        )
     colours = _resolution_colours(rows["imgsz"])
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     several_models = rows["model"].nunique() > 1
-    for _, r in rows.iterrows():
+    band = rows[f"{target}_latency_error_pct"] if target else pd.Series(np.nan, index=rows.index)
+    board = rows[f"{target}_latency_source"].eq("board") if target else pd.Series(False, index=rows.index)
+    for i, r in rows.iterrows():
         colour = colours[int(r["imgsz"])]
         hollow = r["source"] == "zoo"
         ax.scatter(
-            r["latency_ms_median"], r["ap"], s=70, marker=SCHEME_MARKERS[r["scheme"]],
+            r[x], r["ap"], s=70, marker=SCHEME_MARKERS[r["scheme"]],
             facecolors="none" if hollow else [colour], edgecolors=[colour], linewidths=1.6, zorder=3,
         )  # fmt: skip
+        if board[i]:  # measured on the board: ringed
+            ax.scatter(r[x], r["ap"], s=220, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
+        xerr = r[x] * band[i] / 100 if pd.notna(band[i]) else None  # a fitted estimate's error
+        yerr = None
         if pd.notna(r.get("ap_low")) and pd.notna(r.get("ap_high")):  # bootstrap 95 % interval
+            yerr = [[r["ap"] - r["ap_low"]], [r["ap_high"] - r["ap"]]]
+        if xerr is not None or yerr is not None:
             ax.errorbar(
-                r["latency_ms_median"], r["ap"], yerr=[[r["ap"] - r["ap_low"]], [r["ap_high"] - r["ap"]]],
-                fmt="none", ecolor=colour, alpha=0.35, linewidth=1, zorder=2,
+                r[x], r["ap"], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35, linewidth=1,
+                zorder=2,
             )  # fmt: skip
 
-    front = pareto_front(rows)
-    x_right = rows["latency_ms_median"].max() * 1.05
-    fx = list(front["latency_ms_median"]) + [x_right]
+    front = pareto_front(rows, x=x)
+    fx = list(front[x]) + [rows[x].max() * 1.05]
     fy = list(front["ap"]) + [front["ap"].iloc[-1]]
     ax.step(fx, fy, where="post", color="#c44e52", linewidth=1.4, alpha=0.8, zorder=2)
     if latency_budget_ms is not None:
         ax.axvline(latency_budget_ms, color="#666666", linestyle="--", linewidth=1)
-    lat = rows["latency_ms_median"]
+    lat = rows[x]
     if lat.min() > 0 and lat.max() / lat.min() > 20:  # wide latency range: log axis keeps points apart
         ax.set_xscale("log")
     ax.set_xlim(*ax.get_xlim())  # freeze limits so label positions measured below stay valid
     ax.set_ylim(*ax.get_ylim())
+    _label_points(ax, fig, rows, x, several_models)
+    ax.set_xlabel(axis.label if target else f"median latency (ms){_threads_note(rows)}")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(title or f"Accuracy vs latency ({metric}{', ' + target if target else ''})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=_frontier_legend(rows, colours, latency_budget_ms, board.any()), fontsize=8,
+              loc="lower right", framealpha=0.9)  # fmt: skip
+    return _save(fig, path)
 
+
+def _label_points(ax, fig: Figure, rows: pd.DataFrame, x: str, several_models: bool) -> None:
+    """Label each point, trying offsets alternately above and below until no label overprints."""
     renderer = FigureCanvasAgg(fig).get_renderer()
-    points = ax.transData.transform(rows[["latency_ms_median", "ap"]].to_numpy(float))
+    points = ax.transData.transform(rows[[x, "ap"]].to_numpy(float))
     placed = [Bbox.from_extents(px - 5, py - 5, px + 5, py + 5) for px, py in points]  # markers
-    for _, r in rows.sort_values(["latency_ms_median", "ap"]).iterrows():
+    for _, r in rows.sort_values([x, "ap"]).iterrows():
         label = f"{int(r['imgsz'])} {SCHEME_SHORT[r['scheme']]}"
         if several_models:
             label = f"{_short_model(r['model'])} {label}"
-        # try offsets alternately above and below until the label overprints no earlier one
-        xy = (r["latency_ms_median"], r["ap"])
+        xy = (r[x], r["ap"])
         for dy in (3, -11, 12, -20, 21, -29, 30):
             text = _annotate(ax, label, xy, dy)
             box = text.get_window_extent(renderer)
@@ -136,11 +161,8 @@ def plot_frontier(
             box = _annotate(ax, label, xy, 3).get_window_extent(renderer)
         placed.append(box)
 
-    ax.set_xlabel(f"median latency (ms){_threads_note(rows)}")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(title or f"Accuracy vs latency ({metric})")
-    ax.grid(True, alpha=0.3)
 
+def _frontier_legend(rows: pd.DataFrame, colours: dict, budget: float | None, board: bool) -> list:
     handles = [
         Line2D([], [], marker=SCHEME_MARKERS[s], linestyle="", color="#555555", label=s)
         for s in SCHEME_ORDER
@@ -148,24 +170,19 @@ def plot_frontier(
     ]
     handles += [Patch(color=c, label=f"{s} px") for s, c in colours.items()]
     handles.append(Line2D([], [], color="#c44e52", label="Pareto front"))
-    if latency_budget_ms is not None:
-        handles.append(
-            Line2D([], [], color="#666666", linestyle="--", label=f"budget {latency_budget_ms:g} ms")
-        )
+    if budget is not None:
+        handles.append(Line2D([], [], color="#666666", linestyle="--", label=f"budget {budget:g} ms"))
     if (rows["source"] == "zoo").any():
         handles.append(
-            Line2D(
-                [],
-                [],
-                marker="o",
-                linestyle="",
-                markerfacecolor="none",
-                color="#555555",
-                label="zoo model (hollow)",
-            )
-        )
-    ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
-    return _save(fig, path)
+            Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="#555555",
+                   label="zoo model (hollow)")
+        )  # fmt: skip
+    if board:
+        handles.append(
+            Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markersize=11, color="black",
+                   label="measured on board")
+        )  # fmt: skip
+    return handles
 
 
 def _annotate(ax, label: str, xy: tuple[float, float], dy: float):
@@ -341,6 +358,7 @@ def write_all(
     *,
     latency_budget_ms: float | None = None,
     source: str | Path | None = None,
+    target: str | None = None,
 ) -> dict[str, Path | str]:
     """Draw every report plot into ``plot_dir``; returns name → written path, or why it was not drawn.
 
@@ -354,7 +372,7 @@ def write_all(
     for metric in sorted(df["metric"].dropna().unique()):
         jobs[f"frontier_{metric}"] = (
             plot_frontier,
-            {"metric": metric, "latency_budget_ms": latency_budget_ms},
+            {"metric": metric, "latency_budget_ms": latency_budget_ms, "target": target},
         )
         jobs[f"ap_by_scheme_{metric}"] = (plot_ap_by_scheme, {"metric": metric})
     jobs["size_and_ram"] = (plot_size_and_ram, {})

@@ -12,7 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+import workbench.report.deploy as deploy
 from workbench.config import Scheme
+from workbench.errors import WorkbenchError
 from workbench.report.published import published_table
 from workbench.report.table import recovery_groups
 
@@ -187,4 +189,42 @@ def published_html(task: str) -> str:
         "measured by their authors on other images (COCO val2017 / COCO-Person) and other hardware. "
         "Not measured here; not comparable to the rows above except in rank.</p>"
         + table.to_html(index=False, na_rep="—", border=0)
+    )
+
+
+def target_answer_html(df: pd.DataFrame, metric: str, budget: float | None, target: str) -> str:
+    """The recommendation on ``target``'s latency, its label and error, and the reasons."""
+    try:
+        choice = deploy.choose(df, target, budget, metric)
+    except WorkbenchError as err:
+        return f"<p class='headline'>No answer for target {escape(target)}: {escape(err.message)}</p>"
+    within = f", budget {budget:g} ms" if budget is not None else ""
+    notes = "".join(f"<li>{escape(n)}</li>" for n in choice.notes)
+    notes = f"<ul>{notes}</ul>" if notes else ""
+    if choice.row is None:
+        return (
+            f"<p class='headline'>No variant with a latency on {escape(target)} "
+            f"{'meets the budget' if budget is not None else 'to recommend'} ({escape(metric)}{within}).</p>{notes}"
+        )
+    best = choice.row
+    return (
+        f"<p class='headline'>Recommended for <b>{escape(target)}</b> ({escape(metric)}{within}): "
+        f"<b>{escape(best['variant'])}</b> — AP {best['ap']:.3f} at "
+        f"{escape(deploy.figure_text(best, target))}; the most accurate variant on the Pareto front of "
+        f"{escape(target)}'s latency{' within the budget' if budget is not None else ''}.</p>{notes}"
+    )
+
+
+def targets_html(df: pd.DataFrame, metric: str) -> str:
+    """Every variant's latency on each target of the table, each figure labelled by its source."""
+    if not deploy.target_names(df):
+        return ""
+    table = deploy.targets_table(df, metric)
+    return (
+        f"<h2>Deployment targets ({escape(metric)})</h2><p>Each latency labelled by where it comes "
+        "from: <i>measured</i> on this CPU, <i>on board</i> (the config's <code>measured_latency</code> "
+        "CSV), a vendor tool's estimate (Vela: NPU ops only), or <i>fitted</i> to published board "
+        "figures with its leave-one-out error. — : no figure (the results table's "
+        "<code>&lt;target&gt;_error</code> says why).</p>"
+        + table.to_html(index=False, na_rep="—", escape=True, border=0)
     )

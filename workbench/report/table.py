@@ -207,29 +207,24 @@ def recommend(
     df: pd.DataFrame,
     latency_budget_ms: float | None = None,
     metric: str | None = None,
-    target: str | None = None,
+    latency: str = "latency_ms_median",
 ) -> pd.Series | None:
-    """The variant to ship: highest AP on the Pareto front whose median latency fits the budget.
+    """The variant to ship: highest AP on the Pareto front whose latency fits the budget.
 
     Args:
         df: validated results table.
         latency_budget_ms: latency limit; None means no limit (the most accurate front point).
         metric: which metric's rows to compare (default: the table's only or most common metric).
-        target: "npu" compares only all-int8 per-tensor rows when there are any (what ST's NPUs run
-            fastest: ST's card gives 17.6 ms per-tensor vs 102.8 ms per-channel on the MP2), else
-            all-int8 rows; CPU latency cannot show that difference, so it must be asked for.
+        latency: the latency column: this CPU's median, or a target's ``<target>_latency_ms``
+            (:func:`workbench.report.deploy.choose` picks the column and the target's rules).
 
     Returns:
         The chosen row, or None when no row fits the budget.
     """
     rows = df[df["metric"] == (metric or main_metric(df))]
-    if target == "npu":
-        all_int8 = rows[rows["all_int8"].map(lambda v: v is True)]
-        per_tensor = all_int8[all_int8["scheme"] == Scheme.INT8_PER_TENSOR.value]
-        rows = per_tensor if not per_tensor.empty else all_int8
-    front = pareto_front(rows)
+    front = pareto_front(rows, x=latency)
     if latency_budget_ms is not None:
-        front = front[front["latency_ms_median"] <= latency_budget_ms]
+        front = front[front[latency] <= latency_budget_ms]
     if front.empty:
         return None
     return front.loc[front["ap"].idxmax()]

@@ -70,8 +70,10 @@ class Cell:
 
     @property
     def key(self) -> str:
-        """Content hash: the cell's config (every field but ``name``/``workers``) and weights."""
-        return _digest({"config": self.config.hash, "weights": self.weights_sha256})
+        """Content hash: the cell's config (every field but ``name``/``workers``, and the targets,
+        whose figures are added to a stored row without converting again) and weights."""
+        plain = self.config.replace(targets=[], target=None) if self.config.targets else self.config
+        return _digest({"config": plain.hash, "weights": self.weights_sha256})
 
     @property
     def export_key(self) -> str:

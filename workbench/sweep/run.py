@@ -79,6 +79,7 @@ def _run_locked(sweep: SweepConfig, sweep_dir: Path, client, progress: bool, ben
     rows = runner(todo, datasets, sweep_dir, client, progress)
     failed = sum(1 for r in rows if r["status"] == "failed")
     host = _time_alone(cells, sweep, sweep_dir, client) if bench else None
+    _estimate_targets(cells, sweep_dir, progress)
     return SweepSummary(
         str(sweep_dir), len(cells), len(rows) - failed, len(cells) - len(todo), failed, host,
         client.dashboard_link if client is not None else None,
@@ -146,7 +147,11 @@ def _latency(paths: list[str], threads: int, runs: int, seed: int):
 def _time_alone(cells: list[Cell], sweep: SweepConfig, sweep_dir: Path, client) -> str | None:
     """Latency of every stored file that lacks it, after the grid, interleaved, on one worker."""
     rows = [store.read_row(sweep_dir, c.key) for c in cells]
-    pending = [r for r in rows if r and r["status"] == "ok" and r["latency_ms_median"] is None]
+    on_host = "host" in cells[0].config.targets  # the host target's figures are these timings
+    pending = [
+        r for r in rows
+        if r and r["status"] == "ok" and (r["latency_ms_median"] is None or (on_host and r.get("host_latency_ms") is None))
+    ]  # fmt: skip
     if not pending:
         return None
     base = cells[0].config
@@ -166,5 +171,33 @@ def _time_alone(cells: list[Cell], sweep: SweepConfig, sweep_dir: Path, client) 
             threads=timing.threads,
             latency_host=host,
         )
+        if on_host:
+            from workbench.targets import get_target
+            from workbench.targets.columns import columns
+
+            row.update(columns(get_target("host").from_timing(timing)))
         store.write_row(sweep_dir, row)
     return host
+
+
+def _estimate_targets(cells: list[Cell], sweep_dir: Path, progress: bool) -> None:
+    """Each stored file's figures on the sweep's targets (but ``host``: its timings, above), for
+    every row that has none yet: a target added to a finished sweep costs its estimates only, since
+    ``targets`` is not part of a cell's key."""
+    from workbench.targets import TargetEstimate, get_target
+    from workbench.targets.columns import columns
+
+    names = [t for t in cells[0].config.targets if t != "host"]
+    rows = [store.read_row(sweep_dir, c.key) for c in cells] if names else []
+    for row in tqdm([r for r in rows if r and r["status"] == "ok"], desc="targets", disable=not progress):
+        todo = [t for t in names if row.get(f"{t}_latency_source") is None and row.get(f"{t}_error") is None]
+        if not todo:
+            continue
+        path = sweep_dir / row["path"]
+        for name in todo:
+            try:
+                estimate = get_target(name).estimate(path)
+            except WorkbenchError as err:  # e.g. Vela not installed: that target's cell says so
+                estimate = TargetEstimate.failed(name, path, err.message)
+            row.update(columns(estimate))
+        store.write_row(sweep_dir, row)

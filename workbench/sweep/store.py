@@ -2,7 +2,9 @@
 
 Each file is written atomically (a crash leaves a cell's row whole or absent) with one fixed
 schema: results.csv's columns (:data:`workbench.report.table.RESULT_COLUMNS`, provenance included)
-plus the sweep's own (:data:`EXTRA_COLUMNS`); ``path`` is relative to the sweep folder.
+plus the sweep's own (:data:`EXTRA_COLUMNS`), then every registered deployment target's columns
+(:data:`TARGET_COLUMNS`, null for a target the sweep does not list); ``path`` is relative to the
+sweep folder. A file written before the target columns existed is read with them null.
 ``results`` is a DuckDB view over all files.
 
 Example:
@@ -23,6 +25,8 @@ import pyarrow.parquet as pq
 from workbench.errors import WorkbenchError
 from workbench.fileio import atomic_path, sha256_file
 from workbench.report.table import RESULT_COLUMNS
+from workbench.targets import list_targets
+from workbench.targets.columns import column_names
 
 RESULTS = "results"
 CELL_FILE = re.compile(r"[0-9a-f]{16}\.parquet")  # <Cell.key>.parquet
@@ -38,7 +42,10 @@ _FLOAT = {
     "convert_seconds", "eval_seconds",
 }  # fmt: skip
 _BOOL = {"all_int8"}
-COLUMNS = RESULT_COLUMNS + EXTRA_COLUMNS
+# <target>_<field> for every registered target: one schema for every sweep, whichever targets it lists
+TARGET_COLUMNS = tuple(column_names(list_targets()))
+_KINDS = {str: pa.string(), int: pa.int64(), float: pa.float64()}
+COLUMNS = RESULT_COLUMNS + EXTRA_COLUMNS + tuple(c for c, _ in TARGET_COLUMNS)
 SCHEMA = pa.schema(
     [
         (
@@ -51,9 +58,11 @@ SCHEMA = pa.schema(
             if c in _BOOL
             else pa.string(),
         )
-        for c in COLUMNS
+        for c in RESULT_COLUMNS + EXTRA_COLUMNS
     ]
+    + [(c, _KINDS[kind]) for c, kind in TARGET_COLUMNS]
 )
+_BASE_SCHEMA = pa.schema(list(SCHEMA)[: len(RESULT_COLUMNS + EXTRA_COLUMNS)])  # files from before targets
 
 
 def results_dir(sweep_dir: str | Path) -> Path:
@@ -133,6 +142,8 @@ def _load_rows(folder: Path) -> pa.Table:
         except (pa.ArrowException, OSError) as err:
             warnings.warn(f"{path}: unreadable ({str(err).splitlines()[0][:120]}); skipped", stacklevel=3)
             continue
+        if table.schema.equals(_BASE_SCHEMA):  # written before the target columns: they are null
+            table = pa.Table.from_pylist(table.to_pylist(), schema=SCHEMA)
         if not table.schema.equals(SCHEMA) or table.column("cell").to_pylist() != [path.stem]:
             warnings.warn(
                 f"{path}: not a cell of this sweep (columns or cell id differ); skipped", stacklevel=3

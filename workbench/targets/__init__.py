@@ -10,6 +10,9 @@ target            latency     how
 ``ethos-u85-256`` tool
 ``stm32n6``       fitted      ST's documented placement rules; latency fitted to ST's published
 ``stm32mp2``      fitted      figures, with its leave-one-out error (:mod:`workbench.targets.st`)
+``stm32h7``       fitted      CPU-only boards: every op on the CPU, latency fitted to ST's 3
+``stm32mp157``    fitted      published SSD figures each (one network: see
+``stm32mp135``    fitted      :mod:`workbench.targets.st_cpu`)
 ================= =========== ================================================================
 
 Example:
@@ -25,6 +28,7 @@ from workbench.errors import WorkbenchError
 from workbench.targets.base import Target, TargetEstimate
 from workbench.targets.host import HostTarget
 from workbench.targets.st import STM32MP2, STM32N6
+from workbench.targets.st_cpu import CPU_BOARDS
 from workbench.targets.vela import ETHOS_U_CONFIGS, EthosUTarget
 
 _REGISTRY: dict[str, Target] = {}
@@ -53,6 +57,8 @@ def get_target(name: str) -> Target:
 register_target(HostTarget())
 register_target(STM32N6)
 register_target(STM32MP2)
+for _board in CPU_BOARDS:
+    register_target(_board)
 for _name, _config in ETHOS_U_CONFIGS.items():
     register_target(EthosUTarget(_name, _config))
 

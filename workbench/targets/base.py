@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 # measured: timed on this machine; tool: a vendor's compiler/estimator (Vela); fitted: a model fitted
-# to published board figures (with its leave-one-out error); published: the vendor's own figure
-LATENCY_SOURCES = ("measured", "tool", "fitted", "published")
+# to published board figures (with its leave-one-out error); published: the vendor's own figure;
+# board: measured on the board by its owner (a config's measured_latency CSV, workbench.targets.measured)
+LATENCY_SOURCES = ("measured", "tool", "fitted", "published", "board")
 ENGINES = ("npu", "gpu", "cpu", "unknown")
 
 
@@ -86,6 +87,7 @@ class Target(ABC):
     name: str = ""
     description: str = ""
     latency_source: str = ""
+    latency_label: str = ""  # how a report labels this target's latency, e.g. "Vela estimate"
 
     @abstractmethod
     def estimate(self, model: str | Path) -> TargetEstimate:

@@ -17,6 +17,18 @@ FIELDS = (
 )  # fmt: skip
 
 
+# each field's kind, for stores with a fixed schema (workbench.sweep.store)
+FIELD_KINDS = {
+    "latency_ms": float, "latency_source": str, "latency_error_pct": float, "sram_bytes": int,
+    "flash_bytes": int, "accelerator_mac_share": float, "fallback_ops": str, "error": str,
+}  # fmt: skip
+
+
+def column_names(names: Sequence[str]) -> list[tuple[str, type]]:
+    """Every ``<target>_<field>`` column of the targets ``names``, with its kind."""
+    return [(f"{name}_{f}", FIELD_KINDS[f]) for name in names for f in FIELDS]
+
+
 def columns(estimate: TargetEstimate) -> dict[str, Any]:
     """One estimate as columns; the ops off the accelerator summarised (``55x GATHER, 1x DEQUANTIZE``)."""
     out = {f"{estimate.target}_{name}": getattr(estimate, name) for name in FIELDS}

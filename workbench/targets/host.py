@@ -15,10 +15,18 @@ from workbench.targets.base import Target, TargetEstimate
 HOST_RUNS = 30
 
 
+# the arena is computed from the file's graph (workbench.inspect.activation_arena), not measured
+HOST_SRAM = (
+    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner), not "
+    "this machine's memory use"
+)
+
+
 class HostTarget(Target):
     name = "host"
     description = "this machine's CPU (LiteRT, XNNPACK), measured"
     latency_source = "measured"
+    latency_label = "measured on this CPU"
 
     def __init__(self, threads: int = 2, runs: int = HOST_RUNS) -> None:
         self.threads, self.runs = threads, runs
@@ -51,5 +59,6 @@ class HostTarget(Target):
                 "runs": timing.runs,
                 "litert": timing.litert_version,
                 "model_sha256": timing.sha256,
+                "sram_means": HOST_SRAM,
             },  # fmt: skip
         )

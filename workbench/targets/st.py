@@ -44,8 +44,8 @@ class PublishedPoint:
     mmacs: dict[str, float]
 
 
-# MACs: pose and seg from ST's zoo files; SSD from the zoo's SSD MobileNet v1 0.25 files of the
-# same sizes (the cards' newer files share the architecture, so the same MACs)
+# MACs: pose and seg from ST's zoo files; SSD from the workbench's int8 conversions of ST's SSD .h5
+# (the card's int8 files' sources), which count the same MACs as the zoo's older SSD files (tests)
 N6_POINTS = (
     PublishedPoint("yolov8n_192_quant_pc_uf_pose_coco-st.tflite", 24.46, {"npu": 413.0}),
     PublishedPoint("yolov8n_256_quant_pc_uf_pose_coco-st.tflite", 35.79, {"npu": 734.2}),
@@ -129,10 +129,23 @@ def place_n6(graph, op, granularity: dict[int, int]) -> str:
 
 
 class StBoardTarget(Target):
-    latency_source = "fitted"
+    """One ST board: ``place`` puts each op on an engine, a :class:`LatencyModel` fitted to
+    ``points`` costs the MACs per engine. ``accelerator=False`` (CPU-only boards): no MAC share and
+    no fallback ops; ``int8_only``: a file with float MACs is refused (ST publishes int8 figures only);
+    ``io_buffers``: the RAM counts a buffer for every graph output, constant ones too, as ST's
+    published memory figures do ("default STM32Cube.AI configuration with enabled input / output
+    allocated option", seed 004): a constant output (the SSD's anchors) is copied into its buffer."""
 
-    def __init__(self, name: str, description: str, points: tuple[PublishedPoint, ...], place) -> None:
+    latency_source = "fitted"
+    latency_label = "fitted estimate"
+
+    def __init__(
+        self, name: str, description: str, points: tuple[PublishedPoint, ...], place, sram_means: str,
+        *, fitted_on: str = CARDS, accelerator: bool = True, int8_only: bool = False, io_buffers: bool = False,
+    ) -> None:  # fmt: skip
         self.name, self.description, self.points, self.place = name, description, points, place
+        self.sram_means, self.fitted_on = sram_means, fitted_on
+        self.accelerator, self.int8_only, self.io_buffers = accelerator, int8_only, io_buffers
         self.model = LatencyModel.fit(points)
         self.loo_errors = leave_one_out(points)
         self.published = {p.file: p.ms for p in points}
@@ -163,20 +176,22 @@ class StBoardTarget(Target):
                 self.name, model, "no convolution MACs: the latency model has nothing to scale"
             )
         unfitted = {e: m for e, m in mmacs.items() if m > 0 and e not in self.model.engines}
+        if self.int8_only and (float_macs := _float_mmacs(graph)):
+            unfitted = {"cpu in float": float_macs}
+        fallback = [p.op for p in placement if p.engine != "npu"] if self.accelerator else []
         if unfitted:  # e.g. float convolutions on the CPU: ST publishes no figure to fit them on
             where = ", ".join(f"{m:.1f} MMACs on the {e}" for e, m in unfitted.items())
             return TargetEstimate(
-                target=self.name, model=str(model), placement=placement,
-                fallback_ops=[p.op for p in placement if p.engine != "npu"],
+                target=self.name, model=str(model), placement=placement, fallback_ops=fallback,
                 error=f"no latency model for {where} (ST publishes no such figure)",
             )  # fmt: skip
         provenance = {
             "model": self.model.describe(),
-            "fitted_on": CARDS, "points": len(self.points),
+            "fitted_on": self.fitted_on, "points": len(self.points),
             "loo_median_pct": round(self.loo_median_pct, 1), "loo_max_pct": round(max(self.loo_errors), 1),
             "published_ms": self.published.get(model.name), "model_sha256": sha256_file(model),
             "not_costed": f"{sum(p.engine == 'unknown' for p in placement)} ops of undocumented placement",
-            "sram_means": "activation arena packed greedily (TFLite Micro's planner); not ST's compiler's allocation",
+            "sram_means": self.sram_means,
         }  # fmt: skip
         return TargetEstimate(
             target=self.name,
@@ -184,13 +199,28 @@ class StBoardTarget(Target):
             latency_ms=max(self.model.predict(mmacs), 0.1),
             latency_source="fitted",
             latency_error_pct=round(self.loo_median_pct, 1),
-            sram_bytes=activation_arena(graph).arena_bytes,
+            sram_bytes=activation_arena(graph).arena_bytes
+            + (_constant_output_bytes(graph) if self.io_buffers else 0),
             flash_bytes=sum(t.nbytes for t in graph.tensors if t.is_constant),
-            accelerator_mac_share=None if total == 0 else mmacs.get("npu", 0.0) / total,
-            fallback_ops=[p.op for p in placement if p.engine != "npu"],
+            accelerator_mac_share=mmacs.get("npu", 0.0) / total if self.accelerator else None,
+            fallback_ops=fallback,
             placement=placement,
             provenance=provenance,
         )
+
+
+def _constant_output_bytes(graph) -> int:
+    """Bytes of the graph outputs that are constants (not in the activation arena)."""
+    return sum(graph.tensors[t].nbytes for t in graph.outputs if graph.tensors[t].is_constant)
+
+
+def _float_mmacs(graph) -> float:
+    """MMACs of the ops that read or write float tensors."""
+    return sum(
+        op_macs(graph, op) / 1e6
+        for op in graph.ops
+        if {graph.tensors[t].dtype for t in (*op.inputs, *op.outputs) if t >= 0} & {"float32", "float16"}
+    )
 
 
 def _weight_scales(graph, op) -> int:
@@ -199,12 +229,34 @@ def _weight_scales(graph, op) -> int:
     return max((t.scales_len for t in constants), default=0)
 
 
+# What ``sram_bytes`` means on each board; the figures are checked against ST's published RAM in
+# benchmarks/targets.py (benchmarks/results/targets.json, "memory"; docs/targets.md)
+# published / estimate over ST's 7 published N6 internal-RAM figures (measured by benchmarks/targets.py
+# on ST's zoo files and the workbench's conversions of ST's SSD .h5; tests check the range holds)
+N6_RAM_RATIO = (0.96, 2.05)
+N6_SRAM = (
+    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner) plus a "
+    "buffer per constant output (ST's I/O-allocated option), not ST's Neural-ART allocation; ST's "
+    f"published N6 internal RAM (seeds 000, 001, 004) is {N6_RAM_RATIO[0]}x to {N6_RAM_RATIO[1]}x this "
+    "figure on its 7 published models: the activations' size, neither the RAM the N6 reserves nor a "
+    "bound on it"
+)
+MP2_SRAM = (
+    "estimate: peak live activations of the .tflite (greedy arena, TFLite Micro's planner); ST "
+    "publishes no MP2 RAM figure (DDR-based Linux board), so it is unchecked"
+)
 STM32N6 = StBoardTarget(
-    "stm32n6", "STM32N6 Neural-ART NPU: ST's rules, latency fitted to ST's cards", N6_POINTS, place_n6
+    "stm32n6",
+    "STM32N6 Neural-ART NPU: ST's rules, latency fitted to ST's cards",
+    N6_POINTS,
+    place_n6,
+    N6_SRAM,
+    io_buffers=True,
 )
 STM32MP2 = StBoardTarget(
     "stm32mp2",
     "STM32MP2 NPU (per-tensor) + GPU: ST's rules, latency fitted to ST's cards",
     MP2_POINTS,
     place_mp2,
+    MP2_SRAM,
 )

@@ -65,6 +65,7 @@ def _vela_ini() -> Path:
 
 class EthosUTarget(Target):
     latency_source = "tool"
+    latency_label = "Vela estimate (NPU ops only)"
 
     def __init__(self, name: str, config: EthosUConfig, timeout_s: float = VELA_TIMEOUT_S) -> None:
         self.name, self.config, self.timeout_s = name, config, timeout_s
@@ -174,5 +175,6 @@ def _estimate(
             **provenance,
             "nn_macs": int(float(summary["nn_macs"])),
             "cycles_npu": summary["cycles_npu"],
+            "sram_means": "tool: Vela's sram_memory_used (its own allocation of the NPU's SRAM; weights in flash)",
         },
     )
