@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 report: setup
 	$(BIN)/workbench report --config $(CONFIG)
 
-# The unit/integration suite, then the committed notebooks with their (small) default parameters.
+# The unit/integration suite, then the committed notebooks with their (small) default parameters;
+# the 25 slowest tests and fixtures are listed at the end (exports dominate: 20 s or more each,
+# whatever the image size).
 test: setup
-	$(BIN)/python -m pytest tests --nbval-lax notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --nbval-lax notebooks --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

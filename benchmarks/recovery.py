@@ -106,6 +106,7 @@ def convert(saved: Path, scheme: str, path: Path, recipes: tuple[str, ...], cali
     from dataclasses import replace
 
     from workbench.jobs import export_job, quantize_with_recipes
+    from workbench.plan import one_model_plan
     from workbench.quantize import quantize
     from workbench.recipes import build_plan
 
@@ -116,7 +117,8 @@ def convert(saved: Path, scheme: str, path: Path, recipes: tuple[str, ...], cali
         )
     edits = replace(build_plan(names, calib_count, scheme).export, split_channels=setting)
     folder = saved.parent / f"{saved.name}+{edits.key}"
-    export_job(WEIGHTS, IMGSZ, folder, edits, calib=CALIB, calib_count=calib_count)
+    family = one_model_plan(WEIGHTS).model.family
+    export_job(WEIGHTS, IMGSZ, folder, edits, family=family, calib=CALIB, calib_count=calib_count)
     return quantize(folder, scheme, path, io="uf", calib=CALIB, calib_count=calib_count, recipes=names)
 
 
@@ -211,10 +213,12 @@ def main() -> int:
     from workbench.families import evaluation_runner
     from workbench.jobs import export_job
     from workbench.metrics.bootstrap import ApBootstrap
+    from workbench.plan import one_model_plan
 
     root = cache_dir() / "recovery" / sha256_file(WEIGHTS)[:12] / str(IMGSZ)
     saved = root / "saved_model"
-    export_job(WEIGHTS, IMGSZ, saved)  # the one there unless the weights changed
+    family = one_model_plan(WEIGHTS).model.family
+    export_job(WEIGHTS, IMGSZ, saved, family=family)  # the one there unless the weights changed
     ann, images = DEV / "person_keypoints.json", DEV / "images"
 
     def evaluated(name: str, path: Path) -> dict:

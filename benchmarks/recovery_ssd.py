@@ -113,6 +113,7 @@ def main() -> int:
     from workbench.families import evaluation_runner
     from workbench.jobs import export_job, quantize_with_recipes
     from workbench.metrics.bootstrap import ApBootstrap
+    from workbench.plan import one_model_plan
 
     started = time.perf_counter()
     boot = ApBootstrap(ANN, "bbox", n_boot=args.n_boot)
@@ -122,7 +123,8 @@ def main() -> int:
     for imgsz in sizes:
         root = cache_dir() / "recovery-ssd" / sha256_file(h5[imgsz])[:12] / str(imgsz)
         saved = root / "saved_model"
-        export_job(h5[imgsz], imgsz, saved)  # the one there unless the weights changed
+        family = one_model_plan(h5[imgsz]).model.family
+        export_job(h5[imgsz], imgsz, saved, family=family)  # the one there unless the weights changed
         dets, rows = {}, []
         for scheme, recipes in [("fp32", ()), *variants]:
             name = _name(scheme, recipes)

@@ -149,6 +149,47 @@ def synth_eval_set(tmp_path_factory, checkpoint_record):
     return prepare_dataset(cfg, progress=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_once_per_session(tmp_path_factory):
+    """An export without model edits (the plain one, or a split head) of the same weights bytes,
+    size and outputs is made once per session and copied where a test asks for it: an Ultralytics
+    → onnx2tf export costs 20 s to minutes (by load) whatever the image size, and several tests
+    export the same checkpoint. Exports that edit the model (equalize, bias correction, QAT, ...) always run.
+    Returns the dict of exports made ``{key: ExportResult}`` (tests may check it)."""
+    import dataclasses
+    import functools
+    import shutil
+
+    import workbench.export as export_module
+    from workbench.exported import EXPORT_META
+    from workbench.fileio import atomic_path, sha256_file, write_json
+
+    real = export_module.export_saved_model
+    root = tmp_path_factory.mktemp("exports-once")
+    made = {}
+
+    def export_saved_model(weights, imgsz, out, *, normalize=True, head="single", edit=None):
+        edits = edit.keywords.get("edits") if isinstance(edit, functools.partial) else None
+        plain = edit is None or (edits is not None and set(edits.changed()) <= {"head"})
+        if not plain or not Path(weights).is_file():  # edits, or an error path: the real export
+            return real(weights, imgsz, out, normalize=normalize, head=head, edit=edit)
+        key = (sha256_file(weights), int(imgsz), normalize, head)
+        if key not in made:
+            folder = root / str(len(made)) / "saved_model"
+            made[key] = real(weights, imgsz, folder, normalize=normalize, head=head, edit=edit)
+        result = dataclasses.replace(made[key], saved_model=Path(out), weights=str(Path(weights).resolve()))
+        with atomic_path(out) as staged:
+            shutil.copytree(made[key].saved_model, staged)
+            meta = result.to_dict()
+            meta.pop("saved_model")
+            write_json(Path(staged) / EXPORT_META, meta)  # the caller's weights path, as the export records
+        return result
+
+    export_module.export_saved_model = export_saved_model
+    yield made
+    export_module.export_saved_model = real
+
+
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """A conversion (with its recipes' export) once per session for each distinct file: tests that need

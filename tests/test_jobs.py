@@ -58,11 +58,13 @@ def test_export_job_reuses_an_export_only_for_the_same_weights_and_edits(tmp_pat
     weights.write_bytes(b"first weights")
     folder = tmp_path / "sm"
     _write_export(folder, weights)
-    assert export_job(weights, 256, folder).saved_model == folder and not recorded_calls
-    assert export_job(weights, 320, folder) == "exported"  # another size
-    assert export_job(weights, 256, folder, ExportEdits(equalize=True)) == "exported"  # other edits
+    assert export_job(weights, 256, folder, family="yolo").saved_model == folder and not recorded_calls
+    assert export_job(weights, 320, folder, family="yolo") == "exported"  # another size
+    assert (
+        export_job(weights, 256, folder, ExportEdits(equalize=True), family="yolo") == "exported"
+    )  # other edits
     weights.write_bytes(b"replaced weights, same name")
-    assert export_job(weights, 256, folder) == "exported"  # never the old weights' export
+    assert export_job(weights, 256, folder, family="yolo") == "exported"  # never the old weights' export
     assert len(recorded_calls) == 3
 
 
@@ -91,9 +93,9 @@ def test_export_job_of_edits_learned_from_images_is_keyed_by_the_images(tmp_path
     fingerprint = calibration_fingerprint(images, edits.calibration_images(200))
     folder = tmp_path / "sm+levels-head+bc-per-tensor"
     _write_export(folder, weights, head="levels", bias_corrected="per-tensor:abcd", calibration=fingerprint)
-    assert export_job(weights, 256, folder, edits, calib=images).saved_model == folder
+    assert export_job(weights, 256, folder, edits, family="yolo", calib=images).saved_model == folder
     (images / "0.png").write_bytes(b"another image")
-    assert export_job(weights, 256, folder, edits, calib=images) == "exported"
+    assert export_job(weights, 256, folder, edits, family="yolo", calib=images) == "exported"
     assert recorded_calls[0][1]["edits"] == edits and recorded_calls[0][1]["calib"] == images
 
 
@@ -177,3 +179,21 @@ def test_recipe_files_have_the_bytes_of_the_branch_point(pose256, synth_eval_set
         == expected
     )
     assert np.array_equal(np.fromfile(one_off.path, np.uint8), np.fromfile(tmp_path / "job.tflite", np.uint8))
+
+
+def test_a_plain_export_is_made_once_per_session_and_copied(pose256, export_once_per_session, tmp_path):
+    """tests/conftest.py's export memo: the same checkpoint bytes at the same size is pose256's
+    export copied (no new export), recording the caller's weights path."""
+    from tests.conftest import CHECKPOINT
+    from workbench.export import export_saved_model
+
+    weights = tmp_path / "same-bytes.pt"
+    shutil.copyfile(CHECKPOINT, weights)
+    before = dict(export_once_per_session)
+    result = export_saved_model(weights, 256, tmp_path / "sm")
+    assert export_once_per_session == before  # nothing exported again
+    loaded = ExportResult.load(tmp_path / "sm")
+    assert result.saved_model == tmp_path / "sm" and loaded.weights == str(weights.resolve())
+    assert loaded.weights_sha256 == sha256_file(CHECKPOINT) and loaded.imgsz == 256
+    original = pose256["saved_model"] / "saved_model.pb"
+    assert (tmp_path / "sm" / "saved_model.pb").read_bytes() == original.read_bytes()

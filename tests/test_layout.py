@@ -37,6 +37,23 @@ def test_no_family_name_is_tested_outside_the_families(tmp_path):
     assert len(found) == 2 and all("pkg/engine.py:2:" in line for line in found)
 
 
+def test_only_the_plan_and_the_families_call_the_resolvers(tmp_path):
+    assert check_sizes.resolver_uses(REPO / "workbench") == []
+    pkg = _package(tmp_path, {
+        "__init__.py": "",
+        "plan.py": "from pkg.families import family_of\n\ndef p(m):\n    return family_of(m)\n",
+        "families/__init__.py": "def family_of(m):\n    return m\n",
+        "cli/export.py": "def run(m):\n    from pkg.families import family_of as fam\n    return fam(m)\n",
+        "jobs.py": "import pkg.locations as loc\n\ndef j(m):\n    return loc.resolve_weights(m)\n",
+        "config.py": "from pkg.recipe_names import parse_recipes\n",
+        "steps.py": "from pkg.recipe_names import parse_recipes\n",
+    })  # fmt: skip
+    found = check_sizes.resolver_uses(pkg)  # the CLI's import, the jobs' call, the steps' import
+    assert [line.split(": uses ")[0].split("pkg/")[1] for line in found] == [
+        "cli/export.py:2", "jobs.py:4", "steps.py:1"
+    ]  # fmt: skip
+
+
 def _package(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / "pkg" / name

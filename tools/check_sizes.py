@@ -1,6 +1,7 @@
 """Size and cycle check of a package: fails listing every module over 500 lines, every function over
-120 lines, every import cycle between its files, and every test of a model family's name outside
-``families/`` (the only place that knows a family).
+120 lines, every import cycle between its files, every test of a model family's name outside
+``families/`` (the only place that knows a family), and every use of a resolver outside the plan
+module and ``families/`` (everything else consumes a plan, issue #18).
 
 Usage: ``python tools/check_sizes.py [PACKAGE_DIR]`` (default ``workbench``); exit 1 if anything is
 found. ``make lint`` runs it, and ``tests/test_layout.py`` does the same checks.
@@ -22,6 +23,16 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 120
 FAMILY_NAMES = ("yolo", "ssd")  # the registered families' names
 FAMILIES_DIR = "families"
+PLAN_MODULE = "plan.py"
+# The resolvers: only the plan module and families/ use them (besides the module defining each, and
+# for recipe names the config's validation of its `recipes:` field and the recipes package itself).
+RESOLVERS = {
+    "resolve_model": ("locations.py",),
+    "resolve_weights": ("locations.py",),
+    "prepare_dataset": ("data/prepare.py",),
+    "family_of": (),
+    "parse_recipes": ("recipe_names.py", "config.py", "recipes/__init__.py"),
+}
 
 
 def module_names(root: Path) -> dict[Path, str]:
@@ -146,13 +157,37 @@ def family_name_tests(root: Path) -> list[str]:
     return found
 
 
+def resolver_uses(root: Path) -> list[str]:
+    """Each import, call or mention of a resolver (:data:`RESOLVERS`) in a module that may not use
+    it: anything but ``plan.py``, ``families/`` and the resolver's own allowed modules."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.as_posix() == PLAN_MODULE or FAMILIES_DIR in relative.parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = (
+                node.name
+                if isinstance(node, ast.alias)
+                else node.id
+                if isinstance(node, ast.Name)
+                else node.attr
+                if isinstance(node, ast.Attribute)
+                else None
+            )
+            if name in RESOLVERS and relative.as_posix() not in RESOLVERS[name]:
+                line = getattr(node, "lineno", "?")
+                found.append(f"{path}:{line}: uses {name} (only the plan and families/ resolve: use a plan)")
+    return found
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "workbench")
     if not (root / "__init__.py").is_file():
         print(f"{root}: not a package (no __init__.py)", file=sys.stderr)
         return 2
     problems = oversized(root) + [f"import cycle: {', '.join(c)}" for c in import_cycles(root)]
-    problems += family_name_tests(root)
+    problems += family_name_tests(root) + resolver_uses(root)
     for problem in problems:
         print(problem)
     print(f"{len(problems)} problem(s) in {len(module_names(root))} files of {root}")

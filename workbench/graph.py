@@ -76,6 +76,7 @@ def convert_variants(plan: RunPlan, records: list[dict[str, Any]], run_dir: Path
             record["weights"],
             imgsz,
             str(run_dir / "saved_models" / record["name"] / str(imgsz)),
+            family=record["family"],
             dask_key_name=f"export-{record['name']}-{imgsz}-{tag}",
         )
         for record in records

@@ -39,15 +39,17 @@ def export_job(
     folder: str | Path,
     edits: ExportEdits = ExportEdits(),
     *,
+    family: str,
     calib: str | Path | None = None,
     calib_count: int = DEFAULT_CALIB_COUNT,
 ) -> ExportResult:
     """The export of ``weights`` at ``imgsz`` with ``edits`` in ``folder``: the one already there if
-    its key matches, else a new one by the weights' model family (which refuses edits it cannot make).
+    its key matches, else a new one by the weights' model ``family`` (as the plan, or the base export's
+    metadata, names it: it refuses edits it cannot make).
     ``calib`` / ``calib_count``: the images edits that learn from images take."""
-    from workbench.families import family_of
+    from workbench.families import get_family
 
-    family = family_of(weights)
+    family = get_family(family)
     family.check_edits(edits, weights)
     folder = Path(folder)
     if edits.changed():  # cells converting in parallel share a recipe's export: build it once
@@ -114,7 +116,13 @@ def recipe_export(
         )
     folder = Path(base.saved_model).parent / f"{Path(base.saved_model).name}+{plan.export.key}"
     return export_job(
-        base.weights, base.imgsz, folder, plan.export, calib=calib, calib_count=plan.conversion.calib_count
+        base.weights,
+        base.imgsz,
+        folder,
+        plan.export,
+        family=base.family,
+        calib=calib,
+        calib_count=plan.conversion.calib_count,
     )
 
 
@@ -210,7 +218,10 @@ def convert_weights(
         >>> convert_weights("st/st_ssd_mobilenet_v1_025_{imgsz}.h5", 224, "int8-per-channel",
         ...                 "build/ssd224", calib="data/coco/images", calib_count=8)  # doctest: +SKIP
     """
+    from workbench.plan import one_model_plan
+
     folder = Path(folder)
-    export = export_job(weights, imgsz, folder / "saved_model")
+    family = one_model_plan(weights).model.family  # the one-model plan names the family
+    export = export_job(weights, imgsz, folder / "saved_model", family=family)
     name = f"{Path(str(weights)).stem.replace(IMGSZ_FIELD, str(imgsz))}-{Scheme(scheme).value}.tflite"
     return convert_job(export, scheme, folder / name, io=io, calib=calib, calib_count=calib_count)

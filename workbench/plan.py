@@ -6,8 +6,10 @@ synthetic set generated or reused, COCO files checked, annotation files hashed) 
 export and conversion jobs. :func:`make_plan` does it once; every step, notebook and sweep cell
 then reads the plan (``<run>/plan.json``), so no step scans a folder or hashes a dataset again.
 
-Only this module and ``workbench.families`` call the resolvers (``resolve_model``,
-``prepare_dataset``, ``family_of``).
+The CLI verbs consume a one-model plan (:class:`ModelPlan`: :func:`one_model_plan`,
+:func:`training_plan`). Only this module and ``workbench.families`` call the resolvers
+(``resolve_model``, ``resolve_weights``, ``prepare_dataset``, ``family_of``);
+``tests/test_layout.py`` checks it.
 
 Example:
     >>> from workbench.config import RunConfig
@@ -21,14 +23,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from workbench.config import IOType, RunConfig, Scheme, resolve_path
+from workbench.config import IOType, RunConfig, Scheme, Task, resolve_path
 from workbench.data.prepare import PreparedDataset, prepare_dataset
 from workbench.errors import WorkbenchError
 from workbench.fileio import write_json
 from workbench.locations import ModelSource, resolve_data, resolve_model
 from workbench.targets.measured import BoardLatency, read_measured_latency
+
+if TYPE_CHECKING:
+    from workbench.families import ModelFamily
 
 PLAN_JSON = "plan.json"
 PLAN_VERSION = 1
@@ -176,6 +181,12 @@ def make_plan(cfg: RunConfig, source: str | None = None, need_training: bool | N
     """
     from workbench.targets import get_target
 
+    if cfg.dataset.endswith((".yaml", ".yml")):
+        raise WorkbenchError(
+            "a data.yaml dataset is for `workbench train` only: a run evaluates on COCO annotations "
+            "(dataset: synthetic, coco, or a dataset folder)",
+            path=source,
+        )
     for name in cfg.targets:  # an unknown name is refused with the valid list, before any work
         try:
             get_target(name)
@@ -305,3 +316,129 @@ def plan_for(cfg: RunConfig, run_dir: str | Path) -> RunPlan:
     plan = make_plan(cfg)
     plan.write(run_dir)
     return plan
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """A one-model plan, what a CLI verb consumes: the weights found once and their family, and
+    for training its one-model config and dataset."""
+
+    model: ModelEntry
+    weights: Path | str  # the file to load: a release name downloaded, a model .yaml as given
+    config: RunConfig | None = None
+    dataset: PreparedDataset | None = None
+
+    @property
+    def family(self) -> ModelFamily:
+        from workbench.families import get_family
+
+        return get_family(self.model.family)
+
+
+def one_model_plan(model: str | Path, *, allow_download: bool = False, task: str | None = None) -> ModelPlan:
+    """``model`` (float weights: a path, a name under WORKBENCH_WEIGHTS_DIR, a model ``.yaml``)
+    resolved once: its family first (a file no family takes is refused before any search), the
+    task checked against the family when given, then the file found (downloaded when allowed).
+
+    Raises:
+        WorkbenchError: no family takes the file, the family does not do ``task``, or not found.
+    """
+    from workbench.families import family_of
+    from workbench.locations import resolve_weights, weights_file
+
+    family = family_of(model)
+    if task is not None:
+        family.check_task(Task(task), model)
+    resolved = resolve_weights(str(model), allow_download)
+    entry = ModelEntry(str(model), "ours", str(resolved), family.name, isinstance(resolved, str))
+    return ModelPlan(entry, weights_file(resolved))
+
+
+def exported_plan(saved_model: str | Path, recipes: str | None = None) -> ModelPlan:
+    """The one-model plan of a ``workbench export`` SavedModel (``workbench quantize``): the weights
+    and family its metadata records, ``recipes`` parsed first (they need no file).
+
+    Raises:
+        WorkbenchError: an unknown recipe, a folder without readable metadata, or of a family this
+            installation does not know.
+    """
+    from workbench.exported import ExportResult
+    from workbench.families import get_family
+    from workbench.recipe_names import parse_recipes
+
+    if recipes is not None:
+        parse_recipes(recipes)
+    try:
+        export = ExportResult.load(saved_model)
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # JSON or fields not ours
+        raise WorkbenchError(
+            f"unreadable export metadata ({type(err).__name__}: {err}); re-run `workbench export`",
+            path=saved_model,
+        ) from None
+    try:
+        family = get_family(export.family)
+    except WorkbenchError as err:
+        raise WorkbenchError(err.message, path=saved_model) from None
+    entry = ModelEntry(str(export.weights), "ours", str(export.weights), family.name)
+    return ModelPlan(entry, Path(export.weights))
+
+
+def training_plan(
+    model: str | Path,
+    data: str | Path,
+    *,
+    task: str | None = None,
+    imgsz: int,
+    epochs: int,
+    batch: int,
+    seed: int,
+) -> ModelPlan:
+    """The one-model plan ``workbench train`` fine-tunes by: ``model`` resolved, its config (the
+    family's first task unless ``task`` is given) and ``data`` prepared by the family.
+
+    ``data``: ``synthetic``, a dataset folder, its ``yolo/data.yaml``, or an Ultralytics
+    ``data.yaml`` such as ``workbench data convert`` writes (:func:`dataset_entry`).
+    """
+    found = one_model_plan(model)
+    family = found.family
+    cfg = RunConfig(
+        name="train",
+        task=task or family.tasks[0].value,
+        model=str(found.weights),
+        imgsz=[imgsz],
+        dataset=dataset_entry(data),
+        epochs=epochs,
+        batch=batch,
+        seed=seed,
+    )
+    return ModelPlan(found.model, found.weights, cfg, family.dataset(cfg, need_training=epochs > 0))
+
+
+def pretrain_plan(cfg: RunConfig, source: str | None = None) -> RunPlan:
+    """The plan of ``workbench train --config`` (pretraining): the config's model architecture
+    and its training dataset, resolved once."""
+    return make_plan(cfg, source, need_training=True)
+
+
+def dataset_entry(data: str | Path) -> str:
+    """A config's ``dataset:`` for ``--data``: ``synthetic``; a dataset folder, or the folder whose
+    ``yolo/data.yaml`` was named (a family trains from the folder's COCO files or its YOLO copy);
+    any other ``data.yaml`` as it is (an Ultralytics dataset, checked when it is prepared)."""
+    from workbench.data.prepare import YOLO_DATA_YAML
+
+    if str(data) == "synthetic":
+        return "synthetic"
+    path = Path(data)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise WorkbenchError("data.yaml not found", path=path)
+        root = path.resolve().parent.parent
+        if path.resolve() == root.joinpath(*YOLO_DATA_YAML) and (root / "annotations").is_dir():
+            return str(root)
+        return str(path.resolve())
+    if not path.is_dir():
+        raise WorkbenchError(
+            "dataset folder not found (pass a folder, its yolo/data.yaml, a data.yaml, or synthetic)",
+            path=path,
+        )
+    return str(path.resolve())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import RunConfig
-from workbench.data.prepare import prepare_dataset
+from workbench.data.prepare import PreparedDataset
 from workbench.fileio import atomic_path, sha256_file, write_json
 from workbench.offline import REPO_ROOT
 from workbench.safeload import check_weights
@@ -108,14 +108,14 @@ def ultralytics_val(
     }
 
 
-def pretrain(cfg: RunConfig) -> PretrainResult:
-    """Generate the synthetic set, train ``cfg.model`` from scratch, and write checkpoint + record.
+def pretrain(cfg: RunConfig, dataset: PreparedDataset) -> PretrainResult:
+    """Train ``cfg.model`` from scratch on ``dataset`` (the synthetic set of the config's plan,
+    :func:`workbench.plan.pretrain_plan`), and write checkpoint + record.
 
     Writes ``<cfg.out_dir>/<cfg.name>.pt`` and ``<cfg.out_dir>/<cfg.name>.json``.
     """
     from workbench.provenance import package_versions
 
-    dataset = prepare_dataset(cfg)
     imgsz = cfg.train_imgsz or max(cfg.imgsz)
     out_dir = Path(cfg.out_dir)
     if not out_dir.is_absolute():

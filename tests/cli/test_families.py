@@ -332,7 +332,7 @@ def test_pixel_outputs_go_to_the_yolo_export_and_the_ssd_refuses_them(tmp_path, 
     assert not (tmp_path / "x").exists()
 
 
-def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_loose_one(
+def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_bad_loose_one(
     synth_eval_set, tmp_path, capsys
 ):
     found = sample("yolo")
@@ -340,7 +340,57 @@ def test_train_takes_a_dataset_folder_by_its_data_yaml_and_refuses_a_loose_one(
     code, out, err = run_cli(capsys, *argv, synth_eval_set.root / "yolo" / "data.yaml")
     assert code == 0, err
     assert json.loads(out)["weights_file"] == str(found.weights)
-    loose = tmp_path / "data.yaml"
-    loose.write_text("path: .\ntrain: images\nval: images\nnames: {0: person}\n")
-    code, _, err = run_cli(capsys, *argv, loose)
-    assert "pass that folder" in assert_one_error_line(code, err, "train", str(loose))
+    (tmp_path / "images").mkdir()
+    kpt = "kpt_shape: [17, 3]\n"
+    for text, says in [
+        (f"path: .\ntrain: images\nval: images\nnames: {{0: person}}\n{kpt}", "relative path '.'"),
+        (f"path: {tmp_path}\ntrain: images\nval: nowhere\nnames: {{0: person}}\n{kpt}", "val images folder"),
+        (f"path: {tmp_path}\ntrain: images\nval: images\nnames: {{0: person}}\n", "no kpt_shape"),
+        (f"path: {tmp_path}\ntrain: images\n{kpt}", "no val, names"),
+        ("- just\n- a list\n", "not a mapping"),
+        ("train: [unclosed\n", "not valid YAML"),
+    ]:  # fmt: skip
+        loose = tmp_path / "data.yaml"
+        loose.write_text(text)
+        code, _, err = run_cli(capsys, *argv, loose)
+        assert says in assert_one_error_line(code, err, "train", str(loose), "data.yaml")
+
+
+def test_train_takes_the_data_yaml_data_convert_writes(synth_eval_set, tmp_path, capsys, monkeypatch):
+    """``workbench data convert`` of a train and a val split, then ``train --data <its data.yaml>``:
+    the family trains on that very file (its retraining recorded here, not run)."""
+    from workbench.families.yolo import YoloFamily
+
+    yolo = tmp_path / "yolo"
+    for split in ("train", "val"):
+        code, _, err = run_cli(
+            capsys, "data", "convert", synth_eval_set.root / "annotations" / f"{split}.json",
+            "--images", synth_eval_set.root / "images" / split, "--out", yolo, "--task", "pose", "--split", split,
+        )  # fmt: skip
+        assert code == 0, err
+    seen = {}
+
+    def recorded(self, cfg, start, dataset, out):
+        seen.update(cfg=cfg, start=start, dataset=dataset)
+        return {"weights": str(start), "train_seconds": 1.0, "val": {"map50_95": 0.5}}
+
+    monkeypatch.setattr(YoloFamily, "retrain", recorded)
+    found = sample("yolo")
+    code, out, err = run_cli(
+        capsys, "train", "--model", found.weights, "--data", yolo / "data.yaml", "--epochs", 2,
+        "--imgsz", 192, "--out", tmp_path / "run", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    dataset = seen["dataset"]
+    assert dataset.data_yaml == yolo / "data.yaml" and dataset.val_ann is None
+    assert dataset.train_images == (yolo / "images" / "train").resolve()
+    assert dataset.val_images == (yolo / "images" / "val").resolve()
+    assert seen["cfg"].epochs == 2 and seen["cfg"].imgsz == [192] and seen["cfg"].task.value == "pose"
+    assert json.loads(out)["family"] == "yolo" and json.loads(out)["start"] == str(found.weights)
+    # the same file for a report run is refused: a run evaluates on COCO annotations
+    from workbench.config import RunConfig
+    from workbench.errors import WorkbenchError
+    from workbench.plan import make_plan
+
+    with pytest.raises(WorkbenchError, match="for `workbench train` only"):
+        make_plan(RunConfig(model=str(found.weights), dataset=str(yolo / "data.yaml")), "run.yaml")

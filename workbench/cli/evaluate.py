@@ -58,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     from workbench.evaluate import EvalSettings, evaluate
     from workbench.families import evaluation_runner
 
-    if Path(args.model).suffix != ".tflite":
-        check_float_weights(args.model, args.task)
+    model = args.model
+    if Path(model).suffix != ".tflite":  # float weights: a one-model plan (family, task, file)
+        from workbench.plan import one_model_plan
+
+        model = one_model_plan(model, task=args.task).weights
     settings = EvalSettings(
         args.ann,
         args.images,
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         iou_type=args.iou_type,
         exif_transpose=args.exif_transpose,
     )
-    result = evaluate(evaluation_runner(args.model), settings, out_dir=args.out)
+    result = evaluate(evaluation_runner(model), settings, out_dir=args.out)
     if args.json:
         print_json(result.to_dict())
         return 0
@@ -97,12 +100,3 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"  wrote {args.out}/detections.json and metrics.json")
     return 0
-
-
-def check_float_weights(model: str, task: str) -> None:
-    """Float weights are run by their family: one clear error for a file no family takes, or a task
-    the family does not do, before any dataset is read."""
-    from workbench.config import Task
-    from workbench.families import family_of
-
-    family_of(model).check_task(Task(task), model)

@@ -36,13 +36,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from workbench.config import validate_imgsz
-    from workbench.families import family_of
-    from workbench.locations import resolve_weights, weights_file
+    from workbench.plan import one_model_plan
 
     imgsz = validate_imgsz(args.imgsz)
-    family = family_of(args.weights)
-    weights = weights_file(resolve_weights(args.weights, args.allow_download))
-    result = family.export(weights, imgsz, Path(args.out), normalize=not args.pixel_outputs)
+    plan = one_model_plan(args.weights, allow_download=args.allow_download)
+    result = plan.family.export(plan.weights, imgsz, Path(args.out), normalize=not args.pixel_outputs)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -39,14 +39,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from workbench.errors import WorkbenchError
     from workbench.jobs import quantize_with_recipes
-    from workbench.recipe_names import parse_recipes
+    from workbench.plan import exported_plan
 
     # the arguments first: they need no file
     if args.calib_count < 1:
         raise WorkbenchError(f"--calib-count must be an integer of at least 1, got {args.calib_count!r}")
-    if args.recipe is not None:
-        parse_recipes(args.recipe)
-    family = exported_family(args.saved_model)
+    family = exported_plan(args.saved_model, args.recipe).family
     result = quantize_with_recipes(
         args.saved_model,
         args.scheme,
@@ -68,23 +66,3 @@ def run(args) -> int:
             + (f", recipes {'+'.join(result.recipes)}" if result.recipes else "")
         )
     return 0
-
-
-def exported_family(saved_model: str):
-    """The registered family that exported ``saved_model`` (its metadata names it); one clear error
-    for a folder without readable metadata or of a family this installation does not know."""
-    from workbench.errors import WorkbenchError
-    from workbench.export import ExportResult
-    from workbench.families import get_family
-
-    try:
-        export = ExportResult.load(saved_model)
-    except (ValueError, TypeError, KeyError, AttributeError) as err:  # JSON or fields not ours
-        raise WorkbenchError(
-            f"unreadable export metadata ({type(err).__name__}: {err}); re-run `workbench export`",
-            path=saved_model,
-        ) from None
-    try:
-        return get_family(export.family)
-    except WorkbenchError as err:
-        raise WorkbenchError(err.message, path=saved_model) from None

@@ -19,7 +19,8 @@ def register(sub) -> None:
     p.add_argument(
         "--data",
         help="dataset: a folder laid out as `workbench data synth` writes one (images/, annotations/, "
-        "yolo/data.yaml), its yolo/data.yaml, or `synthetic`",
+        "yolo/data.yaml), its yolo/data.yaml, an Ultralytics data.yaml (as `workbench data convert` "
+        "writes one), or `synthetic`",
     )
     p.add_argument(
         "--model",
@@ -45,9 +46,11 @@ def run(args) -> int:
 
     if args.config:
         from workbench.config import RunConfig
+        from workbench.plan import pretrain_plan
         from workbench.pretrain import pretrain
 
-        result = pretrain(RunConfig.from_yaml(args.config))
+        plan = pretrain_plan(RunConfig.from_yaml(args.config), args.config)
+        result = pretrain(plan.config, plan.dataset)
         if args.json:
             print_json(result.to_dict())
         else:
@@ -73,56 +76,27 @@ def run(args) -> int:
 
 
 def retrain(args) -> dict:
-    """The family's own fine-tuning of ``args.model`` on ``args.data`` (a one-model RunConfig)."""
-    from workbench.config import RunConfig
-    from workbench.families import family_of
-    from workbench.locations import resolve_weights, weights_file
+    """The family's own fine-tuning of ``args.model`` on ``args.data`` (a one-model plan)."""
+    from workbench.plan import training_plan
 
-    family = family_of(args.model)
-    start = weights_file(resolve_weights(args.model))
-    task = args.task or family.tasks[0].value
-    cfg = RunConfig(
-        name="train",
-        task=task,
-        model=str(start),
-        imgsz=[args.imgsz],
-        dataset=dataset_entry(args.data),
+    plan = training_plan(
+        args.model,
+        args.data,
+        task=args.task,
+        imgsz=args.imgsz,
         epochs=args.epochs,
         batch=args.batch,
         seed=args.seed,
     )
-    dataset = family.dataset(cfg, need_training=args.epochs > 0)
-    out = Path(args.out)
-    result = family.retrain(cfg, start, dataset, out)
-    summary = {"family": family.name, "task": task, "epochs": args.epochs, "start": str(start), **result}
+    family, cfg = plan.family, plan.config
+    result = family.retrain(cfg, plan.weights, plan.dataset, Path(args.out))
+    summary = {
+        "family": family.name,
+        "task": cfg.task.value,
+        "epochs": args.epochs,
+        "start": str(plan.weights),
+        **result,
+    }
     # the file of this image size (a family may name one weights file per size with a template)
     summary["weights_file"] = str(family.weights_for(result["weights"], args.imgsz))
     return summary
-
-
-def dataset_entry(data: str) -> str:
-    """A config's ``dataset:`` for ``--data``: ``synthetic``, a dataset folder, or the folder whose
-    ``yolo/data.yaml`` was named (a family trains from the folder's COCO files or its YOLO copy)."""
-    from workbench.errors import WorkbenchError
-
-    if data == "synthetic":
-        return data
-    path = Path(data)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise WorkbenchError("data.yaml not found", path=path)
-        from workbench.data.prepare import YOLO_DATA_YAML
-
-        root = path.resolve().parent.parent
-        if path.resolve() != root.joinpath(*YOLO_DATA_YAML) or not (root / "annotations").is_dir():
-            raise WorkbenchError(
-                "not the yolo/data.yaml of a dataset folder (images/, annotations/*.json, yolo/data.yaml, as "
-                "`workbench data synth` and `workbench data coco --subset` write them): pass that folder",
-                path=path,
-            )
-        return str(root)
-    if not path.is_dir():
-        raise WorkbenchError(
-            "dataset folder not found (pass a folder, its yolo/data.yaml, or synthetic)", path=path
-        )
-    return str(path.resolve())

@@ -7,7 +7,9 @@ one). ``dataset: coco`` takes COCO files as users have them (``ann`` + ``images`
 the repository root or under ``WORKBENCH_DATA_DIR``; the YOLO copy Ultralytics trains on is made
 in the project cache (keyed by the annotation files' content), never beside the user's data.
 Otherwise ``dataset`` names a folder laid out as the synthetic set is: ``images/{train,val}``,
-``annotations/{train,val}.json`` and ``yolo/data.yaml``.
+``annotations/{train,val}.json`` and ``yolo/data.yaml``, or an Ultralytics ``data.yaml`` (as
+``workbench data convert`` writes one) to train on: it has no COCO annotations, so it trains
+(Ultralytics scores its val split) but is not evaluated.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class PreparedDataset:
     data_yaml: Path | None  # None for evaluation-only datasets
     train_images: Path | None
     val_images: Path
-    val_ann: Path
+    val_ann: Path | None  # None for a data.yaml dataset (training only: no COCO annotations)
     fingerprint: str  # sha256 over the annotation files
     generator_version: str | None = None
     calib_images: Path | None = None  # calibration images (default: train_images)
@@ -112,6 +114,8 @@ def prepare_dataset(
                 progress=progress,
             )
         version = GENERATOR_VERSION
+    elif cfg.dataset.endswith((".yaml", ".yml")):
+        return prepare_data_yaml(resolve_data(cfg.dataset), cfg.task.value)
     else:
         root = Path(cfg.dataset)
         if not root.is_absolute():
@@ -132,6 +136,56 @@ def prepare_dataset(
         fingerprint=dataset_hash(fingerprint_files)[:16],
         generator_version=version,
         calib_images=resolve_data(cfg.calib_dir),
+    )
+
+
+def prepare_data_yaml(data_yaml: Path, task: str) -> PreparedDataset:
+    """An Ultralytics ``data.yaml`` checked for what training on it needs: a mapping with an
+    absolute (or no) ``path``, ``train`` and ``val`` image folders that exist, ``names``, and
+    ``kpt_shape`` for pose. One error naming the file otherwise."""
+    import yaml
+
+    from workbench.safeparse import load_yaml
+
+    if not data_yaml.is_file():
+        raise WorkbenchError("data.yaml not found", path=data_yaml)
+    try:
+        data = load_yaml(data_yaml.read_bytes(), path=data_yaml)
+    except yaml.YAMLError as err:
+        raise WorkbenchError(f"not valid YAML: {str(err).splitlines()[0]}", path=data_yaml) from None
+
+    def refuse(why: str) -> WorkbenchError:
+        return WorkbenchError(
+            f"not a usable Ultralytics data.yaml: {why} (`workbench data convert` writes one; or pass a "
+            "dataset folder as `workbench data synth` writes them)",
+            path=data_yaml,
+        )
+
+    if not isinstance(data, dict):
+        raise refuse("not a mapping")
+    missing = [key for key in ("train", "val", "names") if not data.get(key)]
+    if missing:
+        raise refuse(f"no {', '.join(missing)}")
+    if task == "pose" and not data.get("kpt_shape"):
+        raise refuse("no kpt_shape, which pose training needs")
+    root = Path(str(data.get("path") or data_yaml.parent))
+    if not root.is_absolute():  # Ultralytics reads a relative path under its own datasets folder
+        raise refuse(f"relative path {str(root)!r}; write it absolute or leave it out")
+    splits = {}
+    for key in ("train", "val"):
+        if not isinstance(data[key], str):
+            raise refuse(f"{key} is not one folder")
+        splits[key] = root / data[key]
+        if not splits[key].is_dir():
+            raise refuse(f"{key} images folder {splits[key]} not found")
+    labels = sorted((root / "labels").rglob("*.txt")) if (root / "labels").is_dir() else []
+    return PreparedDataset(
+        root=root,
+        data_yaml=data_yaml,
+        train_images=splits["train"],
+        val_images=splits["val"],
+        val_ann=None,
+        fingerprint=dataset_hash([data_yaml, *labels])[:16],
     )
 
 

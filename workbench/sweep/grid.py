@@ -66,6 +66,7 @@ class Cell:
     config: RunConfig
     weights_sha256: str
     weights: str = ""  # the weights file the model entry resolved to (found once, for every cell)
+    family: str = ""  # its model family (as the plan named it)
 
     @property
     def key(self) -> str:
@@ -178,7 +179,7 @@ class SweepConfig:
         from workbench.recipes import applies
 
         keys = list(self.axes)
-        weights: dict[str, tuple[str, str]] = {}  # model entry -> (weights file, its sha256)
+        weights: dict[str, tuple[str, str, str]] = {}  # model entry -> (weights file, sha256, family)
         cells = []
         for combo in itertools.product(*(self.axes[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
@@ -208,15 +209,16 @@ class SweepConfig:
                 config.schemes[0].is_int8 and applies(config.recipes[0], config.schemes[0].value)
             ):
                 continue  # a recipe set this scheme cannot take (see the module docstring)
-            path, sha256 = weights[config.models[0]]
-            cells.append(Cell(values, config, sha256, path))
+            path, sha256, family = weights[config.models[0]]
+            cells.append(Cell(values, config, sha256, path, family))
         if not cells:
             raise WorkbenchError("the sweep has no cells (everything excluded)", path=self.source)
         return cells
 
 
-def _weights_file(model, source: str | None) -> tuple[str, str]:
-    """A resolved model entry's weights file and sha256; zoo folders are for reports, not sweeps."""
+def _weights_file(model, source: str | None) -> tuple[str, str, str]:
+    """A resolved model entry's weights file, sha256 and family; zoo folders are for reports, not
+    sweeps."""
     from workbench.fileio import sha256_file
 
     if model.kind != "ours" or not Path(model.path).is_file():
@@ -224,7 +226,7 @@ def _weights_file(model, source: str | None) -> tuple[str, str]:
             f"model {model.entry!r}: a sweep converts weights files (.pt); zoo folders are compared by `workbench report`",
             path=source,
         )
-    return model.path, sha256_file(model.path)
+    return model.path, sha256_file(model.path), model.family
 
 
 def _digest(obj: Any) -> str:

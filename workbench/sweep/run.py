@@ -98,7 +98,7 @@ def _run_serial(todo: list[Cell], datasets, sweep_dir: Path, _client, progress: 
         try:
             if cell.export_key not in exports:
                 exports[cell.export_key] = export_task(
-                    cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell)
+                    cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell), cell.family
                 )
             dataset = datasets[str(cell.values.get("datasets"))]
             row = cell_task(cell, exports[cell.export_key], dataset, str(sweep_dir), CELL_THREADS)
@@ -119,7 +119,7 @@ def _run_distributed(todo: list[Cell], datasets, sweep_dir: Path, client, progre
     for cell in todo:
         if cell.export_key not in exports:
             exports[cell.export_key] = client.submit(
-                export_task, cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell),
+                export_task, cell.weights, cell.config.imgsz[0], _export_folder(sweep_dir, cell), cell.family,
                 key=f"export-{cell.export_key}-{where}",
             )  # fmt: skip
         dataset = datasets[str(cell.values.get("datasets"))]

@@ -19,10 +19,10 @@ from workbench.jobs import convert_job, export_job, recipe_export
 from workbench.sweep.grid import Cell
 
 
-def export_task(weights: str, imgsz: int, folder: str) -> ExportResult:
-    """The plain export of ``weights`` at ``imgsz`` in ``folder`` (:func:`workbench.jobs.export_job`:
-    the one already there if made from the same weights)."""
-    return export_job(weights, imgsz, folder)
+def export_task(weights: str, imgsz: int, folder: str, family: str) -> ExportResult:
+    """The plain export of ``weights`` (of model ``family``) at ``imgsz`` in ``folder``
+    (:func:`workbench.jobs.export_job`: the one already there if made from the same weights)."""
+    return export_job(weights, imgsz, folder, family=family)
 
 
 def cell_task(
