@@ -44,16 +44,18 @@ def test_channel_groups_is_the_least_noise_partition(seed, groups):
     assert noise_gain(amax, runs) == pytest.approx(len(amax) * amax.max() ** 2 / cost)
 
 
-def _brute_force_contiguous_cost(amax: np.ndarray, groups: int) -> float:
+def _brute_force_contiguous_cost(
+    amax: np.ndarray, groups: int, align: int = 1, penalty: float = 0.0
+) -> float:
     n, best = len(amax), np.inf
     for count in range(1, groups + 1):
-        for cuts in itertools.combinations(range(1, n), count - 1):
+        for cuts in itertools.combinations(range(align, n, align), count - 1):
             bounds = [0, *cuts, n]
             cost = sum(
                 (bounds[i + 1] - bounds[i]) * float(amax[bounds[i] : bounds[i + 1]].max()) ** 2
                 for i in range(count)
             )
-            best = min(best, cost)
+            best = min(best, cost + penalty * (count - 1) * n * float(amax.max()) ** 2)
     return best
 
 
@@ -67,6 +69,21 @@ def test_contiguous_runs_on_a_fixed_order_equal_brute_force(seed):
     assert len(runs) <= groups
     cost = sum(len(r) * float(amax[r].max()) ** 2 for r in runs)
     assert cost == pytest.approx(_brute_force_contiguous_cost(amax, groups))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_aligned_contiguous_runs_equal_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    amax = rng.lognormal(0.0, 1.0, int(rng.integers(1, 14)))
+    groups, align = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    penalty = float(rng.choice([0.0, 0.05, 0.3]))
+    runs = contiguous_runs(amax, groups, align, penalty)
+    assert np.array_equal(np.concatenate(runs), np.arange(len(amax)))  # segments, in order
+    assert len(runs) <= groups
+    assert all(r[0] % align == 0 for r in runs)  # each run starts on a block boundary
+    cost = sum(len(r) * float(amax[r].max()) ** 2 for r in runs)
+    cost += penalty * (len(runs) - 1) * len(amax) * float(amax.max()) ** 2
+    assert cost == pytest.approx(_brute_force_contiguous_cost(amax, groups, align, penalty))
 
 
 def test_channel_groups_keeps_one_run_when_ranges_are_equal():
@@ -153,7 +170,9 @@ def split_synth():
     from tests.conftest import CHECKPOINT
 
     base = YOLO(str(CHECKPOINT)).model.fuse(verbose=False).eval()
-    return base, _split_copy(base, 128)
+    with pytest.MonkeyPatch.context() as patch:  # its convs are too narrow for ALIGN-channel runs
+        patch.setattr("workbench.recipes.split_channels.ALIGN", 1)
+        return base, _split_copy(base, 128)
 
 
 def test_split_model_leaves_the_float_network_unchanged(split_synth):
@@ -240,7 +259,7 @@ def test_shared_order_is_respected_across_a_residual_a_chunk_and_a_pinned_output
     }
     assert "e" in pinned and "c" not in pinned  # e is read by a view; c only by e
     model = copy.deepcopy(base)
-    report = split_model(model, torch.zeros(1, 3, 8, 8), min_gain=1.01)
+    report = split_model(model, torch.zeros(1, 3, 8, 8), min_gain=1.01, align=1)
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=1e-5)
@@ -329,7 +348,9 @@ def test_split_channels_file_is_per_tensor_and_exact_in_float(pose256, synth_eva
         calib=synth_eval_set.train_images, calib_count=32, recipes="split-channels",
     )  # fmt: skip
     assert (result.all_int8, result.granularity) == (True, "per-tensor")
-    folder = next(p for p in pose256["saved_model"].parent.iterdir() if p.name.endswith("+split-channels"))
+    folder = next(
+        p for p in pose256["saved_model"].parent.iterdir() if p.name.endswith("+split-channels-a16")
+    )
     assert ExportResult.load(folder).split_channels
     graph = read_graph(result.path)
     plain = read_graph(pose256["int8-per-tensor"])
@@ -364,12 +385,12 @@ def test_min_gain_is_the_cost_knob_and_the_export_records_it():
     from workbench.recipes import build_plan
 
     plan = build_plan("split-levels,split-channels", 1, "int8-per-tensor")
-    assert (plan.export.split_channels, plan.export.key) == (MIN_GAIN, "levels-head+split-channels")
-    assert dataclasses.replace(plan.export, split_channels=3.0).key == "levels-head+split-channels3"
+    assert (plan.export.split_channels, plan.export.key) == (MIN_GAIN, "levels-head+split-channels-a16")
+    assert dataclasses.replace(plan.export, split_channels=3.0).key == "levels-head+split-channels3-a16"
     counts = []
     for gain in (1.01, 1e9):
         model = _residual_net()
-        report = split_model(model, torch.zeros(1, 3, 8, 8), min_gain=gain)
+        report = split_model(model, torch.zeros(1, 3, 8, 8), min_gain=gain, align=1)
         counts.append(sum(isinstance(m, _run_module()) for m in model.modules()))
         assert counts[-1] == report.split
     assert counts[0] >= 3 and counts[1] == 0  # a higher threshold splits fewer convolutions

@@ -61,10 +61,11 @@ class ExportEdits:
         parts += ["equalized"] if self.equalize else []
         parts += ["st-optimized"] if self.st_optimize else []
         if self.split_channels:
-            from workbench.recipes.split_channels import MIN_GAIN
+            from workbench.recipes.split_channels import ALIGN, MIN_GAIN
 
             gain = float(self.split_channels)
-            parts += ["split-channels" if gain == MIN_GAIN else f"split-channels{gain:g}"]
+            name = "split-channels" if gain == MIN_GAIN else f"split-channels{gain:g}"
+            parts += [name if ALIGN == 1 else f"{name}-a{ALIGN}"]  # runs cut at multiples of ALIGN
         parts += [f"clip{self.kpt_percentile:g}"] if self.kpt_percentile is not None else []
         parts += [f"bc-{self.bias_correct}"] if self.bias_correct else []
         parts += [f"qat-{self.qat}"] if self.qat else []

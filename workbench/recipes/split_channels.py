@@ -22,7 +22,10 @@ noise, ``sum_g n_g · step_g²``, is least; each run becomes its own convolution
   contiguous (:func:`channel_groups`), and the MACs of a depthwise are few.
 
 The float model is unchanged (tested to 1e-4 on yolo11n-pose); the file stays all-int8 and
-per-tensor. A convolution is split only where that divides its noise by at least ``min_gain`` (the
+per-tensor. Ungrouped runs start only at multiples of :data:`ALIGN` (16) channels: Ethos-U computes
+output depth in blocks of 16, so a 5-channel run costs a whole block (Vela U55-256 NPU time 1.19× →
+1.07× plain per-tensor, AP 0.301 → 0.302; docs/recipes.md). A convolution is split only where that
+divides its noise by at least ``min_gain`` (the
 cost knob: fewer splits, fewer ops; :data:`MIN_GAIN` is the recipe's setting, an
 :class:`~workbench.recipes.edits.ExportEdits` ``split_channels`` value another).
 
@@ -46,6 +49,8 @@ import numpy as np
 
 SPLIT_GROUPS = 3
 MIN_GAIN = 1.5  # split a conv only where it divides its per-tensor weight noise at least by this
+ALIGN = 16  # cut an ungrouped conv's runs only at multiples of this many channels (Ethos-U OFM blocks)
+RUN_PENALTY = 0.0  # each run beyond the first costs this fraction of the conv's unsplit noise
 
 
 def channel_groups(amax: np.ndarray, groups: int) -> list[np.ndarray]:
@@ -79,13 +84,15 @@ def channel_groups(amax: np.ndarray, groups: int) -> list[np.ndarray]:
     return [order[bounds[i] : bounds[i + 1]] for i in range(len(bounds) - 1)]
 
 
-def contiguous_runs(amax: np.ndarray, groups: int) -> list[np.ndarray]:
+def contiguous_runs(amax: np.ndarray, groups: int, align: int = 1, penalty: float = 0.0) -> list[np.ndarray]:
     """Positions ``0..n-1`` cut into up to ``groups`` contiguous runs with least ``sum n · max²``.
 
     The channel order is fixed (shared with other writers of the same tensor, or pinned by a reader
     that cannot be permuted), so a run can only be a segment of it: each run then becomes one
     convolution whose output, concatenated with the others', is already in that order (no gather).
-    Exact dynamic programme, O(groups · n²).
+    Exact dynamic programme, O(groups · n²). ``align``: runs start only at multiples of it (the
+    last run ends at ``n``), so that every run but the last fills whole NPU output blocks;
+    ``penalty``: each run beyond the first adds that fraction of the unsplit cost (fewer runs).
 
     Example:
         >>> [r.tolist() for r in contiguous_runs(np.array([1.0, 1.1, 8.0, 9.0]), 2)]
@@ -101,16 +108,20 @@ def contiguous_runs(amax: np.ndarray, groups: int) -> list[np.ndarray]:
     for i in range(n):
         running = np.maximum.accumulate(a[i:])
         seg[i, i + 1 :] = np.arange(1, n - i + 1) * running
+    align = max(1, int(align))
     cost = np.full((groups + 1, n + 1), np.inf)
     cut = np.zeros((groups + 1, n + 1), dtype=np.int64)
     cost[0, 0] = 0.0
     for g in range(1, groups + 1):
         for j in range(g, n + 1):
-            starts = np.arange(g - 1, j)
+            if j % align and j != n:
+                continue  # a run may end only on a block boundary, or at the end
+            starts = np.arange(0, j, align)
             candidates = cost[g - 1, starts] + seg[starts, j]
             best = int(np.argmin(candidates))
             cost[g, j], cut[g, j] = candidates[best], starts[best]
-    g = int(np.argmin(cost[1:, n])) + 1  # fewer runs when more do not help
+    extra = penalty * (seg[0, n] if n else 0.0) * np.arange(groups)
+    g = int(np.argmin(cost[1:, n] + extra)) + 1  # fewer runs when more do not help
     bounds, j = [n], n
     for level in range(g, 0, -1):
         j = int(cut[level, j])
@@ -151,7 +162,9 @@ class SplitReport:
         return {k: float(sum(c[k] for c in self.convs.values())) for k in keys}
 
 
-def _choose_order(blocks, amax: dict[str, np.ndarray], groups: int) -> np.ndarray:
+def _choose_order(
+    blocks, amax: dict[str, np.ndarray], groups: int, align: int = 1, penalty: float = 0.0
+) -> np.ndarray:
     """One order for a space's writer blocks: of the candidate sorts (each writer's own, and the
     writers' normalized ranges joined by max and by mean), the one whose contiguous cuts cost the
     writers least, each normalized by its unsplit noise."""
@@ -161,7 +174,7 @@ def _choose_order(blocks, amax: dict[str, np.ndarray], groups: int) -> np.ndarra
     candidates += [np.argsort(stacked.max(0), kind="stable"), np.argsort(stacked.mean(0), kind="stable")]
 
     def cost(order):
-        return sum(run_cost(p[order], contiguous_runs(p[order], groups)) for p in parts)
+        return sum(run_cost(p[order], contiguous_runs(p[order], groups, align, penalty)) for p in parts)
 
     return min(candidates, key=cost)
 
@@ -226,6 +239,8 @@ def split_model(
     keep: frozenset[str] = frozenset(),
     groups: int = SPLIT_GROUPS,
     min_gain: float = MIN_GAIN,
+    align: int | None = None,
+    penalty: float | None = None,
 ) -> SplitReport:
     """Split every convolution of ``model`` (BatchNorm folded, traceable on ``example`` by
     ``torch.export``) whose per-tensor noise falls by ``min_gain``, with no gather.
@@ -233,18 +248,21 @@ def split_model(
     Each channel space (:func:`~workbench.recipes.channel_spaces.trace_channels`) gets one order
     (:func:`_choose_order`; the identity where pinned); writers' rows and readers' columns are
     permuted to it, and a split writer's runs are contiguous segments of its order
-    (:func:`contiguous_runs`). ``keep``: convolutions to leave whole and unpermuted.
+    (:func:`contiguous_runs`, with ``align`` / ``penalty``: :data:`ALIGN` / :data:`RUN_PENALTY` when
+    None). ``keep``: convolutions to leave whole and unpermuted.
     """
     import torch
 
     from workbench.recipes.channel_spaces import trace_channels
 
+    align = ALIGN if align is None else align
+    penalty = RUN_PENALTY if penalty is None else penalty
     traced = trace_channels(model, example, keep)
     convs = {name: model.get_submodule(name) for name in {*traced.readers, *traced.depthwise}}
     amax = {name: _amax(convs[name]) for name in traced.writers}
     written = [[b for b in blocks if b.writer is not None] for blocks in traced.spaces]
     orders = [
-        None if pinned or not blocks else _choose_order(blocks, amax, groups)
+        None if pinned or not blocks else _choose_order(blocks, amax, groups, align, penalty)
         for blocks, pinned in zip(written, traced.pinned, strict=True)
     ]
     report = SplitReport(min_gain, groups)
@@ -267,7 +285,7 @@ def split_model(
         conv = convs[name]
         a = _amax(conv)
         free = channel_groups(a, groups)
-        runs = free if name in traced.depthwise else contiguous_runs(a, groups)
+        runs = free if name in traced.depthwise else contiguous_runs(a, groups, align, penalty)
         gain = noise_gain(a, runs) if len(runs) > 1 else 1.0
         applied = runs if gain >= min_gain else [np.arange(len(a))]
         report.convs[name] = {
