@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.recipes.keras_layers import randomize_batchnorm
+
 
 def _mobilenet_block(seed: int = 0):
     """conv → BN → ReLU6 → depthwise → BN → ReLU6 → 1×1 conv → BN → ReLU6, depthwise ranges ×0.01..×10."""
@@ -27,10 +29,7 @@ def _mobilenet_block(seed: int = 0):
     for layer in model.layers:
         weights = layer.get_weights()
         if type(layer).__name__ == "BatchNormalization":
-            n = weights[0].shape[0]
-            layer.set_weights(
-                [rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.2, n), rng.uniform(0.5, 2, n)]
-            )
+            randomize_batchnorm(layer, rng)
         elif type(layer).__name__ == "DepthwiseConv2D":
             gains = np.geomspace(0.01, 10, weights[0].shape[2])
             rng.shuffle(gains)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.recipes.keras_layers import randomize_batchnorm
+
 
 def _ssd_like(seed: int = 0):
     """A MobileNet chain, two lateral convs joined by an ADD (a tensor with two writers), and two heads
@@ -37,10 +39,7 @@ def _ssd_like(seed: int = 0):
     for layer in model.layers:
         weights = layer.get_weights()
         if type(layer).__name__ == "BatchNormalization":
-            n = weights[0].shape[0]
-            layer.set_weights(
-                [rng.uniform(0.5, 2, n), rng.normal(0, 0.5, n), rng.normal(0, 0.2, n), rng.uniform(0.5, 2, n)]
-            )
+            randomize_batchnorm(layer, rng)
         elif type(layer).__name__ in ("Conv2D", "DepthwiseConv2D"):
             axis = 2 if type(layer).__name__ == "DepthwiseConv2D" else 3
             gains = np.geomspace(0.01, 10, weights[0].shape[axis])
