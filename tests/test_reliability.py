@@ -159,7 +159,7 @@ ARGUMENT_CASES = [
     Case("segm-on-pose", lambda c, d: "arg", "error", "iou_type 'segm' needs a seg model", ("--iou-type", "segm")),
     Case("out-is-a-file", lambda c, d: "out-file", "error", "--out names an existing file"),
     Case("max-images-0", lambda c, d: "arg", "error", "max_images must be at least 1", ("--max-images", "0")),
-    Case("model-missing", lambda c, d: "no-model", "error", "model file not found"),
+    Case("model-missing", lambda c, d: "no-model", "error", "missing.pt' not found; looked in: "),
     Case("model-corrupt-tflite", lambda c, d: "junk-model", "error", "not a loadable TFLite model"),
 ]  # fmt: skip
 

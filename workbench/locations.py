@@ -81,7 +81,8 @@ def resolve_weights(model: str, allow_download: bool = False) -> Path | str:
     if name != model:  # a path: used as given (or under the weights folder), never swapped for a namesake
         if (root / model).is_file() and not Path(model).is_absolute() and ".." not in Path(model).parts:
             return root / model
-        raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked)}; {root / model}")
+        under_root = [] if Path(model).is_absolute() else [str(root / model)]  # an absolute path is itself
+        raise WorkbenchError(f"weights {model!r} not found; looked in: {'; '.join(looked + under_root)}")
     found = sorted(root.rglob(name)) if root.is_dir() else []
     if len(found) > 1:
         raise WorkbenchError(
