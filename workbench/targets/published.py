@@ -40,7 +40,7 @@ SEED = {POSE: "seed 000 (ST YOLOv8n pose card)", SEG: "seed 001 (ST YOLOv8n seg 
 
 
 @dataclass(frozen=True)
-class PublishedRam:
+class PublishedMemory:
     board: str  # "stm32n6" or "stm32h7"
     model: str
     imgsz: int
@@ -53,31 +53,31 @@ class PublishedRam:
 
 
 PUBLISHED_RAM = (
-    PublishedRam("stm32n6", POSE, 192, 477.56, "Internal RAM"),
-    PublishedRam("stm32n6", POSE, 256, 1135.0, "Internal RAM"),
-    PublishedRam("stm32n6", POSE, 320, 2264.27, "Internal RAM"),
-    PublishedRam("stm32n6", SEG, 256, 855.0, "Internal RAM"),
-    PublishedRam("stm32n6", SEG, 320, 1413.89, "Internal RAM"),
-    PublishedRam("stm32n6", SSD, 224, 694.64, "Internal RAM"),
-    PublishedRam("stm32n6", SSD, 256, 1002.64, "Internal RAM"),
-    PublishedRam("stm32h7", SSD, 192, 266.3, "Activation RAM"),
-    PublishedRam("stm32h7", SSD, 224, 379.6, "Activation RAM"),
-    PublishedRam("stm32h7", SSD, 256, 456.1, "Activation RAM"),
+    PublishedMemory("stm32n6", POSE, 192, 477.56, "Internal RAM"),
+    PublishedMemory("stm32n6", POSE, 256, 1135.0, "Internal RAM"),
+    PublishedMemory("stm32n6", POSE, 320, 2264.27, "Internal RAM"),
+    PublishedMemory("stm32n6", SEG, 256, 855.0, "Internal RAM"),
+    PublishedMemory("stm32n6", SEG, 320, 1413.89, "Internal RAM"),
+    PublishedMemory("stm32n6", SSD, 224, 694.64, "Internal RAM"),
+    PublishedMemory("stm32n6", SSD, 256, 1002.64, "Internal RAM"),
+    PublishedMemory("stm32h7", SSD, 192, 266.3, "Activation RAM"),
+    PublishedMemory("stm32h7", SSD, 224, 379.6, "Activation RAM"),
+    PublishedMemory("stm32h7", SSD, 256, 456.1, "Activation RAM"),
 )
 
 # weights flash, the same tables (N6 "Weights Flash": seeds 000, 001, 004; H7 "Weights Flash": seed 004);
 # compared with the targets' flash_bytes (the file's constant tensors)
 PUBLISHED_FLASH = (
-    PublishedRam("stm32n6", POSE, 192, 3247.89, "Weights Flash"),
-    PublishedRam("stm32n6", POSE, 256, 3265.22, "Weights Flash"),
-    PublishedRam("stm32n6", POSE, 320, 3263.72, "Weights Flash"),
-    PublishedRam("stm32n6", SEG, 256, 3393.42, "Weights Flash"),
-    PublishedRam("stm32n6", SEG, 320, 3435.34, "Weights Flash"),
-    PublishedRam("stm32n6", SSD, 224, 827.16, "Weights Flash"),
-    PublishedRam("stm32n6", SSD, 256, 826.91, "Weights Flash"),
-    PublishedRam("stm32h7", SSD, 192, 483.16, "Weights Flash"),
-    PublishedRam("stm32h7", SSD, 224, 675.64, "Weights Flash"),
-    PublishedRam("stm32h7", SSD, 256, 675.64, "Weights Flash"),
+    PublishedMemory("stm32n6", POSE, 192, 3247.89, "Weights Flash"),
+    PublishedMemory("stm32n6", POSE, 256, 3265.22, "Weights Flash"),
+    PublishedMemory("stm32n6", POSE, 320, 3263.72, "Weights Flash"),
+    PublishedMemory("stm32n6", SEG, 256, 3393.42, "Weights Flash"),
+    PublishedMemory("stm32n6", SEG, 320, 3435.34, "Weights Flash"),
+    PublishedMemory("stm32n6", SSD, 224, 827.16, "Weights Flash"),
+    PublishedMemory("stm32n6", SSD, 256, 826.91, "Weights Flash"),
+    PublishedMemory("stm32h7", SSD, 192, 483.16, "Weights Flash"),
+    PublishedMemory("stm32h7", SSD, 224, 675.64, "Weights Flash"),
+    PublishedMemory("stm32h7", SSD, 256, 675.64, "Weights Flash"),
 )
 
 
