@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 report: setup
 	$(BIN)/workbench report --config $(CONFIG)
 
-# The unit/integration suite, then the committed notebooks with their (small) default parameters;
-# the 25 slowest tests and fixtures are listed at the end (exports dominate: 20 s or more each,
-# whatever the image size).
+# The unit/integration suite and the committed notebooks with their (small) default parameters, on
+# TEST_WORKERS processes (pytest-xdist; one test file per work unit, the notebooks in order on one
+# worker; shared fixtures are built once per run, tests/conftest.py); the 25 slowest tests and
+# fixtures are listed at the end (exports dominate: 20 s or more each, whatever the image size).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest tests --nbval-lax notebooks --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --nbval-lax notebooks -n $(TEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

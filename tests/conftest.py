@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,41 @@ def pytest_sessionstart(session):
     socket.socket.connect = _guarded_connect
     socket.socket.connect_ex = _guarded_connect_ex
     socket.getaddrinfo = _guarded_getaddrinfo
+
+
+# ---- parallel runs (pytest-xdist; `make test` runs two workers) ------------------------------------
+def pytest_xdist_make_scheduler(config, log):
+    """One work unit per test file, so a file's module fixtures are built by one worker only, and
+    one for all the notebooks: they share one run folder and run in order (00_tour first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.endswith(".ipynb") else path
+
+    return FileScheduling(config, log)
+
+
+def shared_folder(tmp_path_factory, name: str) -> Path:
+    """``<session temp>/shared/<name>``: one folder for every worker of this session (xdist gives each
+    worker ``<session temp>/popen-gwN``), the session's own base folder otherwise."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared" / name
+
+
+@contextlib.contextmanager
+def built_once(path: Path) -> Iterator[None]:
+    """Hold the session's lock on ``path`` while it is checked and built: the other workers wait,
+    then find it built."""
+    from workbench.fileio import exclusive
+
+    with exclusive(path):
+        yield
+
+
+def _digest(key) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
@@ -152,21 +190,22 @@ def synth_eval_set(tmp_path_factory, checkpoint_record):
 @pytest.fixture(scope="session", autouse=True)
 def export_once_per_session(tmp_path_factory):
     """An export without model edits (the plain one, or a split head) of the same weights bytes,
-    size and outputs is made once per session and copied where a test asks for it: an Ultralytics
-    → onnx2tf export costs 20 s to minutes (by load) whatever the image size, and several tests
-    export the same checkpoint. Exports that edit the model (equalize, bias correction, QAT, ...) always run.
-    Returns the dict of exports made ``{key: ExportResult}`` (tests may check it)."""
+    size and outputs is made once per session (by whichever worker asks first) and copied where a
+    test asks for it: an Ultralytics → onnx2tf export costs 20 s to minutes (by load) whatever the
+    image size, and several tests export the same checkpoint. Exports that edit the model (equalize,
+    bias correction, QAT, ...) always run. Returns the dict of exports this worker made itself
+    ``{key: ExportResult}`` (tests may check it)."""
     import dataclasses
     import functools
     import shutil
 
     import workbench.export as export_module
-    from workbench.exported import EXPORT_META
+    from workbench.exported import EXPORT_META, ExportResult
     from workbench.fileio import atomic_path, sha256_file, write_json
 
     real = export_module.export_saved_model
-    root = tmp_path_factory.mktemp("exports-once")
-    made = {}
+    root = shared_folder(tmp_path_factory, "exports-once")
+    known, made = {}, {}  # every export this worker used; those it made itself
 
     def export_saved_model(weights, imgsz, out, *, normalize=True, head="single", edit=None):
         edits = edit.keywords.get("edits") if isinstance(edit, functools.partial) else None
@@ -174,12 +213,18 @@ def export_once_per_session(tmp_path_factory):
         if not plain or not Path(weights).is_file():  # edits, or an error path: the real export
             return real(weights, imgsz, out, normalize=normalize, head=head, edit=edit)
         key = (sha256_file(weights), int(imgsz), normalize, head)
-        if key not in made:
-            folder = root / str(len(made)) / "saved_model"
-            made[key] = real(weights, imgsz, folder, normalize=normalize, head=head, edit=edit)
-        result = dataclasses.replace(made[key], saved_model=Path(out), weights=str(Path(weights).resolve()))
+        if key not in known:
+            folder = root / _digest(key) / "saved_model"
+            with built_once(folder):
+                if (folder / EXPORT_META).is_file():
+                    known[key] = ExportResult.load(folder)
+                else:
+                    known[key] = made[key] = real(
+                        weights, imgsz, folder, normalize=normalize, head=head, edit=edit
+                    )
+        result = dataclasses.replace(known[key], saved_model=Path(out), weights=str(Path(weights).resolve()))
         with atomic_path(out) as staged:
-            shutil.copytree(made[key].saved_model, staged)
+            shutil.copytree(known[key].saved_model, staged)
             meta = result.to_dict()
             meta.pop("saved_model")
             write_json(Path(staged) / EXPORT_META, meta)  # the caller's weights path, as the export records
@@ -193,43 +238,55 @@ def export_once_per_session(tmp_path_factory):
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """A conversion (with its recipes' export) once per session for each distinct file: tests that need
-    the same file (same SavedModel, scheme, I/O, calibration and recipes) share it."""
+    the same file (same SavedModel, scheme, I/O, calibration and recipes), in any worker, share it."""
+    from workbench.fileio import write_json
     from workbench.jobs import quantize_with_recipes
+    from workbench.quantize import QuantizeResult
 
-    root = tmp_path_factory.mktemp("converted")
-    files = {}
+    root = shared_folder(tmp_path_factory, "converted")
 
     def convert(
         saved_model: Path, scheme: str, *, io: str, calib: Path, calib_count: int, recipes: list[str]
     ):
         key = (str(saved_model), scheme, io, str(calib), calib_count, tuple(recipes))
-        if key not in files:
-            out = root / f"{len(files)}-{scheme}+{'+'.join(recipes)}.tflite"
-            files[key] = quantize_with_recipes(
+        out = root / f"{_digest(key)}-{scheme}+{'+'.join(recipes)}.tflite"
+        record = out.with_suffix(".json")
+        with built_once(out):
+            if record.is_file():
+                return QuantizeResult(**dict(json.loads(record.read_text()), path=out))
+            result = quantize_with_recipes(
                 saved_model, scheme, out, io=io, calib=calib, calib_count=calib_count, recipes=recipes
             )
-        return files[key]
+            write_json(record, result.to_dict())
+            return result
 
     return convert
 
 
 @pytest.fixture(scope="session")
 def pose256(tmp_path_factory, synth_eval_set):
-    """The checkpoint exported at 256 and converted to fp32, int8 per-channel and int8 per-tensor."""
+    """The checkpoint exported at 256 and converted to fp32, int8 per-channel and int8 per-tensor
+    (once per session, whichever worker asks first)."""
     from workbench.export import export_saved_model
+    from workbench.fileio import write_json
     from workbench.quantize import quantize
 
-    root = tmp_path_factory.mktemp("pose256")
-    export = export_saved_model(CHECKPOINT, 256, root / "saved_model")
-    files = {"saved_model": export.saved_model}
-    for scheme in ("fp32", "int8-per-channel", "int8-per-tensor"):
-        result = quantize(
-            export.saved_model,
-            scheme,
-            root / f"{scheme}.tflite",
-            io="uf",
-            calib=synth_eval_set.train_images,
-            calib_count=32,
-        )
-        files[scheme] = result.path
-    return files
+    root = shared_folder(tmp_path_factory, "pose256")
+    record = root / "files.json"
+    with built_once(root):
+        if record.is_file():
+            return {name: Path(path) for name, path in json.loads(record.read_text()).items()}
+        export = export_saved_model(CHECKPOINT, 256, root / "saved_model")
+        files = {"saved_model": export.saved_model}
+        for scheme in ("fp32", "int8-per-channel", "int8-per-tensor"):
+            result = quantize(
+                export.saved_model,
+                scheme,
+                root / f"{scheme}.tflite",
+                io="uf",
+                calib=synth_eval_set.train_images,
+                calib_count=32,
+            )
+            files[scheme] = result.path
+        write_json(record, {name: str(path) for name, path in files.items()})
+        return files

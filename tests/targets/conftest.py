@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import built_once, shared_folder
 from workbench.locations import data_dir, weights_dir
 from workbench.targets.published import SSD_WEIGHTS
 
@@ -35,11 +36,12 @@ def st_ssd_per_channel(tmp_path_factory) -> dict[int, Path]:
     # WORKBENCH_TARGETS_CACHE: a folder whose conversions are reused while their keys match (the
     # weights' and calibration images' digests, workbench.jobs), e.g. the benchmark's build/targets
     cache = os.environ.get("WORKBENCH_TARGETS_CACHE")
-    root = Path(cache) if cache else tmp_path_factory.mktemp("st_ssd")
-    return {
-        imgsz: convert_weights(
-            str(weights), imgsz, "int8-per-channel", root / f"ssd{imgsz}", io="uf", calib=calib,
-            calib_count=CALIB_COUNT,
-        ).path
-        for imgsz in SSD_SIZES
-    }  # fmt: skip
+    root = Path(cache) if cache else shared_folder(tmp_path_factory, "st_ssd")
+    with built_once(root):  # one worker converts, the others wait and reuse (the keys match)
+        return {
+            imgsz: convert_weights(
+                str(weights), imgsz, "int8-per-channel", root / f"ssd{imgsz}", io="uf", calib=calib,
+                calib_count=CALIB_COUNT,
+            ).path
+            for imgsz in SSD_SIZES
+        }  # fmt: skip

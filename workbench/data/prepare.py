@@ -20,6 +20,7 @@ from typing import Any
 
 from workbench.config import RunConfig
 from workbench.errors import WorkbenchError
+from workbench.fileio import exclusive
 from workbench.locations import resolve_data
 from workbench.offline import REPO_ROOT, cache_dir
 from workbench.provenance import dataset_hash
@@ -103,16 +104,17 @@ def prepare_dataset(
         from workbench.data.synth import GENERATOR_VERSION, generate_dataset
 
         root = synthetic_dir(cfg)
-        if not (root / "dataset.json").is_file():
-            generate_dataset(
-                root,
-                cfg.synth_train,
-                cfg.synth_val,
-                imgsz=cfg.synth_imgsz,
-                seed=cfg.seed,
-                preset=cfg.synth_preset,
-                progress=progress,
-            )
+        with exclusive(root):  # two runs of one machine need it at once: the second waits, then reuses it
+            if not (root / "dataset.json").is_file():
+                generate_dataset(
+                    root,
+                    cfg.synth_train,
+                    cfg.synth_val,
+                    imgsz=cfg.synth_imgsz,
+                    seed=cfg.seed,
+                    preset=cfg.synth_preset,
+                    progress=progress,
+                )
         version = GENERATOR_VERSION
     elif cfg.dataset.endswith((".yaml", ".yml")):
         return prepare_data_yaml(resolve_data(cfg.dataset), cfg.task.value)
@@ -229,9 +231,10 @@ def yolo_copy(train_ann: Path, train_images: Path, val_ann: Path, val_images: Pa
 
     root = cache_dir() / "datasets" / f"coco-yolo-{task}-{key}"
     data_yaml = root / "data.yaml"
-    if not data_yaml.is_file():
-        coco_to_yolo(train_ann, train_images, root, task, split="train")
-        coco_to_yolo(val_ann, val_images, root, task, split="val")
-        names = yolo_class_names(load_coco(train_ann))
-        write_data_yaml(root, {"train": "train", "val": "val"}, task, names=names)
+    with exclusive(root):
+        if not data_yaml.is_file():
+            coco_to_yolo(train_ann, train_images, root, task, split="train")
+            coco_to_yolo(val_ann, val_images, root, task, split="val")
+            names = yolo_class_names(load_coco(train_ann))
+            write_data_yaml(root, {"train": "train", "val": "val"}, task, names=names)
     return data_yaml
