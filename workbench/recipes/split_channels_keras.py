@@ -17,9 +17,10 @@ and concatenating the parts gives the tensor as the rest of the network reads it
   (BatchNorm, depthwise, moved ReLU6 caps) and every reader conv's input channels are permuted
   that way. The float network is the same function.
 - **Splitting.** Each ``Conv2D`` is cut by :func:`~workbench.recipes.split_channels.contiguous_runs`
-  (the exact least-noise cut of its order into contiguous segments: in a free space with one
-  writer that is :func:`~workbench.recipes.split_channels.channel_groups`' cut, in a pinned
-  space the best a fixed order allows) and becomes one convolution per segment, concatenated.
+  (the exact least-noise cut of its order into contiguous segments that start at multiples of
+  :data:`~workbench.recipes.split_channels.ALIGN`, 16: Ethos-U's output blocks, as on the YOLO
+  path; in a pinned space the best a fixed order allows) and becomes one convolution per segment,
+  concatenated.
   Its BatchNorm is folded into the parts first (the converter folds it into an unsplit conv, not
   into parts). A ``DepthwiseConv2D`` splits as before into parts with the other channels zeroed,
   summed with ADDs (any grouping, no gather).
@@ -33,7 +34,9 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.recipes.split_channels import (
+    ALIGN,
     MIN_GAIN,
+    RUN_PENALTY,
     SPLIT_GROUPS,
     channel_groups,
     contiguous_runs,
@@ -216,24 +219,44 @@ def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.n
     return call
 
 
-def split_keras_model(model, groups: int = SPLIT_GROUPS, min_gain: float = MIN_GAIN) -> int:
+def split_keras_model(
+    model,
+    groups: int = SPLIT_GROUPS,
+    min_gain: float = MIN_GAIN,
+    align: int | None = None,
+    penalty: float | None = None,
+) -> dict[str, list[np.ndarray]]:
     """Order ``model``'s channel spaces, then split every convolution whose per-tensor weight noise
-    falls by ``min_gain`` (Conv2D in contiguous runs: no gather); returns how many were split."""
+    falls by ``min_gain`` (Conv2D in contiguous runs: no gather); returns each split layer's runs
+    (channel positions in its permuted order).
+
+    As in :func:`~workbench.recipes.split_channels.split_model`, a ``Conv2D``'s runs start only at
+    multiples of ``align`` channels (the last ends at its width) and each run beyond the first costs
+    ``penalty`` of its unsplit noise: :data:`~workbench.recipes.split_channels.ALIGN` /
+    :data:`~workbench.recipes.split_channels.RUN_PENALTY` when None, which the recipe's key names
+    (``split-channels-a16``). A conv of ``2 · align`` channels or fewer then has at most two runs,
+    of ``align`` or fewer none. Depthwise runs need not be contiguous (their parts are summed).
+    """
     from workbench.offline import import_tensorflow
 
     tf = import_tensorflow()
+    align = ALIGN if align is None else align
+    penalty = RUN_PENALTY if penalty is None else penalty
     permute(model, *channel_orders(model))
-    count = 0
+    split = {}
     for layer in model.layers:
         if not (_is_conv(layer) or _is_depthwise(layer)):
             continue
         kernel, bias, norm = _folded(layer)
         amax = _amax(layer)
-        runs = channel_groups(amax, groups) if _is_depthwise(layer) else contiguous_runs(amax, groups)
+        if _is_depthwise(layer):
+            runs = channel_groups(amax, groups)
+        else:
+            runs = contiguous_runs(amax, groups, align, penalty)
         if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
             continue
         layer.call = _split_call(tf, layer, kernel.astype(np.float32), bias.astype(np.float32), runs)
         if norm is not None:  # folded into the parts above
             norm.call = lambda inputs, *_, **__: inputs
-        count += 1
-    return count
+        split[layer.name] = runs
+    return split
