@@ -188,7 +188,9 @@ def permute(model, space: dict[str, str], orders: dict[str, np.ndarray]) -> int:
     return count
 
 
-def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray]):
+def _split_call(
+    tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray], relu: str | None = None
+):
     strides, padding = (1, *layer.strides, 1), layer.padding.upper()
     dilations, activation = layer.dilation_rate, layer.activation
     if _kind(layer) == "DepthwiseConv2D":
@@ -211,12 +213,43 @@ def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.n
     if not np.array_equal(np.concatenate(runs), np.arange(kernel.shape[3])):
         raise ValueError(f"{layer.name}: runs must be contiguous segments in order (no gather)")
     parts = [(tf.constant(kernel[..., r], tf.float32), tf.constant(bias[r], tf.float32)) for r in runs]
+    after = {None: lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6}[relu]
 
     def call(inputs, *_, **__):
-        outputs = [tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts]
-        return activation(tf.concat(outputs, -1))
+        # an elementwise activation commutes with the concatenation: applied per part, the converter
+        # fuses it into each CONV_2D (after the concatenation it would be a separate RELU6 op)
+        outputs = [
+            after(activation(tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b))
+            for k, b in parts
+        ]
+        return tf.concat(outputs, -1)
 
     return call
+
+
+def _relu_after(layer, norm) -> tuple[object, str] | None:
+    """The plain ReLU / ReLU6 layer (``ReLU`` or ``Activation``) that alone reads ``layer`` (or its folded
+    BatchNorm ``norm``), if any, and which (``relu``, ``relu6``): the split applies it per part.
+    Per-channel caps (``st-optimize``, ``equalize``) stay where they are."""
+    readers = _readers(norm if norm is not None else layer)
+    after = readers[0] if len(readers) == 1 else None
+    if (
+        after is None
+        or hasattr(after, "_workbench_caps")
+        or len(after._inbound_nodes) != 1  # noqa: SLF001
+        or layer.activation.__name__ != "linear"
+    ):
+        return None
+    if _kind(after) == "Activation" and after.activation.__name__ in ("relu", "relu6"):
+        return after, after.activation.__name__
+    if (
+        _kind(after) == "ReLU"
+        and float(after.threshold) == 0.0
+        and float(after.negative_slope) == 0.0
+        and after.max_value in (None, 6.0)
+    ):
+        return after, "relu" if after.max_value is None else "relu6"
+    return None
 
 
 def split_keras_model(
@@ -255,8 +288,11 @@ def split_keras_model(
             runs = contiguous_runs(amax, groups, align, penalty)
         if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
             continue
-        layer.call = _split_call(tf, layer, kernel.astype(np.float32), bias.astype(np.float32), runs)
-        if norm is not None:  # folded into the parts above
-            norm.call = lambda inputs, *_, **__: inputs
+        relu = None if _is_depthwise(layer) else _relu_after(layer, norm)
+        kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
+        layer.call = _split_call(tf, layer, kernel, bias, runs, relu and relu[1])
+        for done in (norm, relu and relu[0]):  # folded into the parts above
+            if done is not None:
+                done.call = lambda inputs, *_, **__: inputs
         split[layer.name] = runs
     return split
