@@ -22,8 +22,13 @@ and concatenating the parts gives the tensor as the rest of the network reads it
   path; in a pinned space the best a fixed order allows) and becomes one convolution per segment,
   concatenated.
   Its BatchNorm is folded into the parts first (the converter folds it into an unsplit conv, not
-  into parts). A ``DepthwiseConv2D`` splits as before into parts with the other channels zeroed,
-  summed with ADDs (any grouping, no gather).
+  into parts), and a plain ReLU/ReLU6 after it runs in each part, so the converter fuses it into
+  each CONV_2D: left after the concatenation it is a separate RELU6 op, which made the SSD 224
+  file 6–9× slower than plain per-tensor on this CPU (XNNPACK), against ~2× now. A
+  ``DepthwiseConv2D`` splits into parts with the other channels zeroed, summed with ADDs (any
+  grouping, no gather; :data:`DEPTHWISE` ``"sum"``), or with ``"slice"`` into aligned contiguous
+  slices of its input (SPLIT_V), concatenated: cheaper, but on the SSD it loses most of the
+  recovery (docs/recipes.md).
 
 A convolution is split only where its per-tensor weight noise falls by ``MIN_GAIN``. The float
 network is unchanged (tested to 1e-4). With ``equalize`` or ``st-optimize`` they run first.
