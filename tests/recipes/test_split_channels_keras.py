@@ -10,7 +10,7 @@ from tests.recipes.keras_layers import randomize_batchnorm
 
 def _ssd_like(seed: int = 0):
     """A MobileNet chain, two lateral convs joined by an ADD (a tensor with two writers), and two heads
-    reshaped and concatenated (pinned); every conv's output channels have ranges ×0.01..×10."""
+    reshaped and concatenated (pinned), wide enough for 16-channel runs; every conv's output channels have ranges ×0.01..×10."""
     from workbench.offline import import_tensorflow
 
     import_tensorflow()
@@ -21,17 +21,17 @@ def _ssd_like(seed: int = 0):
     layers = keras.layers
     inp = keras.Input((16, 16, 3), batch_size=1)
     x = layers.ReLU(6.0)(
-        layers.BatchNormalization()(layers.Conv2D(16, 3, padding="same", use_bias=False)(inp))
+        layers.BatchNormalization()(layers.Conv2D(48, 3, padding="same", use_bias=False)(inp))
     )
     x = layers.ReLU(6.0)(
         layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x))
     )
-    x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.Conv2D(24, 1, use_bias=False)(x)))
-    a = layers.BatchNormalization()(layers.Conv2D(12, 1)(x))
-    b = layers.BatchNormalization()(layers.Conv2D(12, 1)(layers.ZeroPadding2D(0)(x)))
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(layers.Conv2D(64, 1, use_bias=False)(x)))
+    a = layers.BatchNormalization()(layers.Conv2D(40, 1)(x))
+    b = layers.BatchNormalization()(layers.Conv2D(40, 1)(layers.ZeroPadding2D(0)(x)))
     fmap = layers.Add()([a, b])
     heads = []
-    for width in (8, 4):
+    for width in (32, 8):
         h = layers.BatchNormalization()(layers.Conv2D(width, 3, padding="same")(fmap))
         heads.append(layers.Reshape((-1, 4))(h))
     out = layers.Concatenate(axis=1)(heads)
@@ -70,8 +70,9 @@ def test_spaces_share_an_order_across_an_add_and_pin_the_heads():
     assert shared in orders and not set(heads) & set(orders)
 
 
+@pytest.mark.parametrize("depthwise", ["slice", "sum"])
 @pytest.mark.parametrize("equalize", [False, True])
-def test_split_keeps_the_float_network(equalize):
+def test_split_keeps_the_float_network(equalize, depthwise):
     from workbench.recipes.equalize_keras import equalize_keras_model
     from workbench.recipes.split_channels_keras import split_keras_model
 
@@ -79,7 +80,7 @@ def test_split_keeps_the_float_network(equalize):
     before = np.asarray(model(_x()))
     if equalize:
         assert equalize_keras_model(model) == 1  # its ReLU6 caps are permuted with their channels
-    assert split_keras_model(model) >= 5
+    assert len(split_keras_model(model, depthwise=depthwise)) >= 5
     np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
 
 
@@ -90,8 +91,40 @@ def test_split_after_st_optimize_keeps_its_network():
     model = _ssd_like()
     st_optimize_keras_model(model)
     before = np.asarray(model(_x()))
-    assert split_keras_model(model) >= 5
+    assert len(split_keras_model(model)) >= 5
     np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+
+
+def test_aligned_split_cuts_convs_at_multiples_of_16_and_keeps_the_float_network():
+    from workbench.recipes.split_channels import ALIGN
+    from workbench.recipes.split_channels_keras import split_keras_model
+
+    assert ALIGN == 16  # the recipe's key says "-a16"
+    model = _ssd_like()
+    before = np.asarray(model(_x()))
+    split = split_keras_model(model, depthwise="slice")
+    np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+    kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+    convs = {name: runs for name, runs in split.items() if kinds[name] == "Conv2D"}
+    assert len(convs) >= 3 and any(kinds[name] == "DepthwiseConv2D" for name in split)
+    for name, runs in split.items():  # depthwise too, when sliced
+        width = model.get_layer(name).get_weights()[0].shape[2 if kinds[name] != "Conv2D" else 3]
+        assert np.array_equal(np.concatenate(runs), np.arange(width)), name  # contiguous, in order
+        assert all(run[0] % ALIGN == 0 for run in runs), (name, [run[0] for run in runs])
+        assert width > ALIGN  # 16 channels or fewer (the 8-wide head) have no aligned cut
+
+
+def test_unaligned_split_cuts_where_alignment_forbids():
+    """``align=1`` (the former cut) does cut off-block: the aligned test above is not vacuous."""
+    from workbench.recipes.split_channels_keras import split_keras_model
+
+    model = _ssd_like()
+    before = np.asarray(model(_x()))
+    split = split_keras_model(model, align=1)
+    np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+    kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+    starts = [run[0] for name, runs in split.items() if kinds[name] == "Conv2D" for run in runs]
+    assert any(start % 16 for start in starts)
 
 
 def _per_tensor_tflite(model, path):
@@ -112,16 +145,36 @@ def _per_tensor_tflite(model, path):
 
 
 @pytest.mark.slow
-def test_converted_split_file_has_no_gather_and_is_all_int8_per_tensor(tmp_path):
+@pytest.mark.parametrize("depthwise", ["sum", "slice"])
+def test_converted_split_file_has_no_gather_and_is_all_int8_per_tensor(tmp_path, depthwise):
     from workbench.inspect import is_all_int8, weight_granularity
     from workbench.recipes.split_channels_keras import split_keras_model
     from workbench.tflite_graph import read_graph
 
     plain = read_graph(_per_tensor_tflite(_ssd_like(), tmp_path / "plain.tflite"))
     model = _ssd_like()
-    split_keras_model(model)
+    split_keras_model(model, depthwise=depthwise)
     graph = read_graph(_per_tensor_tflite(model, tmp_path / "split.tflite"))
     ops = graph.op_histogram()
     assert "GATHER" not in ops and "GATHER_ND" not in ops
     assert ops.get("CONV_2D", 0) > plain.op_histogram().get("CONV_2D", 0)  # the parts are there
     assert is_all_int8(graph) and weight_granularity(graph).verdict == "per-tensor"
+    # the ReLU6 after a split conv runs in each part (fused into its CONV_2D), not after the
+    # concatenation as a separate op (XNNPACK ran those 9x slower on the host, SSD 224)
+    assert ops.get("RELU6", 0) == plain.op_histogram().get("RELU6", 0)
+    assert ops.get("DEPTHWISE_CONV_2D", 0) > plain.op_histogram().get("DEPTHWISE_CONV_2D", 0)
+    if depthwise == "sum":  # full-width parts summed by ADDs
+        assert ops.get("ADD", 0) > plain.op_histogram().get("ADD", 0) and "SPLIT_V" not in ops
+        return
+    # sliced: the input cut by SPLIT_V, no ADD added
+    assert ops.get("ADD", 0) == plain.op_histogram().get("ADD", 0) and ops.get("SPLIT_V", 0) >= 1
+    # every concatenation of conv parts: each part but the last fills whole 16-channel blocks
+    joined = set()
+    for op in graph.ops:
+        producers = [graph.producer(t) for t in op.inputs]
+        kinds = {p.op if p is not None else None for p in producers}
+        if op.op == "CONCATENATION" and kinds <= {"CONV_2D", "DEPTHWISE_CONV_2D"}:
+            depths = [graph.tensors[t].shape[-1] for t in op.inputs]
+            assert all(d % 16 == 0 for d in depths[:-1]), depths
+            joined |= kinds
+    assert joined == {"CONV_2D", "DEPTHWISE_CONV_2D"}

@@ -17,12 +17,18 @@ and concatenating the parts gives the tensor as the rest of the network reads it
   (BatchNorm, depthwise, moved ReLU6 caps) and every reader conv's input channels are permuted
   that way. The float network is the same function.
 - **Splitting.** Each ``Conv2D`` is cut by :func:`~workbench.recipes.split_channels.contiguous_runs`
-  (the exact least-noise cut of its order into contiguous segments: in a free space with one
-  writer that is :func:`~workbench.recipes.split_channels.channel_groups`' cut, in a pinned
-  space the best a fixed order allows) and becomes one convolution per segment, concatenated.
+  (the exact least-noise cut of its order into contiguous segments that start at multiples of
+  :data:`~workbench.recipes.split_channels.ALIGN`, 16: Ethos-U's output blocks, as on the YOLO
+  path; in a pinned space the best a fixed order allows) and becomes one convolution per segment,
+  concatenated.
   Its BatchNorm is folded into the parts first (the converter folds it into an unsplit conv, not
-  into parts). A ``DepthwiseConv2D`` splits as before into parts with the other channels zeroed,
-  summed with ADDs (any grouping, no gather).
+  into parts), and a plain ReLU/ReLU6 after it runs in each part, so the converter fuses it into
+  each CONV_2D: left after the concatenation it is a separate RELU6 op, which made the SSD 224
+  file 6–9× slower than plain per-tensor on this CPU (XNNPACK), against ~2× now. A
+  ``DepthwiseConv2D`` splits into parts with the other channels zeroed, summed with ADDs (any
+  grouping, no gather; :data:`DEPTHWISE` ``"sum"``), or with ``"slice"`` into aligned contiguous
+  slices of its input (SPLIT_V), concatenated: cheaper, but on the SSD it loses most of the
+  recovery (docs/recipes.md).
 
 A convolution is split only where its per-tensor weight noise falls by ``MIN_GAIN``. The float
 network is unchanged (tested to 1e-4). With ``equalize`` or ``st-optimize`` they run first.
@@ -30,10 +36,14 @@ network is unchanged (tested to 1e-4). With ``equalize`` or ``st-optimize`` they
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from workbench.recipes.split_channels import (
+    ALIGN,
     MIN_GAIN,
+    RUN_PENALTY,
     SPLIT_GROUPS,
     channel_groups,
     contiguous_runs,
@@ -53,6 +63,11 @@ CHANNELWISE = frozenset(
         "AveragePooling2D",
     }
 )
+# a split depthwise: "sum" (parts over any channels, the others zeroed, summed) or "slice" (contiguous
+# 16-aligned input slices, concatenated). Measured on ST's SSD 224 (docs/recipes.md): slice is 1.4x
+# plain per-tensor on the host, sum 2.1x, but aligned slices leave the 8/16-channel early depthwise
+# convs whole and cut the rest along a shared order: AP -0.064 vs per-channel against sum's -0.019
+DEPTHWISE = "sum"
 ELEMENTWISE = frozenset(
     {"relu", "relu6", "linear", "sigmoid", "tanh", "swish", "silu", "hard_sigmoid", "elu"}
 )
@@ -144,18 +159,47 @@ def channel_spaces(model) -> tuple[dict[str, str], set[str], dict[str, list]]:
     return space, {space[name] for name in pins}, writers
 
 
-def channel_orders(model) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Each layer's space and the order of every free space with conv writers (ascending range)."""
+def channel_orders(
+    model, groups: int = SPLIT_GROUPS, align: int = 1, depthwise: bool = False
+) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Each layer's space and the order of every free space with conv writers.
+
+    Without ``depthwise``: ascending range (the largest over the space's writers). With it, the
+    space's depthwise convs are cut into contiguous slices too, so its order serves them and its
+    writers alike: of the candidate sorts (each member's own ascending order, and the members'
+    ranges, each normalized by its largest, joined by max and by mean), the one whose contiguous
+    cuts (:func:`~workbench.recipes.split_channels.contiguous_runs`, ``groups`` runs starting at
+    multiples of ``align``) cost the members least, each normalized by its unsplit noise
+    (:func:`~workbench.recipes.split_channels._choose_order`, the YOLO path's choice)."""
+    from workbench.recipes.split_channels import _choose_order
+
     space, pinned, writers = channel_spaces(model)
+    members = {root: list(convs) for root, convs in writers.items()}
+    if depthwise:
+        for layer in model.layers:
+            if _is_depthwise(layer) and space[layer.name] in members:
+                members[space[layer.name]].append(layer)
     orders = {}
-    for root, convs in writers.items():
+    for root, layers in members.items():
         if root in pinned:
             continue
-        amax = np.max([_amax(conv) for conv in convs], axis=0)
-        order = np.argsort(amax, kind="stable")
+        amax = {layer.name: _amax(layer) for layer in layers}
+        if len(layers) == len(writers[root]):  # conv writers only: ascending range
+            order = np.argsort(np.max(list(amax.values()), axis=0), kind="stable")
+        else:
+            blocks = [_Block(name, 0, len(a)) for name, a in amax.items()]
+            order = _choose_order(blocks, amax, groups, align)
         if not np.array_equal(order, np.arange(len(order))):
             orders[root] = order
     return space, orders
+
+
+class _Block(NamedTuple):
+    """A member's channels in its space (all of them: Keras spaces have no chunks)."""
+
+    writer: str
+    start: int
+    size: int
 
 
 def permute(model, space: dict[str, str], orders: dict[str, np.ndarray]) -> int:
@@ -185,55 +229,139 @@ def permute(model, space: dict[str, str], orders: dict[str, np.ndarray]) -> int:
     return count
 
 
-def _split_call(tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray]):
+def _split_call(
+    tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray], relu: str | None = None,
+    summed: bool = False,
+):  # fmt: skip
+    """``layer``'s call as parts over ``runs``: a ``Conv2D``'s concatenated; a depthwise's either
+    over contiguous input slices, concatenated (runs in order), or summed (any runs: full-width
+    parts, the other channels' weights zero, one ADD per extra part)."""
     strides, padding = (1, *layer.strides, 1), layer.padding.upper()
     dilations, activation = layer.dilation_rate, layer.activation
-    if _kind(layer) == "DepthwiseConv2D":
+    after = {None: lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6}[relu]
+    depthwise = _kind(layer) == "DepthwiseConv2D"
+    contiguous = np.array_equal(np.concatenate(runs), np.arange(len(bias)))
+    if depthwise and (summed or not contiguous):
         parts = []
         for run in runs:
             k, b = np.zeros_like(kernel), np.zeros_like(bias)
             k[:, :, run], b[run] = kernel[:, :, run], bias[run]
             parts.append((tf.constant(k, tf.float32), tf.constant(b, tf.float32)))
 
-        def call(inputs, *_, **__):
+        def sum_parts(inputs, *_, **__):
             outputs = [
                 tf.nn.depthwise_conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts
             ]
             total = outputs[0]
             for output in outputs[1:]:
                 total = total + output
-            return activation(total)
+            return after(activation(total))
 
-        return call
-    if not np.array_equal(np.concatenate(runs), np.arange(kernel.shape[3])):
+        return sum_parts
+    if not contiguous:
         raise ValueError(f"{layer.name}: runs must be contiguous segments in order (no gather)")
+    if depthwise:
+        parts = [(tf.constant(kernel[:, :, r], tf.float32), tf.constant(bias[r], tf.float32)) for r in runs]
+        sizes = [len(r) for r in runs]
+
+        def sliced(inputs, *_, **__):
+            slices = tf.split(inputs, sizes, axis=-1)
+            outputs = [
+                after(activation(tf.nn.depthwise_conv2d(x, k, strides, padding, dilations=dilations) + b))
+                for x, (k, b) in zip(slices, parts, strict=True)
+            ]
+            return tf.concat(outputs, -1)
+
+        return sliced
     parts = [(tf.constant(kernel[..., r], tf.float32), tf.constant(bias[r], tf.float32)) for r in runs]
 
     def call(inputs, *_, **__):
-        outputs = [tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts]
-        return activation(tf.concat(outputs, -1))
+        # an elementwise activation commutes with the concatenation: applied per part, the converter
+        # fuses it into each CONV_2D (after the concatenation it would be a separate RELU6 op)
+        outputs = [
+            after(activation(tf.nn.conv2d(inputs, k, strides, padding, dilations=dilations) + b))
+            for k, b in parts
+        ]
+        return tf.concat(outputs, -1)
 
     return call
 
 
-def split_keras_model(model, groups: int = SPLIT_GROUPS, min_gain: float = MIN_GAIN) -> int:
+def _relu_after(layer, norm) -> tuple[object, str] | None:
+    """The plain ReLU / ReLU6 layer (``ReLU`` or ``Activation``) that alone reads ``layer`` (or its folded
+    BatchNorm ``norm``), if any, and which (``relu``, ``relu6``): the split applies it per part.
+    Per-channel caps (``st-optimize``, ``equalize``) stay where they are."""
+    readers = _readers(norm if norm is not None else layer)
+    after = readers[0] if len(readers) == 1 else None
+    if (
+        after is None
+        or hasattr(after, "_workbench_caps")
+        or len(after._inbound_nodes) != 1  # noqa: SLF001
+        or layer.activation.__name__ != "linear"
+    ):
+        return None
+    if _kind(after) == "Activation" and after.activation.__name__ in ("relu", "relu6"):
+        return after, after.activation.__name__
+    if (
+        _kind(after) == "ReLU"
+        and float(after.threshold) == 0.0
+        and float(after.negative_slope) == 0.0
+        and after.max_value in (None, 6.0)
+    ):
+        return after, "relu" if after.max_value is None else "relu6"
+    return None
+
+
+def split_keras_model(
+    model,
+    groups: int = SPLIT_GROUPS,
+    min_gain: float = MIN_GAIN,
+    align: int | None = None,
+    penalty: float | None = None,
+    depthwise: str | None = None,
+) -> dict[str, list[np.ndarray]]:
     """Order ``model``'s channel spaces, then split every convolution whose per-tensor weight noise
-    falls by ``min_gain`` (Conv2D in contiguous runs: no gather); returns how many were split."""
+    falls by ``min_gain`` (no gather); returns each split layer's runs (channel positions in its
+    permuted order).
+
+    As in :func:`~workbench.recipes.split_channels.split_model`, a ``Conv2D``'s runs start only at
+    multiples of ``align`` channels (the last ends at its width) and each run beyond the first costs
+    ``penalty`` of its unsplit noise: :data:`~workbench.recipes.split_channels.ALIGN` /
+    :data:`~workbench.recipes.split_channels.RUN_PENALTY` when None, which the recipe's key names
+    (``split-channels-a16``). A conv of ``2 · align`` channels or fewer then has at most two runs,
+    of ``align`` or fewer none. ``depthwise`` (:data:`DEPTHWISE` when None): ``"slice"`` cuts a
+    ``DepthwiseConv2D`` the same way, into contiguous aligned slices of its input, concatenated
+    (its space's order chosen for it and the writers together); ``"sum"`` into parts over any
+    channels, summed (full-width parts: ``groups`` times the work, and ADDs).
+    """
     from workbench.offline import import_tensorflow
 
     tf = import_tensorflow()
-    permute(model, *channel_orders(model))
-    count = 0
+    align = ALIGN if align is None else align
+    penalty = RUN_PENALTY if penalty is None else penalty
+    depthwise = DEPTHWISE if depthwise is None else depthwise
+    if depthwise not in ("slice", "sum"):
+        raise ValueError(f"depthwise must be 'slice' or 'sum', got {depthwise!r}")
+    sliced = depthwise == "slice"
+    permute(model, *channel_orders(model, groups, align, depthwise=sliced))
+    split = {}
     for layer in model.layers:
         if not (_is_conv(layer) or _is_depthwise(layer)):
             continue
         kernel, bias, norm = _folded(layer)
         amax = _amax(layer)
-        runs = channel_groups(amax, groups) if _is_depthwise(layer) else contiguous_runs(amax, groups)
+        if _is_depthwise(layer) and not sliced:
+            runs = channel_groups(amax, groups)
+        else:
+            runs = contiguous_runs(amax, groups, align, penalty)
         if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
             continue
-        layer.call = _split_call(tf, layer, kernel.astype(np.float32), bias.astype(np.float32), runs)
-        if norm is not None:  # folded into the parts above
-            norm.call = lambda inputs, *_, **__: inputs
-        count += 1
-    return count
+        summed = _is_depthwise(layer) and not sliced
+        relu = None if summed else _relu_after(layer, norm)  # a sum's ReLU fuses into its last ADD
+        kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
+        layer.call = _split_call(tf, layer, kernel, bias, runs, relu and relu[1], summed)
+        for done in (norm, relu and relu[0]):  # folded into the parts above
+            if done is not None:
+                done.call = lambda inputs, *_, **__: inputs
+        split[layer.name] = runs
+    return split
