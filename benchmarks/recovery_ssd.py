@@ -3,7 +3,7 @@
 ST's float ``st_ssd_mobilenet_v1_025_{192,224,256}.h5`` (``$WORKBENCH_WEIGHTS_DIR/st``, as ST ships
 them: no fine-tuning) converted plain and with the recipes that apply to a Keras model
 (``equalize``: exact cross-layer equalization; ``st-optimize``: ST's own per-tensor preparation;
-``split-channels``: gather-free; with ``--all-variants`` also ``calib-mse``, ``weights-octav``),
+``split-channels``: gather-free, and ``split-channels-fine``, its finer parts; with ``--all-variants`` also ``calib-mse``, ``weights-octav``),
 calibrated on 200 ``coco-person-train2017`` images, box AP (COCO 0.50:0.95) on the 450 dev images with 95 % bootstrap
 intervals over images, each variant − plain per-channel with a paired interval, and each file's
 latency on this CPU (interleaved medians, 2 threads, SIMD flags recorded), and each file's NPU cost:
@@ -44,11 +44,12 @@ VARIANTS = [
     ("int8-per-tensor", ("split-channels",)),
     ("int8-per-tensor", ("equalize", "split-channels")),
     ("int8-per-tensor", ("st-optimize", "split-channels")),
+    ("int8-per-tensor", ("split-channels-fine",)),
     ("int8-per-channel", ("calib-mse", "weights-octav")),
     ("int8-per-tensor", ("calib-mse", "weights-octav")),
     ("int8-per-tensor", ("equalize", "calib-mse", "weights-octav")),
 ]
-CORE = 9  # the variants run by default: --all-variants adds the ai-edge-quantizer ones (slow)
+CORE = 10  # the variants run by default: --all-variants adds the ai-edge-quantizer ones (slow)
 TARGETS = ("ethos-u55-256", "stm32mp2")  # NPU cost of every row (Vela; ST's MP2 placement rules)
 TARGET_GAP = 0.012  # issue 20: per-tensor within this of per-channel at 192 and 224, with 0 GATHER
 
@@ -90,14 +91,17 @@ def main() -> int:
         "--all-variants", action="store_true", help="also the slow calib-mse/weights-octav rows"
     )
     parser.add_argument(
-        "--variants", default="", help="only these rows (names as in the JSON, comma-separated)"
+        "--variants",
+        default="",
+        help="only these rows (names as in the JSON, comma-separated); they replace or join the size's "
+        "rows already in the JSON, plain per-channel always runs (the paired differences need it)",
     )
     parser.add_argument("--no-targets", action="store_true", help="skip the Vela / MP2 cost columns")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = VARIANTS if args.all_variants else VARIANTS[:CORE]
     if args.variants:
-        chosen = set(args.variants.split(","))
+        chosen = set(args.variants.split(",")) | {"int8-per-channel"}
         variants = [v for v in VARIANTS if _name(*v) in chosen]
         if len(variants) != len(chosen):
             parser.error(f"--variants: unknown names; known: {', '.join(_name(*v) for v in VARIANTS)}")
@@ -156,6 +160,10 @@ def main() -> int:
         timed = bench_models([root / f"{row['variant']}.tflite" for row in rows], runs=30)
         for row, timing in zip(rows, timed, strict=True):
             row["latency_ms"] = round(timing.median_ms, 2)
+        for row in rows:
+            row["run"] = time.strftime("%Y-%m-%dT%H:%M")  # latencies compare within one run only
+        if args.variants and str(imgsz) in results:  # the rows not run stay, in their order
+            rows = _merged(results[str(imgsz)]["rows"], rows)
         results[str(imgsz)] = {
             "weights": str(h5[imgsz]),
             "weights_sha256": sha256_file(h5[imgsz]),
@@ -178,7 +186,8 @@ def main() -> int:
                 "cpu": cpu_model(),
                 "simd": cpu_features(),
                 "threads": 2,
-                "note": "interleaved medians per size on this CPU; they rank variants here, not on an NPU",
+                "note": "interleaved medians per size and run (each row's run): compare them within a run; they rank "
+                "variants on this CPU, not on an NPU",
             },
             "targets": {
                 "columns": list(TARGETS),
@@ -192,6 +201,13 @@ def main() -> int:
         },
     )
     return 0
+
+
+def _merged(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows with those ``new`` ran replaced in place, the others ``new`` ran appended."""
+    ran = {row["variant"]: row for row in new}
+    kept = [ran.pop(row["variant"], row) for row in old]
+    return kept + list(ran.values())
 
 
 def issue20_target(rows: list[dict]) -> dict:

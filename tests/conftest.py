@@ -263,6 +263,41 @@ def converted(tmp_path_factory):
     return convert
 
 
+# ST's SSD conversions: the family tests compare ours with ST's int8 file, calibrated as ST's card was
+# (100 images); the targets' checks read only shapes, ops and sizes, so they share the same files
+ST_SSD_CALIB = 100
+
+
+@pytest.fixture(scope="session")
+def st_ssd_converted(tmp_path_factory):
+    """``convert(imgsz, scheme)``: ST's SSD ``.h5`` of that size exported and converted (uint8 in,
+    float out: ST's deployment form) once per run for every worker, by the workbench's keyed jobs; skips
+    when the weights or calibration images are absent. ``$WORKBENCH_TARGETS_CACHE``: a folder whose
+    files are reused while their keys (weights' and images' digests) match, e.g. the benchmark's."""
+    from workbench.jobs import convert_weights
+    from workbench.locations import data_dir, weights_dir
+    from workbench.targets.published import SSD_WEIGHTS
+
+    weights = weights_dir() / SSD_WEIGHTS
+    calib = data_dir() / "coco-person-train2017" / "images"
+    cache = os.environ.get("WORKBENCH_TARGETS_CACHE")
+    root = Path(cache) if cache else shared_folder(tmp_path_factory, "st_ssd")
+
+    def convert(imgsz: int, scheme: str):
+        if not Path(str(weights).format(imgsz=imgsz)).is_file() or not calib.is_dir():
+            pytest.skip(
+                f"ST's SSD .h5 or COCO person images not found: {str(weights).format(imgsz=imgsz)}, {calib} "
+                "(set WORKBENCH_WEIGHTS_DIR / WORKBENCH_DATA_DIR)"
+            )
+        folder = root / f"ssd{imgsz}"
+        with built_once(folder):  # one worker converts, the others wait and reuse (the keys match)
+            return convert_weights(
+                str(weights), imgsz, scheme, folder, io="uf", calib=calib, calib_count=ST_SSD_CALIB
+            )
+
+    return convert
+
+
 @pytest.fixture(scope="session")
 def pose256(tmp_path_factory, synth_eval_set):
     """The checkpoint exported at 256 and converted to fp32, int8 per-channel and int8 per-tensor

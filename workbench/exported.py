@@ -43,6 +43,7 @@ class ExportResult:
     split_channels: float | None = (
         None  # min noise gain convolutions were split at (the split-channels recipe)
     )
+    split_fine: bool = False  # the split's finer form (the split-channels-fine recipe)
     kpt_clip: list[float] | None = None
     kpt_percentile: float | None = None  # the percentile kpt_clip was taken at (the calib-percentile recipe)
     bias_corrected: str | None = None  # "<granularity>:<calibration digest>" (the bias-correct recipe)

@@ -19,6 +19,7 @@ RECIPE_NAMES = (
     "equalize",
     "st-optimize",
     "split-channels",
+    "split-channels-fine",
     "bias-correct",
     "qat",
     "calib-all",
@@ -52,6 +53,8 @@ def parse_recipes(value: str | Iterable[str] | None) -> list[str]:
         raise WorkbenchError(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPE_NAMES)}")
     if "calib-percentile" in names and not {"split-head", "split-levels"} & set(names):
         raise WorkbenchError("calib-percentile clamps the split head's outputs: use it with split-head")
+    if {"split-channels", "split-channels-fine"} <= set(names):
+        raise WorkbenchError("split-channels-fine is split-channels with finer parts: name one of them")
     if "int16x8" in names and "float-fallback" in names:
         raise WorkbenchError(
             "int16x8 and float-fallback cannot be combined (the converter's 16x8 mode has no denylist)"

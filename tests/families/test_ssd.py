@@ -14,7 +14,6 @@ from workbench.locations import data_dir, weights_dir
 H5 = weights_dir() / "st" / "st_ssd_mobilenet_v1_025_{imgsz}.h5"
 DEV = data_dir() / "coco-person-val2017-dev"
 TRAIN = data_dir() / "coco-person-train2017"
-CALIB = 100
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +27,13 @@ def shared_ssd():
 
 
 @pytest.fixture(scope="module")
-def ssd224(shared_ssd, tmp_path_factory):
-    """ST's 224 .h5 exported and converted to fp32 and int8 per-channel (uint8 in, float out)."""
-    from workbench.quantize import quantize
+def ssd224(shared_ssd, st_ssd_converted):
+    """ST's 224 .h5 exported and converted to fp32 and int8 per-channel (uint8 in, float out;
+    calibrated on 100 COCO person train images), shared with the targets tests."""
+    from workbench.exported import ExportResult
 
-    root = tmp_path_factory.mktemp("ssd224")
-    export = get_family("ssd").export(str(H5), 224, root / "saved_model")
-    files = {"export": export}
-    for scheme in ("fp32", "int8-per-channel"):
-        files[scheme] = quantize(
-            export.saved_model,
-            scheme,
-            root / f"{scheme}.tflite",
-            io="uf",
-            calib=TRAIN / "images",
-            calib_count=CALIB,
-        )
-    return files
+    files = {scheme: st_ssd_converted(224, scheme) for scheme in ("fp32", "int8-per-channel")}
+    return {"export": ExportResult.load(files["fp32"].path.parent / "saved_model"), **files}
 
 
 @pytest.mark.slow
@@ -153,6 +142,45 @@ def test_split_channels_keeps_the_ssd_and_gives_an_all_int8_per_tensor_file(ssd2
     x01 = np.random.default_rng(0).uniform(0, 1, (1, 224, 224, 3)).astype(np.float32)
     for a, b in zip(plain.run(x01), split.run(x01), strict=True):
         np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_split_channels_fine_export_keeps_the_ssd_and_splits_its_narrow_convs(
+    shared_ssd, tmp_path, monkeypatch
+):
+    """split-channels-fine on ST's 192 .h5: the exported SavedModel computes what the .h5 computes
+    (1e-4), records its edits, and its split has more parts than split-channels' 3 and reaches the
+    narrow convs that split-channels leaves whole (16 channels or fewer: no aligned cut)."""
+    import workbench.recipes.split_channels_keras as split_module
+    from workbench.exported import ExportResult
+    from workbench.families.ssd import load_ssd
+    from workbench.offline import import_tensorflow
+    from workbench.recipes import export_edits
+    from workbench.recipes.edits import ExportEdits
+    from workbench.recipes.split_channels import ALIGN, SPLIT_GROUPS
+
+    tf = import_tensorflow()
+    seen = {}
+
+    def spy(model, **kwargs):  # the split the export makes, as it made it
+        seen.update(model=model, split=real(model, **kwargs))
+        return seen["split"]
+
+    real = split_module.split_keras_model
+    monkeypatch.setattr(split_module, "split_keras_model", spy)
+    weights = str(H5).format(imgsz=192)
+    edits = export_edits("split-channels-fine", "int8-per-tensor")
+    get_family("ssd").export(weights, 192, tmp_path / "fine", edits=edits)
+    assert ExportEdits.recorded(ExportResult.load(tmp_path / "fine")) == edits
+    assert edits.key.endswith("-fine") and edits.key != export_edits("split-channels", "int8-per-tensor").key
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 192, 192, 3)).astype(np.float32)
+    served = tf.saved_model.load(str(tmp_path / "fine")).signatures["serving_default"](images=tf.constant(x))
+    for name, theirs in zip(("a_scores", "b_boxes"), load_ssd(weights)(x, training=False)[:2], strict=True):
+        np.testing.assert_allclose(served[name].numpy(), np.asarray(theirs), atol=1e-4)
+    model, split = seen["model"], seen["split"]
+    narrow = [n for n in split if type(model.get_layer(n)).__name__ == "Conv2D"
+              and model.get_layer(n).get_weights()[0].shape[3] <= ALIGN]  # fmt: skip
+    assert narrow and max(len(runs) for runs in split.values()) > SPLIT_GROUPS
 
 
 @pytest.mark.slow

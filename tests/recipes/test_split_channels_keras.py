@@ -127,6 +127,34 @@ def test_unaligned_split_cuts_where_alignment_forbids():
     assert any(start % 16 for start in starts)
 
 
+def test_narrow_sum_splits_narrow_convs_into_summed_parts_and_keeps_the_float_network():
+    """``narrow="sum"`` reaches the convs of 32 channels or fewer that aligned runs cannot cut
+    usefully (here the 8-wide head, pinned by its reshape), as full-width parts over any channels."""
+    from workbench.recipes.split_channels import ALIGN
+    from workbench.recipes.split_channels_keras import split_keras_model
+
+    def positions(model, split):  # each build names its layers afresh: compare by position
+        return {i for i, layer in enumerate(model.layers) if layer.name in split}
+
+    whole = _ssd_like()
+    skipped = positions(whole, split_keras_model(whole))
+    model = _ssd_like()
+    before = np.asarray(model(_x()))
+    split = split_keras_model(model, narrow="sum")
+    np.testing.assert_allclose(np.asarray(model(_x())), before, atol=1e-4, rtol=1e-4)
+    added = positions(model, split) - skipped
+    assert added, "narrow='sum' split no conv that 'skip' left whole"
+    for position in added:
+        layer = model.layers[position]
+        name = layer.name
+        width = layer.get_weights()[0].shape[3]
+        assert type(layer).__name__ == "Conv2D" and width <= 2 * ALIGN, (name, width)
+        runs = split[name]
+        assert len(runs) >= 2 and sorted(np.concatenate(runs).tolist()) == list(range(width))
+    with pytest.raises(ValueError, match="narrow"):
+        split_keras_model(_ssd_like(), narrow="wide")
+
+
 def _per_tensor_tflite(model, path):
     from workbench.offline import import_tensorflow
 

@@ -52,7 +52,7 @@ class SsdFamily(ModelFamily):
     name = "ssd"
     tasks = (Task.DETECT,)
     decoder = "ssd"
-    export_edits = frozenset({"equalize", "st_optimize", "split_channels"})
+    export_edits = frozenset({"equalize", "st_optimize", "split_channels", "split_fine"})
 
     def claims(self, model: str | Path) -> bool:
         return Path(str(model)).suffix in (".h5", ".keras")
@@ -145,7 +145,8 @@ class SsdFamily(ModelFamily):
         ``edits.st_optimize`` runs ST's per-tensor preparation first (:mod:`workbench.recipes.st_optimize`);
         ``edits.equalize`` applies exact cross-layer equalization (:mod:`workbench.recipes.equalize_keras`);
         ``edits.split_channels`` then splits convolutions by channel range
-        (:mod:`workbench.recipes.split_channels_keras`). No edit here learns from images (``calib`` unused).
+        (:mod:`workbench.recipes.split_channels_keras`), in finer parts with ``edits.split_fine``. No edit
+        here learns from images (``calib`` unused).
         """
         from workbench.exported import EXPORT_META, ExportResult
         from workbench.offline import import_tensorflow
@@ -170,9 +171,10 @@ class SsdFamily(ModelFamily):
 
             equalize_keras_model(model)
         if split_channels:
-            from workbench.recipes.split_channels_keras import split_keras_model
+            from workbench.recipes.split_channels_keras import FINE_GROUPS, split_keras_model
 
-            split_keras_model(model, min_gain=float(split_channels))
+            fine = {"groups": FINE_GROUPS, "narrow": "sum"} if edits.split_fine else {}
+            split_keras_model(model, min_gain=float(split_channels), **fine)
         size = tuple(model.inputs[0].shape[1:3])
         if size != (imgsz, imgsz):
             raise WorkbenchError(
@@ -207,6 +209,7 @@ class SsdFamily(ModelFamily):
             equalized=equalize,
             st_optimized=edits.st_optimize,
             split_channels=split_channels,
+            split_fine=edits.split_fine,
         )
         # A bare module holding the variables: saving the Keras model itself re-traces every layer
         # (minutes on 2 cores) for Keras metadata nobody reads back.

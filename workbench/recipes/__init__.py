@@ -25,6 +25,8 @@ split-channels   per-tensor only: each convolution whose per-tensor weight noise
                  1.5x or more becomes up to 3 convolutions over runs of output channels
                  of similar range, each with its own scale; channel orders are permuted
                  so the runs concatenate in place (exact in float; no GATHER; more ops)
+split-channels-  split-channels with finer parts (ST's SSD): up to 6 per conv, and convs   yes
+fine             of 32 channels or fewer split too, as full-width parts summed by ADDs
 bias-correct     each conv's bias absorbs the mean output shift its int8 weights (this     yes
                  scheme's granularity) cause on 32 calibration images, before export
 qat              quantization-aware fine-tuning: 300 steps with int8 weights (this scheme's   yes
@@ -163,6 +165,17 @@ register(
 )
 register(
     Recipe(
+        "split-channels-fine",
+        "split-channels with finer parts, for ST's SSD where per-tensor collapses (224 px): up to 6 convs per "
+        "conv, and the narrow convs (32 channels or fewer) split too, as full-width parts summed by ADDs. "
+        "Measured at 224: per-channel's AP within 0.01, at 2.2x the MP2 NPU time of split-channels",
+        families=("ssd",),
+        schemes=("int8-per-tensor",),
+        export={"split_channels": SPLIT_MIN_GAIN, "split_fine": True},
+    )
+)
+register(
+    Recipe(
         "bias-correct",
         "empirical bias correction before export: each conv's bias absorbs the mean output shift of its "
         "int8 weights at this scheme's granularity (32 calibration images; YOLO models)",
@@ -272,6 +285,7 @@ _SCHEME_REFUSALS = {
     "split-channels": "split-channels gives per-tensor weights more than one scale per convolution; "
     "int8-per-channel weights already have one per channel: use it with int8-per-tensor",
 }
+_SCHEME_REFUSALS["split-channels-fine"] = _SCHEME_REFUSALS["split-channels"]
 
 
 def check_family(recipes: Iterable[str], family: str, path: Any = None) -> None:

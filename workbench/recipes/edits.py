@@ -27,6 +27,8 @@ class ExportEdits:
     ``split_channels``: split a convolution where that divides its per-tensor weight noise by at least
     this (the ``split-channels`` recipe sets :data:`~workbench.recipes.split_channels.MIN_GAIN`;
     an export made at another setting converts with the same recipe); None: no split.
+    ``split_fine``: the split's finer form (``split-channels-fine``, ST's SSD: more parts, narrow convs
+    summed; :data:`~workbench.recipes.split_channels_keras.FINE_GROUPS`).
     ``kpt_percentile``: clamp the split head's keypoint offsets at this percentile of the calibration
     images' values (the ``calib-percentile`` recipe).
 
@@ -41,6 +43,7 @@ class ExportEdits:
     equalize: bool = False
     st_optimize: bool = False
     split_channels: float | None = None
+    split_fine: bool = False
     bias_correct: str | None = None
     qat: str | None = None
     kpt_percentile: float | None = None
@@ -65,7 +68,8 @@ class ExportEdits:
 
             gain = float(self.split_channels)
             name = "split-channels" if gain == MIN_GAIN else f"split-channels{gain:g}"
-            parts += [name if ALIGN == 1 else f"{name}-a{ALIGN}"]  # runs cut at multiples of ALIGN
+            name = name if ALIGN == 1 else f"{name}-a{ALIGN}"  # runs cut at multiples of ALIGN
+            parts += [f"{name}-fine" if self.split_fine else name]
         parts += [f"clip{self.kpt_percentile:g}"] if self.kpt_percentile is not None else []
         parts += [f"bc-{self.bias_correct}"] if self.bias_correct else []
         parts += [f"qat-{self.qat}"] if self.qat else []
@@ -98,6 +102,7 @@ class ExportEdits:
             equalize=export.equalized,
             st_optimize=export.st_optimized,
             split_channels=_split_setting(export.split_channels),
+            split_fine=export.split_fine,
             bias_correct=export.bias_corrected.split(":")[0] if export.bias_corrected else None,
             qat=export.qat.split(":")[0] if export.qat else None,
             kpt_percentile=export.kpt_percentile,

@@ -68,6 +68,12 @@ CHANNELWISE = frozenset(
 # plain per-tensor on the host, sum 2.1x, but aligned slices leave the 8/16-channel early depthwise
 # convs whole and cut the rest along a shared order: AP -0.064 vs per-channel against sum's -0.019
 DEPTHWISE = "sum"
+# a conv of 2 * ALIGN channels or fewer (at most one aligned cut) whose aligned runs do not pay: "sum"
+# splits it like a summed depthwise (full-width parts over any channels, the others zeroed, ADDs); "skip" leaves it
+NARROW = "skip"
+# the split-channels-fine recipe (ST's SSD 224, docs/recipes.md): 6 parts, narrow convs summed, took
+# per-tensor from -0.019 to -0.0095 AP of per-channel; 3 parts with narrow summed only to -0.016
+FINE_GROUPS = 6
 ELEMENTWISE = frozenset(
     {"relu", "relu6", "linear", "sigmoid", "tanh", "swish", "silu", "hard_sigmoid", "elu"}
 )
@@ -234,24 +240,27 @@ def _split_call(
     summed: bool = False,
 ):  # fmt: skip
     """``layer``'s call as parts over ``runs``: a ``Conv2D``'s concatenated; a depthwise's either
-    over contiguous input slices, concatenated (runs in order), or summed (any runs: full-width
+    over contiguous input slices, concatenated (runs in order); either summed (any runs: full-width
     parts, the other channels' weights zero, one ADD per extra part)."""
     strides, padding = (1, *layer.strides, 1), layer.padding.upper()
     dilations, activation = layer.dilation_rate, layer.activation
     after = {None: lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6}[relu]
     depthwise = _kind(layer) == "DepthwiseConv2D"
     contiguous = np.array_equal(np.concatenate(runs), np.arange(len(bias)))
-    if depthwise and (summed or not contiguous):
+    if summed or (depthwise and not contiguous):
         parts = []
-        for run in runs:
+        for run in runs:  # a depthwise kernel's channels are its axis 2, a conv's outputs its axis 3
             k, b = np.zeros_like(kernel), np.zeros_like(bias)
-            k[:, :, run], b[run] = kernel[:, :, run], bias[run]
+            if depthwise:
+                k[:, :, run] = kernel[:, :, run]
+            else:
+                k[..., run] = kernel[..., run]
+            b[run] = bias[run]
             parts.append((tf.constant(k, tf.float32), tf.constant(b, tf.float32)))
+        part_op = tf.nn.depthwise_conv2d if depthwise else tf.nn.conv2d
 
         def sum_parts(inputs, *_, **__):
-            outputs = [
-                tf.nn.depthwise_conv2d(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts
-            ]
+            outputs = [part_op(inputs, k, strides, padding, dilations=dilations) + b for k, b in parts]
             total = outputs[0]
             for output in outputs[1:]:
                 total = total + output
@@ -319,6 +328,7 @@ def split_keras_model(
     align: int | None = None,
     penalty: float | None = None,
     depthwise: str | None = None,
+    narrow: str | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Order ``model``'s channel spaces, then split every convolution whose per-tensor weight noise
     falls by ``min_gain`` (no gather); returns each split layer's runs (channel positions in its
@@ -332,7 +342,9 @@ def split_keras_model(
     of ``align`` or fewer none. ``depthwise`` (:data:`DEPTHWISE` when None): ``"slice"`` cuts a
     ``DepthwiseConv2D`` the same way, into contiguous aligned slices of its input, concatenated
     (its space's order chosen for it and the writers together); ``"sum"`` into parts over any
-    channels, summed (full-width parts: ``groups`` times the work, and ADDs).
+    channels, summed (full-width parts: ``groups`` times the work, and ADDs). ``narrow``
+    (:data:`NARROW` when None): ``"sum"`` splits a ``Conv2D`` of ``2 · align`` channels or fewer
+    whose aligned runs fall short of ``min_gain`` into summed full-width parts over any channels.
     """
     from workbench.offline import import_tensorflow
 
@@ -340,8 +352,11 @@ def split_keras_model(
     align = ALIGN if align is None else align
     penalty = RUN_PENALTY if penalty is None else penalty
     depthwise = DEPTHWISE if depthwise is None else depthwise
+    narrow = NARROW if narrow is None else narrow
     if depthwise not in ("slice", "sum"):
         raise ValueError(f"depthwise must be 'slice' or 'sum', got {depthwise!r}")
+    if narrow not in ("skip", "sum"):
+        raise ValueError(f"narrow must be 'skip' or 'sum', got {narrow!r}")
     sliced = depthwise == "slice"
     permute(model, *channel_orders(model, groups, align, depthwise=sliced))
     split = {}
@@ -350,13 +365,13 @@ def split_keras_model(
             continue
         kernel, bias, norm = _folded(layer)
         amax = _amax(layer)
-        if _is_depthwise(layer) and not sliced:
-            runs = channel_groups(amax, groups)
-        else:
-            runs = contiguous_runs(amax, groups, align, penalty)
+        summed = _is_depthwise(layer) and not sliced
+        runs = channel_groups(amax, groups) if summed else contiguous_runs(amax, groups, align, penalty)
+        narrow_conv = not summed and len(amax) <= 2 * align  # at most one aligned cut
+        if narrow == "sum" and narrow_conv and (len(runs) < 2 or noise_gain(amax, runs) < min_gain):
+            runs, summed = channel_groups(amax, groups), True
         if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
             continue
-        summed = _is_depthwise(layer) and not sliced
         relu = None if summed else _relu_after(layer, norm)  # a sum's ReLU fuses into its last ADD
         kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
         layer.call = _split_call(tf, layer, kernel, bias, runs, relu and relu[1], summed)
