@@ -17,6 +17,9 @@ def test_parse_recipes_orders_validates_and_rejects():
         parse_recipes("nope")
     with pytest.raises(WorkbenchError, match="cannot be combined"):
         parse_recipes("int16x8,float-fallback")
+    with pytest.raises(WorkbenchError, match="split-channels-fine is split-channels with finer parts"):
+        parse_recipes("split-channels+split-channels-fine")
+    assert parse_recipes("split-channels-fine,equalize") == ["equalize", "split-channels-fine"]
 
 
 def test_plan_composes_recipes():
