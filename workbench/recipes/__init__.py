@@ -168,7 +168,7 @@ register(
         "split-channels-fine",
         "split-channels with finer parts, for ST's SSD where per-tensor collapses (224 px): up to 6 convs per "
         "conv, and the narrow convs (32 channels or fewer) split too, as full-width parts summed by ADDs. "
-        "Measured at 224: per-channel's AP within 0.01, at 2.2x the MP2 NPU time of split-channels",
+        "Measured at 224: per-channel's AP within 0.01, at 2.0x the MP2 NPU time of split-channels",
         families=("ssd",),
         schemes=("int8-per-tensor",),
         export={"split_channels": SPLIT_MIN_GAIN, "split_fine": True},
@@ -285,7 +285,7 @@ _SCHEME_REFUSALS = {
     "split-channels": "split-channels gives per-tensor weights more than one scale per convolution; "
     "int8-per-channel weights already have one per channel: use it with int8-per-tensor",
 }
-_SCHEME_REFUSALS["split-channels-fine"] = _SCHEME_REFUSALS["split-channels"]
+_SCHEME_REFUSALS["split-channels-fine"] = _SCHEME_REFUSALS["split-channels"]  # the same reason
 
 
 def check_family(recipes: Iterable[str], family: str, path: Any = None) -> None:

@@ -239,9 +239,9 @@ def _split_call(
     tf, layer, kernel: np.ndarray, bias: np.ndarray, runs: list[np.ndarray], relu: str | None = None,
     summed: bool = False,
 ):  # fmt: skip
-    """``layer``'s call as parts over ``runs``: a ``Conv2D``'s concatenated; a depthwise's either
-    over contiguous input slices, concatenated (runs in order); either summed (any runs: full-width
-    parts, the other channels' weights zero, one ADD per extra part)."""
+    """``layer``'s call as parts over ``runs``, either concatenated (a ``Conv2D``'s output runs, a
+    depthwise's contiguous input slices; runs in order) or summed (``summed``, or a depthwise's
+    scattered runs; any runs: full-width parts, the other channels' weights zero, one ADD per extra part)."""
     strides, padding = (1, *layer.strides, 1), layer.padding.upper()
     dilations, activation = layer.dilation_rate, layer.activation
     after = {None: lambda x: x, "relu": tf.nn.relu, "relu6": tf.nn.relu6}[relu]
