@@ -158,10 +158,9 @@ def main() -> int:
                 flush=True,
             )
         timed = bench_models([root / f"{row['variant']}.tflite" for row in rows], runs=30)
+        run = time.strftime("%Y-%m-%dT%H:%M")  # latencies compare within one run only
         for row, timing in zip(rows, timed, strict=True):
-            row["latency_ms"] = round(timing.median_ms, 2)
-        for row in rows:
-            row["run"] = time.strftime("%Y-%m-%dT%H:%M")  # latencies compare within one run only
+            row["latency_ms"], row["run"] = round(timing.median_ms, 2), run
         if args.variants and str(imgsz) in results:  # the rows not run stay, in their order
             rows = _merged(results[str(imgsz)]["rows"], rows)
         results[str(imgsz)] = {

@@ -321,6 +321,11 @@ def _relu_after(layer, norm) -> tuple[object, str] | None:
     return None
 
 
+def _pays(amax: np.ndarray, runs: list[np.ndarray], min_gain: float) -> bool:
+    """Whether splitting into ``runs`` divides the per-tensor weight noise by ``min_gain`` or more."""
+    return len(runs) >= 2 and noise_gain(amax, runs) >= min_gain
+
+
 def split_keras_model(
     model,
     groups: int = SPLIT_GROUPS,
@@ -368,9 +373,9 @@ def split_keras_model(
         summed = _is_depthwise(layer) and not sliced
         runs = channel_groups(amax, groups) if summed else contiguous_runs(amax, groups, align, penalty)
         narrow_conv = not summed and len(amax) <= 2 * align  # at most one aligned cut
-        if narrow == "sum" and narrow_conv and (len(runs) < 2 or noise_gain(amax, runs) < min_gain):
+        if narrow == "sum" and narrow_conv and not _pays(amax, runs, min_gain):
             runs, summed = channel_groups(amax, groups), True
-        if len(runs) < 2 or noise_gain(amax, runs) < min_gain:
+        if not _pays(amax, runs, min_gain):
             continue
         relu = None if summed else _relu_after(layer, norm)  # a sum's ReLU fuses into its last ADD
         kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
